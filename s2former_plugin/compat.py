@@ -1,0 +1,295 @@
+"""The seam with basicsr 1.4.2: every patch the plugin applies to basicsr, each with why (and a test in tests/).
+
+basicsr 1.4.2 (the last PyPI release) predates current torch/torchvision. The fixes:
+
+* ``functional_tensor``: basicsr imports ``torchvision.transforms.functional_tensor``, removed in torchvision 0.17;
+  an alias module is installed before basicsr's ``__init__`` runs.
+* Output root: ``python -m basicsr.train`` roots ``experiments/`` and ``tb_logger/`` at the *parent of
+  site-packages*, while ``--auto_resume`` looks under the working directory. The entry points are rerouted to
+  :func:`train_main` / :func:`test_main`, which root everything at the working directory.
+* Resume without CUDA: ``load_resume_state`` calls ``torch.cuda.current_device()``; ours maps to CPU and loads with
+  ``weights_only=True``.
+* Distributed: ``--launcher pytorch`` hard-codes NCCL and ``torch.cuda.set_device``; ours uses gloo without CUDA,
+  and DDP wrapping no longer passes CUDA device ids for CPU models.
+* Optimizers and schedulers: any ``torch.optim`` optimizer (``AdamW`` ...) and ``CyclicLR`` (the paper's schedule).
+* Checkpoints are written atomically (temp file + rename), so a run killed while saving loses nothing.
+* An unknown ``type:`` names the registry's choices, the plugin's first.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+import types
+from collections.abc import Callable
+from typing import Any
+
+PLUGIN = 's2former_plugin'
+logger = logging.getLogger('basicsr')
+_applied = False
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Before basicsr's __init__ runs
+# ----------------------------------------------------------------------------------------------------------------
+def before_basicsr_import() -> None:
+    """Install ``torchvision.transforms.functional_tensor`` if this torchvision lacks it."""
+    name = 'torchvision.transforms.functional_tensor'
+    if name in sys.modules or importlib.util.find_spec(name) is not None:
+        return
+    from torchvision.transforms import functional
+
+    alias = types.ModuleType(name, 'Alias installed by s2former_plugin.compat for basicsr 1.4.2.')
+    alias.rgb_to_grayscale = functional.rgb_to_grayscale
+    sys.modules[name] = alias
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Entry points rooted at the working directory
+# ----------------------------------------------------------------------------------------------------------------
+class _RunPluginEntry:
+    """Loader whose code, run by ``python -m basicsr.<name>``, calls ``s2former_plugin.compat.<func>()``.
+
+    runpy looks up the already-imported module's ``__spec__`` (basicsr's ``__init__`` imports ``train`` and
+    ``test``) and executes ``loader.get_code()`` as ``__main__``; swapping the loader reroutes the command.
+    """
+
+    def __init__(self, func: str, origin: str):
+        self.func, self.origin = func, origin
+
+    def is_package(self, fullname: str) -> bool:
+        return False
+
+    def get_code(self, fullname: str):
+        src = f"if __name__ == '__main__':\n    from {__name__} import {self.func}\n    {self.func}()\n"
+        return compile(src, self.origin, 'exec')
+
+    def get_source(self, fullname: str) -> str:
+        return ''
+
+
+def train_main(root_path: str | None = None) -> None:
+    """Run basicsr's training pipeline with outputs under ``root_path`` (default: the working directory)."""
+    import basicsr.train
+
+    basicsr.train.train_pipeline(os.path.abspath(root_path or os.getcwd()))
+
+
+def test_main(root_path: str | None = None) -> None:
+    """Run basicsr's test pipeline with results under ``root_path`` (default: the working directory)."""
+    import basicsr.test
+
+    basicsr.test.test_pipeline(os.path.abspath(root_path or os.getcwd()))
+
+
+def _reroute_entry_points() -> None:
+    from importlib.machinery import ModuleSpec
+
+    for mod_name, func in (('basicsr.train', 'train_main'), ('basicsr.test', 'test_main')):
+        module = sys.modules.get(mod_name) or importlib.import_module(mod_name)
+        origin = getattr(module, '__file__', None) or mod_name
+        module.__spec__ = ModuleSpec(mod_name, _RunPluginEntry(func, origin), origin=origin)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resume
+# ----------------------------------------------------------------------------------------------------------------
+def load_resume_state(opt: dict) -> dict | None:
+    """basicsr's ``load_resume_state`` without CUDA: newest ``*.state`` under ``experiments/<name>``, on CPU."""
+    import torch
+    from basicsr.utils import check_resume, scandir
+
+    path = None
+    if opt['auto_resume']:
+        state_dir = os.path.join(os.path.dirname(opt['path']['experiments_root']), opt['name'], 'training_states')
+        if os.path.isdir(state_dir):
+            iters = [int(v[:-len('.state')]) for v in scandir(state_dir, suffix='.state') if v[:-6].isdigit()]
+            if iters:
+                path = os.path.join(state_dir, f'{max(iters)}.state')
+                opt['path']['resume_state'] = path
+    else:
+        path = opt['path'].get('resume_state')
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'path:resume_state: {path} does not exist')
+    state = torch.load(path, map_location='cpu', weights_only=True)
+    check_resume(opt, state['iter'])
+    return state
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    """``torch.save`` to a temporary file, then rename: a reader never sees a half-written checkpoint."""
+    import torch
+
+    tmp = f'{path}.tmp{os.getpid()}'
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _save_network(self, net, net_label: str, current_iter: int, param_key='params') -> None:
+    nets = net if isinstance(net, list) else [net]
+    keys = param_key if isinstance(param_key, list) else [param_key]
+    if len(nets) != len(keys):
+        raise ValueError(f'save_network: {len(nets)} networks but {len(keys)} param keys')
+    save_dict = {}
+    for net_, key in zip(nets, keys):
+        state = self.get_bare_model(net_).state_dict()
+        save_dict[key] = {k.removeprefix('module.'): v.detach().cpu() for k, v in state.items()}
+    name = 'latest' if current_iter == -1 else current_iter
+    atomic_torch_save(save_dict, os.path.join(self.opt['path']['models'], f'{net_label}_{name}.pth'))
+
+
+def _save_training_state(self, epoch: int, current_iter: int) -> None:
+    if current_iter == -1:
+        return
+    state = {
+        'epoch': epoch,
+        'iter': current_iter,
+        'optimizers': [o.state_dict() for o in self.optimizers],
+        'schedulers': [s.state_dict() for s in self.schedulers],
+    }
+    atomic_torch_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Distributed
+# ----------------------------------------------------------------------------------------------------------------
+def init_dist(launcher: str, backend: str | None = None, **kwargs) -> None:
+    """basicsr's ``init_dist`` that also works without CUDA (gloo) and picks the local GPU by ``LOCAL_RANK``."""
+    import torch
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if launcher != 'pytorch':  # slurm: basicsr's own code (GPU clusters)
+        return _ORIGINAL['init_dist'](launcher, backend or 'nccl', **kwargs)
+    if mp.get_start_method(allow_none=True) is None:
+        mp.set_start_method('spawn')
+    if torch.cuda.is_available():
+        local_rank = int(os.environ.get('LOCAL_RANK', os.environ['RANK']))
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+    backend = backend or ('nccl' if torch.cuda.is_available() else 'gloo')
+    dist.init_process_group(backend=backend, **kwargs)
+
+
+def _model_to_device(self, net):
+    import torch
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    net = net.to(self.device)
+    if self.opt['dist']:
+        device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+        net = DistributedDataParallel(
+            net, device_ids=device_ids, find_unused_parameters=self.opt.get('find_unused_parameters', False))
+    elif self.opt['num_gpu'] > 1:
+        net = DataParallel(net)
+    return net
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Optimizers and schedulers
+# ----------------------------------------------------------------------------------------------------------------
+def _get_optimizer(self, optim_type: str, params, lr: float, **kwargs):
+    import torch
+
+    cls = getattr(torch.optim, optim_type, None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        choices = sorted(n for n, c in vars(torch.optim).items() if isinstance(c, type)
+                         and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer)
+        raise ValueError(f'train:optim_g:type: unknown optimizer {optim_type!r}; choose one of {choices}')
+    return cls(params, lr, **kwargs)
+
+
+def _setup_schedulers(self) -> None:
+    import torch
+
+    sched_opt = dict(self.opt['train']['scheduler'])
+    if sched_opt.get('type') != 'CyclicLR':
+        return _ORIGINAL['setup_schedulers'](self)
+    sched_opt.pop('type')
+    self.opt['train']['scheduler'].pop('type')  # basicsr pops it too; keep the option dict in the same state
+    # Adam has no 'momentum' to cycle; torch raises unless cycle_momentum is off.
+    sched_opt.setdefault('cycle_momentum', False)
+    for optimizer in self.optimizers:
+        self.schedulers.append(torch.optim.lr_scheduler.CyclicLR(optimizer, **sched_opt))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Registry errors and the "active" log line
+# ----------------------------------------------------------------------------------------------------------------
+def plugin_entries(registry) -> list[str]:
+    """Names in a basicsr registry that the plugin registered."""
+    return sorted(name for name, obj in registry if getattr(obj, '__module__', '').startswith(PLUGIN))
+
+
+def _registry_get(self, name: str, suffix: str = 'basicsr'):
+    obj = self._obj_map.get(name)
+    if obj is None:
+        obj = self._obj_map.get(f'{name}_{suffix}')
+    if obj is None:
+        ours = plugin_entries(self)
+        others = sorted(n for n in self._obj_map if n not in ours)
+        raise KeyError(f"No object named '{name}' found in '{self._name}' registry. "
+                       f'{PLUGIN} provides: {ours}; basicsr provides: {others}')
+    return obj
+
+
+def active_message() -> str:
+    from basicsr.utils import registry
+
+    from . import __version__
+
+    parts = []
+    for label in ('ARCH', 'MODEL', 'LOSS', 'DATASET', 'METRIC'):
+        names = plugin_entries(getattr(registry, f'{label}_REGISTRY'))
+        if names:
+            parts.append(f"{label.lower()}s: {', '.join(names)}")
+    return f"{PLUGIN} {__version__} active ({'; '.join(parts)})"
+
+
+def _wrap_get_root_logger(func: Callable) -> Callable:
+    announced = []
+
+    def get_root_logger(*args, **kwargs):
+        log = func(*args, **kwargs)
+        if not announced and kwargs.get('log_file') is not None:
+            announced.append(True)
+            log.info(active_message())
+        return log
+
+    return get_root_logger
+
+
+# ----------------------------------------------------------------------------------------------------------------
+_ORIGINAL: dict[str, Callable] = {}
+
+
+def apply() -> None:
+    """Apply every patch above to the imported basicsr (idempotent)."""
+    global _ORIGINAL, _applied
+    if _applied:
+        return
+    _applied = True
+    before_basicsr_import()
+    import basicsr.train
+    from basicsr.models.base_model import BaseModel
+    from basicsr.utils import options
+    from basicsr.utils.dist_util import master_only
+    from basicsr.utils.registry import Registry
+
+    _ORIGINAL.update(init_dist=options.init_dist, setup_schedulers=BaseModel.setup_schedulers)
+    _reroute_entry_points()
+    basicsr.train.load_resume_state = load_resume_state
+    basicsr.train.get_root_logger = _wrap_get_root_logger(basicsr.train.get_root_logger)
+    options.init_dist = init_dist
+    BaseModel.model_to_device = _model_to_device
+    BaseModel.get_optimizer = _get_optimizer
+    BaseModel.setup_schedulers = _setup_schedulers
+    BaseModel.save_network = _save_network
+    BaseModel.save_training_state = master_only(_save_training_state)
+    Registry.get = _registry_get

@@ -1,0 +1,1 @@
+"""Modules named `*_metric.py` here are imported by :func:`s2former_plugin.register` so their registry decorators run."""

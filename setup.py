@@ -1,0 +1,70 @@
+"""Packaging for s2former_plugin.
+
+Besides the package, the wheel puts ``s2former_plugin.pth`` into site-packages: a one-line startup hook that lets
+``python -m basicsr.train`` find the plugin without any import in user code. Regular wheels get it through
+``build_py``; editable installs (``pip install -e .``) through ``editable_wheel``, which otherwise installs no
+``.pth`` of ours.
+"""
+import os
+import shutil
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+from setuptools.command.editable_wheel import editable_wheel
+
+HOOK = 's2former_plugin.pth'
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class BuildPyWithHook(build_py):
+    def run(self):
+        super().run()
+        if not self.editable_mode:
+            self.copy_file(os.path.join(HERE, HOOK), os.path.join(self.build_lib, HOOK))
+
+    def get_outputs(self, include_bytecode=True):
+        return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, HOOK)]
+
+
+class EditableWheelWithHook(editable_wheel):
+    def _run_build_commands(self, dist_name, unpacked_wheel, build_lib, tmp_dir):
+        result = super()._run_build_commands(dist_name, unpacked_wheel, build_lib, tmp_dir)
+        shutil.copy(os.path.join(HERE, HOOK), os.path.join(unpacked_wheel, HOOK))
+        return result
+
+
+def read_version():
+    with open(os.path.join(HERE, 's2former_plugin', '__init__.py'), encoding='utf-8') as f:
+        for line in f:
+            if line.startswith('__version__'):
+                return line.split('=')[1].strip().strip('\'"')
+    raise RuntimeError('__version__ not found')
+
+
+setup(
+    name='s2former_plugin',
+    version=read_version(),
+    description='UDR-S2Former (ICCV 2023) deraining as a BasicSR plugin: any input size, faster, tested.',
+    long_description=open(os.path.join(HERE, 'README.md'), encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    python_requires='>=3.9',
+    packages=find_packages(include=['s2former_plugin', 's2former_plugin.*']),
+    include_package_data=True,
+    install_requires=[
+        'torch>=2.1',
+        'torchvision',
+        'basicsr==1.4.2',
+        'mmengine',
+        'lmdb',
+        'opencv-python',
+        'pyiqa',
+        'numpy',
+        'pyyaml',
+        'tqdm',
+        'scikit-image',
+        'matplotlib',
+    ],
+    extras_require={'dev': ['pytest', 'ruff']},
+    cmdclass={'build_py': BuildPyWithHook, 'editable_wheel': EditableWheelWithHook},
+)
