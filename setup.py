@@ -5,6 +5,7 @@ Besides the package, the wheel puts ``s2former_plugin.pth`` into site-packages: 
 ``build_py``; editable installs (``pip install -e .``) through ``editable_wheel``, which otherwise installs no
 ``.pth`` of ours.
 """
+
 import os
 import shutil
 

@@ -3,6 +3,7 @@
 This module is imported at interpreter start by the ``.pth`` hook (see ``_hook.py``), so it must stay light:
 nothing here imports torch or basicsr until :func:`register` is called.
 """
+
 from __future__ import annotations
 
 import importlib

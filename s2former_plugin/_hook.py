@@ -12,6 +12,7 @@ imports ``basicsr``. Then the finder wraps basicsr's loader so that:
 Spawned DataLoader workers and torchrun workers are fresh interpreters, so they run the ``.pth`` line too.
 Set ``S2FORMER_PLUGIN_DISABLE=1`` to import basicsr untouched.
 """
+
 import importlib.abc
 import os
 import sys

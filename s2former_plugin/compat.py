@@ -15,6 +15,7 @@ basicsr 1.4.2 (the last PyPI release) predates current torch/torchvision. The fi
 * Checkpoints are written atomically (temp file + rename), so a run killed while saving loses nothing.
 * An unknown ``type:`` names the registry's choices, the plugin's first.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -104,7 +105,7 @@ def load_resume_state(opt: dict) -> dict | None:
     if opt['auto_resume']:
         state_dir = os.path.join(os.path.dirname(opt['path']['experiments_root']), opt['name'], 'training_states')
         if os.path.isdir(state_dir):
-            iters = [int(v[:-len('.state')]) for v in scandir(state_dir, suffix='.state') if v[:-6].isdigit()]
+            iters = [int(v[: -len('.state')]) for v in scandir(state_dir, suffix='.state') if v[:-6].isdigit()]
             if iters:
                 path = os.path.join(state_dir, f'{max(iters)}.state')
                 opt['path']['resume_state'] = path
@@ -185,7 +186,8 @@ def _model_to_device(self, net):
     if self.opt['dist']:
         device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
         net = DistributedDataParallel(
-            net, device_ids=device_ids, find_unused_parameters=self.opt.get('find_unused_parameters', False))
+            net, device_ids=device_ids, find_unused_parameters=self.opt.get('find_unused_parameters', False)
+        )
     elif self.opt['num_gpu'] > 1:
         net = DataParallel(net)
     return net
@@ -199,8 +201,11 @@ def _get_optimizer(self, optim_type: str, params, lr: float, **kwargs):
 
     cls = getattr(torch.optim, optim_type, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-        choices = sorted(n for n, c in vars(torch.optim).items() if isinstance(c, type)
-                         and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer)
+        choices = sorted(
+            n
+            for n, c in vars(torch.optim).items()
+            if isinstance(c, type) and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer
+        )
         raise ValueError(f'train:optim_g:type: unknown optimizer {optim_type!r}; choose one of {choices}')
     return cls(params, lr, **kwargs)
 
@@ -234,8 +239,10 @@ def _registry_get(self, name: str, suffix: str = 'basicsr'):
     if obj is None:
         ours = plugin_entries(self)
         others = sorted(n for n in self._obj_map if n not in ours)
-        raise KeyError(f"No object named '{name}' found in '{self._name}' registry. "
-                       f'{PLUGIN} provides: {ours}; basicsr provides: {others}')
+        raise KeyError(
+            f"No object named '{name}' found in '{self._name}' registry. "
+            f'{PLUGIN} provides: {ours}; basicsr provides: {others}'
+        )
     return obj
 
 
@@ -248,8 +255,8 @@ def active_message() -> str:
     for label in ('ARCH', 'MODEL', 'LOSS', 'DATASET', 'METRIC'):
         names = plugin_entries(getattr(registry, f'{label}_REGISTRY'))
         if names:
-            parts.append(f"{label.lower()}s: {', '.join(names)}")
-    return f"{PLUGIN} {__version__} active ({'; '.join(parts)})"
+            parts.append(f'{label.lower()}s: {", ".join(names)}')
+    return f'{PLUGIN} {__version__} active ({"; ".join(parts)})'
 
 
 def _wrap_get_root_logger(func: Callable) -> Callable:

@@ -1,1 +1,1 @@
-"""Modules named `*_model.py` here are imported by :func:`s2former_plugin.register` so their registry decorators run."""
+"""Modules named `*_model.py` are imported by :func:`s2former_plugin.register` (registry decorators)."""
