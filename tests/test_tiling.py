@@ -1,0 +1,78 @@
+"""Tiled inference: exact reproduction, blending quality, odd sizes, tuples, devices."""
+
+import pytest
+import torch
+
+from s2former_plugin.tiling import ramp_window, tile_starts, tiled_forward
+
+
+def test_tile_starts_cover_and_align_last_tile():
+    assert tile_starts(100, 32, 8) == [0, 24, 48, 68]
+    assert tile_starts(20, 32, 8) == [0]
+    assert tile_starts(32, 32, 8) == [0]
+    with pytest.raises(ValueError, match='smaller than the tile'):
+        tile_starts(100, 16, 16)
+
+
+def test_ramp_window_positive_and_flat_on_borders():
+    w = ramp_window(16, 6, left=True, right=False)
+    assert (w > 0).all() and w[-1] == 1 and w[0] < 0.1
+    m = ramp_window(16, 8, left=True, right=True, margin=2)
+    assert m[:2].eq(0).all() and m[-2:].eq(0).all() and (m[2:-2] > 0).all()
+    assert torch.equal(ramp_window(8, 4, False, False), torch.ones(8, dtype=torch.float64))
+
+
+@pytest.mark.parametrize('shape', [(1, 3, 37, 53), (2, 3, 19, 70), (1, 1, 5, 9), (3, 23, 41)])
+@pytest.mark.parametrize('tile,overlap', [(16, 6), (16, 0), (8, 7), (None, 0)])
+def test_identity_and_constant_reproduced_exactly(shape, tile, overlap):
+    x = torch.rand(shape)
+    assert torch.equal(tiled_forward(lambda t: t, x, tile, overlap), x)
+    c = torch.full(shape, 0.3)
+    assert torch.equal(tiled_forward(lambda t: t * 0 + 0.7, c, tile, overlap), torch.full(shape, 0.7))
+
+
+def test_conv_net_with_small_receptive_field_matches_whole_image():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 3, 3, padding=1)
+    ).eval()  # receptive field 5 (radius 2) << overlap
+    x = torch.rand(1, 3, 45, 67)
+    with torch.no_grad():
+        whole = net(x)
+    tiled = tiled_forward(net, x, tile=24, overlap=12)
+    assert tiled.shape == whole.shape
+    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=1e-5)  # radius 2 <= blend margin 12 // 4
+    naive = tiled_forward(net, x, tile=24, overlap=0)  # no overlap: seams
+    assert (naive - whole).abs().max() > 1e-3
+    near = tiled_forward(net, x, tile=24, overlap=4)  # radius 2 > margin 1: blended, nearly whole-image
+    assert (near - whole).abs().mean() < (naive - whole).abs().mean()
+
+
+@pytest.mark.parametrize('size', [(33, 47), (100, 21), (64, 64)])
+@pytest.mark.parametrize('tile,overlap', [(16, 15), (16, 8), (9, 8), (12, 3)])
+def test_weights_positive_for_extreme_overlaps(size, tile, overlap):
+    x = torch.rand(1, 2, *size)
+    assert torch.equal(tiled_forward(lambda t: t, x, tile, overlap), x)
+
+
+def test_tuple_outputs_batched_tiles_and_progress():
+    x = torch.rand(2, 3, 30, 41)
+    calls = []
+
+    def fn(t):
+        return t * 2, t.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+
+    img, unc = tiled_forward(fn, x, 16, 4, tile_batch=3, on_tile=lambda d, n: calls.append((d, n)))
+    torch.testing.assert_close(img, x * 2)
+    torch.testing.assert_close(unc, x.mean(1, keepdim=True).expand(-1, 3, -1, -1))
+    assert calls[-1][0] == calls[-1][1] == len(calls)
+
+
+def test_spatial_size_change_rejected():
+    with pytest.raises(ValueError, match='spatial size'):
+        tiled_forward(lambda t: t[..., :-1, :], torch.rand(1, 3, 40, 40), 16, 4)
+
+
+def test_half_outputs_returned_as_float32():
+    out = tiled_forward(lambda t: t.half(), torch.rand(1, 3, 20, 20), 8, 2)
+    assert out.dtype == torch.float32
