@@ -18,6 +18,7 @@ basicsr 1.4.2 (the last PyPI release) predates current torch/torchvision. The fi
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import logging
 import os
@@ -42,6 +43,7 @@ def before_basicsr_import() -> None:
     from torchvision.transforms import functional
 
     alias = types.ModuleType(name, 'Alias installed by s2former_plugin.compat for basicsr 1.4.2.')
+    alias.__spec__ = importlib.machinery.ModuleSpec(name, None)
     alias.rgb_to_grayscale = functional.rgb_to_grayscale
     sys.modules[name] = alias
 

@@ -1,0 +1,109 @@
+"""Helpers shared by the tests: tiny image folders, tiny YAML options, and subprocess runs of the real CLIs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / 'shared'
+
+
+def write_paired_folder(root: Path, n: int = 4, size: tuple[int, int] = (24, 24), seed: int = 0) -> Path:
+    """Write ``root/lq/*.png`` and ``root/gt/*.png``: smooth images with and without bright streaks."""
+    rng = np.random.default_rng(seed)
+    (root / 'lq').mkdir(parents=True, exist_ok=True)
+    (root / 'gt').mkdir(parents=True, exist_ok=True)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    for i in range(n):
+        base = np.stack([(xx * (i + 1) + yy * c * 3) % 256 for c in range(3)], -1).astype(np.float32)
+        gt = cv2.GaussianBlur(base, (5, 5), 2).astype(np.uint8)
+        lq = gt.astype(np.int32)
+        cols = rng.integers(0, w, size=3)
+        lq[:, cols] += 90
+        cv2.imwrite(str(root / 'gt' / f'{i:03d}.png'), gt)
+        cv2.imwrite(str(root / 'lq' / f'{i:03d}.png'), np.clip(lq, 0, 255).astype(np.uint8))
+    return root
+
+
+def tiny_basicsr_options(data_root: Path, name: str = 'tiny', total_iter: int = 6, save_freq: int = 3) -> dict:
+    """Options for BasicSR's own SRModel with a few-hundred-parameter basicsr arch on a tiny paired folder."""
+    folder = {
+        'type': 'PairedImageDataset',
+        'dataroot_gt': str(data_root / 'gt'),
+        'dataroot_lq': str(data_root / 'lq'),
+        'filename_tmpl': '{}',
+        'io_backend': {'type': 'disk'},
+    }
+    return {
+        'name': name,
+        'model_type': 'SRModel',
+        'scale': 1,
+        'num_gpu': 0,
+        'manual_seed': 0,
+        'datasets': {
+            'train': {
+                **folder,
+                'name': 'tiny_train',
+                'gt_size': 16,
+                'use_hflip': True,
+                'use_rot': False,
+                'num_worker_per_gpu': 0,
+                'batch_size_per_gpu': 2,
+                'dataset_enlarge_ratio': 1,
+                'prefetch_mode': None,
+            },
+            'val': {**folder, 'name': 'tiny_val'},
+        },
+        'network_g': {
+            'type': 'SRVGGNetCompact',
+            'num_in_ch': 3,
+            'num_out_ch': 3,
+            'num_feat': 4,
+            'num_conv': 1,
+            'upscale': 1,
+            'act_type': 'prelu',
+        },
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {
+            'ema_decay': 0.9,
+            'optim_g': {'type': 'AdamW', 'lr': 1e-3, 'weight_decay': 0.0, 'betas': [0.9, 0.99]},
+            'scheduler': {'type': 'CyclicLR', 'base_lr': 1e-3, 'max_lr': 2e-3, 'step_size_up': 4},
+            'total_iter': total_iter,
+            'warmup_iter': -1,
+            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+        },
+        'val': {
+            'val_freq': save_freq,
+            'save_img': False,
+            'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}},
+        },
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': save_freq, 'use_tb_logger': False},
+        'dist_params': {'backend': 'gloo', 'port': 29500},
+    }
+
+
+def write_yaml(path: Path, opt: dict) -> Path:
+    path.write_text(yaml.safe_dump(opt, sort_keys=False))
+    return path
+
+
+def clean_env(**extra: str) -> dict:
+    """Environment for CLI subprocesses: CPU only, few threads, no stray PYTHONPATH (discovery must not need it)."""
+    env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'S2FORMER_PLUGIN_DISABLE')}
+    env.update(CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore', **extra)
+    return env
+
+
+def run(args: list[str], cwd: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    """Run ``python <args>`` in ``cwd`` and return the completed process (text output)."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=clean_env(**env), capture_output=True, text=True, timeout=timeout
+    )

@@ -1,0 +1,108 @@
+"""End-to-end runs of ``python -m basicsr.train`` in subprocesses, from a temporary working directory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import basicsr
+import pytest
+from helpers import clean_env, run, tiny_basicsr_options, write_paired_folder, write_yaml
+
+pytestmark = pytest.mark.slow
+BASICSR_ROOT = Path(basicsr.__file__).resolve().parents[1]  # where stock basicsr would write experiments/
+
+
+@pytest.fixture()
+def workdir(tmp_path):
+    write_paired_folder(tmp_path / 'data')
+    return tmp_path
+
+
+def test_train_writes_under_working_directory(workdir):
+    write_yaml(workdir / 'tiny.yml', tiny_basicsr_options(workdir / 'data', name='cwd_run'))
+    proc = run(['-m', 'basicsr.train', '-opt', 'tiny.yml'], cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = workdir / 'experiments' / 'cwd_run'
+    assert sorted(p.name for p in (exp / 'models').iterdir()) == ['net_g_3.pth', 'net_g_6.pth', 'net_g_latest.pth']
+    assert sorted(p.name for p in (exp / 'training_states').iterdir()) == ['3.state', '6.state']
+    log = next(exp.glob('train_cwd_run_*.log')).read_text()
+    assert 's2former_plugin' in log and 'active' in log
+    assert not (BASICSR_ROOT / 'experiments' / 'cwd_run').exists()
+    assert not (BASICSR_ROOT / 'tb_logger' / 'cwd_run').exists()
+
+
+def test_explicit_plugin_entry_point(workdir):
+    write_yaml(workdir / 'tiny.yml', tiny_basicsr_options(workdir / 'data', name='explicit', total_iter=2, save_freq=2))
+    proc = run(['-m', 's2former_plugin.train', '-opt', 'tiny.yml'], cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (workdir / 'experiments' / 'explicit' / 'models' / 'net_g_latest.pth').is_file()
+
+
+def test_auto_resume_after_sigkill(workdir):
+    # A long run is killed (SIGKILL) right after its second checkpoint; --auto_resume continues from it.
+    opt = tiny_basicsr_options(workdir / 'data', name='killed', total_iter=100000, save_freq=5)
+    write_yaml(workdir / 'tiny.yml', opt)
+    states = workdir / 'experiments' / 'killed' / 'training_states'
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'basicsr.train', '-opt', 'tiny.yml'],
+        cwd=workdir,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while not (states / '10.state').exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() < deadline, 'training never reached iteration 10'
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    models = workdir / 'experiments' / 'killed' / 'models'
+    saved_before = {p.name: p.read_bytes() for p in models.iterdir()}
+    last = max(int(p.stem) for p in states.glob('*.state'))
+    assert last >= 10 and not list(states.glob('*.tmp*'))
+
+    resumed = run(
+        ['-m', 'basicsr.train', '-opt', 'tiny.yml', '--auto_resume', '--force_yml', f'train:total_iter={last + 5}'],
+        cwd=workdir,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = max((workdir / 'experiments' / 'killed').glob('train_killed_*.log'), key=os.path.getmtime).read_text()
+    assert f'iter: {last}.' in log and 'End of training' in log
+    assert (models / 'net_g_latest.pth').is_file() and (states / f'{last + 5}.state').is_file()
+    for name, data in saved_before.items():  # nothing saved before the kill was lost or rewritten
+        assert (models / name).read_bytes() == data
+
+
+def test_torchrun_two_processes_on_cpu(workdir):
+    opt = tiny_basicsr_options(workdir / 'data', name='ddp', total_iter=4, save_freq=2)
+    write_yaml(workdir / 'tiny.yml', opt)
+    with socket.socket() as sock:  # a free port, so parallel test runs don't collide
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    cmd = [
+        sys.executable,
+        '-m',
+        'torch.distributed.run',
+        '--nproc_per_node=2',
+        f'--master_port={port}',
+        '-m',
+        'basicsr.train',
+        '-opt',
+        'tiny.yml',
+        '--launcher',
+        'pytorch',
+    ]
+    proc = subprocess.run(cmd, cwd=workdir, env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = workdir / 'experiments' / 'ddp'
+    log = next(exp.glob('train_ddp_*.log')).read_text()
+    assert 'World size (gpu number): 2' in log and 'End of training' in log
+    assert (exp / 'training_states' / '4.state').is_file()
