@@ -170,15 +170,14 @@ def _require_dir(path: str, what: str) -> str:
     return path
 
 
-def _split_root(root: str, split: str | None, candidates: tuple[str, ...]) -> str:
-    """``root/<first existing candidate>``; ``root`` itself when no split folder exists (already inside one)."""
+def _split_root(root: str, split: str | None, candidates: tuple[str, ...], markers: tuple[str, ...]) -> str:
+    """``root/<first existing candidate>``; ``root`` itself when it holds the ``markers`` (already a split)."""
     if split is None:
         return root
     for name in candidates:
         if os.path.isdir(os.path.join(root, name)):
             return os.path.join(root, name)
-    inner = os.listdir(root)
-    if any(c in inner for c in ('gt', 'norain', 'data', 'rain')):  # root is already the split folder
+    if all(os.path.isdir(os.path.join(root, m)) for m in markers):
         return root
     raise LayoutError(f'split: no folder {" or ".join(candidates)} under {root}')
 
@@ -190,7 +189,7 @@ def _scan_rainds(root: str, split: str | None, subset: str | None, scan: PairSca
     subset = subset or 'all'
     if subset not in RAINDS_SUBSETS:
         raise LayoutError(f'subset: {subset!r} is not one of {", ".join(RAINDS_SUBSETS)} (layout rainds)')
-    base = _split_root(root, split, (split, f'{split}_set') if split else ())
+    base = _split_root(root, split, (split, f'{split}_set') if split else (), ('gt', 'raindrop'))
     scan.root = base
     gts = _list_images(_require_dir(os.path.join(base, 'gt'), 'rainds gt'), scan.ignored, scan.ambiguous)
     used: set[str] = set()
@@ -218,7 +217,7 @@ def _scan_rainds(root: str, split: str | None, subset: str | None, scan: PairSca
 
 
 def _scan_rain200(root: str, split: str | None, scan: PairScan) -> None:
-    base = _split_root(root, split, (split,) if split else ())
+    base = _split_root(root, split, (split,) if split else (), ('rain', 'norain'))
     scan.root = base
     rain_dir = _require_dir(os.path.join(base, 'rain'), 'rain200 rain')
     if os.path.isdir(os.path.join(rain_dir, 'X2')):
@@ -238,7 +237,7 @@ def _scan_rain200(root: str, split: str | None, scan: PairScan) -> None:
 
 def _scan_agan(root: str, split: str | None, scan: PairScan) -> None:
     names = {'test': ('test_a', 'test')}.get(split, (split,)) if split else ()
-    base = _split_root(root, split, names)
+    base = _split_root(root, split, names, ('data', 'gt'))
     scan.root = base
     gts = _list_images(_require_dir(os.path.join(base, 'gt'), 'agan gt'), scan.ignored, scan.ambiguous)
     lqs = _list_images(_require_dir(os.path.join(base, 'data'), 'agan data'), scan.ignored, scan.ambiguous)
