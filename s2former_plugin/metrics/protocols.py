@@ -1,0 +1,333 @@
+"""Metric values for the two evaluation protocols, shared by the basicsr metric bridge and the report.
+
+``standard``
+    pyiqa's implementations. ``psnr`` and ``ssim`` default to the deraining papers' convention: the Y channel of
+    ITU-R BT.601 YCbCr computed from RGB (``test_y_channel=True, color_space='ycbcr'``; pyiqa's own defaults are
+    RGB PSNR and YIQ-luma SSIM). PSNR uses ``data_range=1`` on unrounded Y; SSIM rounds Y to integers on the 0-255
+    scale (MATLAB ``ssim``) and averages the valid part of the SSIM map. Any other pyiqa metric (``lpips``,
+    ``dists``, ...) is created by name; learned metrics need their weight files (see :class:`MetricUnavailable`).
+``official``
+    The UDR-S2Former test script (``test.py`` + ``psnr_ssim.py`` of Owen718/UDR-S2Former_deraining), which
+    evaluates PSNR and SSIM on a Y channel only:
+
+    * the Y weights of the *BGR* formula ``(24.966, 128.553, 65.481)`` are applied to *RGB* data, i.e. R and B
+      swap weights (``Y = 16 + 24.966 R + 128.553 G + 65.481 B`` on the 0-1 scale);
+    * the Y channel is float32 and is not rounded;
+    * PSNR peak is 255 (1 if the prediction's Y never exceeds 1), ``inf`` for identical images;
+    * SSIM filters with an 11x11 Gaussian (sigma 1.5) with *replicated* borders and averages the *whole* map;
+    * no border crop; the prediction is neither clamped nor quantised when given as a float tensor (the script
+      scores the network's float output; PNGs read back from disk give the quantised score).
+
+Inputs: a numpy array is ``H x W x C`` (or ``H x W``), BGR like basicsr's ``img``/``img2`` (``channel_order``
+says otherwise), ``uint8`` (0-255), ``uint16`` (0-65535) or float in [0, 1]. A tensor is ``[1 x] C x H x W``, RGB,
+float in [0, 1].
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+__all__ = [
+    'PROTOCOLS',
+    'OFFICIAL_METRICS',
+    'MetricUnavailable',
+    'compute',
+    'official_psnr',
+    'official_ssim',
+    'official_y',
+    'to_rgb_tensor',
+    'standard_metric',
+]
+
+PROTOCOLS = ('standard', 'official')
+OFFICIAL_METRICS = ('psnr', 'ssim')
+# Y/luma defaults of the standard protocol for pyiqa's psnr/ssim.
+_Y_DEFAULTS = {
+    'psnr': {'test_y_channel': True, 'color_space': 'ycbcr'},
+    'ssim': {'test_y_channel': True, 'color_space': 'ycbcr'},
+}
+ALLOW_DOWNLOAD_ENV = 'S2FORMER_ALLOW_DOWNLOAD'
+
+
+class MetricUnavailable(RuntimeError):
+    """A metric cannot be computed here (typically: its weights are not available offline); ``str()`` says why."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Input conversion
+# ----------------------------------------------------------------------------------------------------------------
+def _scale_of(arr: np.ndarray) -> float:
+    if arr.dtype == np.uint8:
+        return 255.0
+    if arr.dtype == np.uint16:
+        return 65535.0
+    if np.issubdtype(arr.dtype, np.floating):
+        return 1.0
+    raise TypeError(f'unsupported image dtype {arr.dtype}; expected uint8, uint16 or float')
+
+
+def _hwc(img: Any, channel_order: str) -> tuple[np.ndarray, float]:
+    """``H x W x C`` RGB numpy array (original dtype) and the value of white for it."""
+    if isinstance(img, torch.Tensor):
+        t = img.detach().cpu()
+        if t.dim() == 4:
+            if t.shape[0] != 1:
+                raise ValueError(f'one image at a time, got a batch of {t.shape[0]}')
+            t = t[0]
+        if t.dim() == 2:
+            t = t[None]
+        arr = t.permute(1, 2, 0).numpy()
+        return arr, 1.0 if arr.dtype.kind == 'f' else _scale_of(arr)
+    arr = np.asarray(img)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3:
+        raise ValueError(f'expected an H x W x C image, got shape {arr.shape}')
+    if arr.shape[2] == 4:
+        arr = arr[..., :3]
+    if arr.shape[2] == 3 and channel_order.lower() == 'bgr':
+        arr = arr[..., ::-1]
+    return arr, _scale_of(arr)
+
+
+def to_rgb_tensor(img: Any, channel_order: str = 'bgr', clamp: bool = True) -> torch.Tensor:
+    """``1 x C x H x W`` float64 RGB tensor in [0, 1] from a numpy image or a tensor (see module docstring)."""
+    arr, scale = _hwc(img, channel_order)
+    t = torch.from_numpy(np.ascontiguousarray(arr)).to(torch.float64).permute(2, 0, 1)[None] / scale
+    return t.clamp(0, 1) if clamp else t
+
+
+def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f'image shapes differ: {a.shape} vs {b.shape}')
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Official protocol
+# ----------------------------------------------------------------------------------------------------------------
+def _official_255(img: Any, channel_order: str) -> np.ndarray:
+    """The official script's ``tensor * 255`` as float64 ``H x W x C`` RGB, with its float32 arithmetic.
+
+    The script reads images with ``ToTensor`` (float32 ``k / 255``), multiplies by 255 in float32 and converts to
+    float64; float inputs are taken as they are (no clamp).
+    """
+    arr, scale = _hwc(img, channel_order)
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    t = t.to(torch.float32) if arr.dtype.kind == 'f' else t.to(torch.float32).div(scale)
+    return (t * 255).numpy().astype(np.float64)
+
+
+def official_y(img255: np.ndarray) -> np.ndarray:
+    """Y channel exactly as the official ``to_y_channel``: BGR weights applied to the given (RGB) channel order.
+
+    Args:
+        img255: ``H x W x C`` float array on the 0-255 scale, channels in the order the script had them (RGB).
+
+    Returns:
+        ``H x W x 1`` float32 on the 0-255 scale (unchanged, as float32, for one channel).
+    """
+    x = img255.astype(np.float32) / 255.0
+    if x.ndim == 3 and x.shape[2] == 3:
+        # matlab_function.bgr2ycbcr(y_only=True) on float32 input: float64 dot, +16, /255, back to float32.
+        y = (np.dot(x, [24.966, 128.553, 65.481]) + 16.0) / 255.0
+        x = y.astype(np.float32)[..., None]
+    return x * 255.0
+
+
+def official_psnr(pred: Any, gt: Any, channel_order: str = 'bgr') -> float:
+    """PSNR of the official UDR-S2Former test script (Y channel, R/B-swapped weights, peak 255, no crop)."""
+    a = official_y(_official_255(pred, channel_order))
+    b = official_y(_official_255(gt, channel_order))
+    _check_pair(a, b)
+    mse = np.mean((a - b) ** 2)  # float32, as in the script (its final value is float32 too)
+    if mse == 0:
+        return float('inf')
+    peak = 1.0 if a.max() <= 1 else 255.0
+    return float(20.0 * np.log10(peak / np.sqrt(mse)))
+
+
+_GAUSS = cv2.getGaussianKernel(11, 1.5)
+_WINDOW = np.outer(_GAUSS, _GAUSS.transpose())
+
+
+def _ssim_replicate(a: np.ndarray, b: np.ndarray) -> float:
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    a, b = a.astype(np.float64), b.astype(np.float64)
+
+    def filt(v: np.ndarray) -> np.ndarray:
+        return cv2.filter2D(v, -1, _WINDOW, borderType=cv2.BORDER_REPLICATE)
+
+    mu_a, mu_b = filt(a), filt(b)
+    var_a, var_b, cov = filt(a * a) - mu_a**2, filt(b * b) - mu_b**2, filt(a * b) - mu_a * mu_b
+    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+    den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    return float((num / den).mean())
+
+
+def official_ssim(pred: Any, gt: Any, channel_order: str = 'bgr') -> float:
+    """SSIM of the official UDR-S2Former test script (Y channel, replicate borders, whole map, no crop)."""
+    a = official_y(_official_255(pred, channel_order))
+    b = official_y(_official_255(gt, channel_order))
+    _check_pair(a, b)
+    if a.shape[2] != 1:
+        raise ValueError(f'official SSIM is defined on 1- or 3-channel images, got {a.shape[2]} channels')
+    return _ssim_replicate(a[..., 0], b[..., 0])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Standard protocol (pyiqa)
+# ----------------------------------------------------------------------------------------------------------------
+_cache: dict[tuple, Any] = {}
+_lock = threading.Lock()
+
+
+def _download_guard(url: str, dst: str, *args, **kwargs):
+    raise MetricUnavailable(
+        f'weights not available offline: {dst} (would be downloaded from {url}); put the file there '
+        f'(TORCH_HOME sets the cache root) or set {ALLOW_DOWNLOAD_ENV}=1 to allow downloads'
+    )
+
+
+@contextmanager
+def _no_downloads():
+    """Make pyiqa/torch.hub weight downloads fail fast with :class:`MetricUnavailable` instead of hanging."""
+    if os.environ.get(ALLOW_DOWNLOAD_ENV) == '1':
+        yield
+        return
+    import torch.hub
+
+    targets = [torch.hub]
+    try:
+        import pyiqa.utils.download_util as pyiqa_download
+
+        targets.append(pyiqa_download)
+    except ImportError:  # pragma: no cover - pyiqa is a dependency
+        pass
+    saved = [(m, m.download_url_to_file) for m in targets if hasattr(m, 'download_url_to_file')]
+    for m, _ in saved:
+        m.download_url_to_file = _download_guard
+    try:
+        yield
+    finally:
+        for m, f in saved:
+            m.download_url_to_file = f
+
+
+def _device(opts: dict, metric: str) -> torch.device:
+    dev = opts.pop('device', None)
+    if dev in (None, 'auto'):
+        dev = 'cuda' if metric not in _Y_DEFAULTS and torch.cuda.is_available() else 'cpu'
+    return torch.device(dev)
+
+
+def get_pyiqa_metric(metric: str, device: torch.device | str = 'cpu', **opts) -> Any:
+    """A cached ``pyiqa.create_metric(metric, **opts)``; weight downloads are refused (see module docstring).
+
+    Raises:
+        MetricUnavailable: the metric cannot be created here; the failure is cached too.
+    """
+    key = (metric, str(device), tuple(sorted((k, repr(v)) for k, v in opts.items())))
+    with _lock:
+        if key not in _cache:
+            try:
+                import pyiqa
+
+                if metric not in pyiqa.list_models():
+                    raise MetricUnavailable(f'pyiqa has no metric {metric!r}')
+                with _no_downloads():
+                    _cache[key] = pyiqa.create_metric(metric, device=torch.device(device), **opts)
+            except MetricUnavailable as exc:
+                _cache[key] = exc
+            except Exception as exc:  # noqa: BLE001 - any construction failure makes the metric unavailable
+                _cache[key] = MetricUnavailable(f'{type(exc).__name__}: {exc}'.strip())
+        value = _cache[key]
+    if isinstance(value, MetricUnavailable):
+        raise MetricUnavailable(str(value))
+    return value
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether smaller values of the pyiqa metric are better (``lpips``: yes; ``psnr``: no)."""
+    if metric in _Y_DEFAULTS:
+        return False
+    try:
+        from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+        return bool(DEFAULT_CONFIGS.get(metric, {}).get('lower_better', False))
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def standard_metric(metric: str, pred: Any, gt: Any = None, channel_order: str = 'bgr', **opts) -> float:
+    """One pyiqa metric value (full-reference when ``gt`` is given).
+
+    Args:
+        metric: pyiqa metric name (``psnr``, ``ssim``, ``lpips``, ...).
+        pred: Prediction (numpy or tensor, see module docstring).
+        gt: Reference image, same size.
+        channel_order: Channel order of numpy inputs (``bgr`` or ``rgb``).
+        **opts: pyiqa options; ``psnr``/``ssim`` default to ``test_y_channel=True, color_space='ycbcr'``.
+            ``device`` picks the device (default: CPU for psnr/ssim, else CUDA when available).
+
+    Returns:
+        The score as a float.
+    """
+    opts = {**_Y_DEFAULTS.get(metric, {}), **opts}
+    device = _device(opts, metric)
+    fn = get_pyiqa_metric(metric, device, **opts)
+    x = to_rgb_tensor(pred, channel_order)
+    dtype = torch.float64 if metric in _Y_DEFAULTS else torch.float32
+    x = x.to(device, dtype)
+    with torch.no_grad():
+        if gt is None:
+            score = fn(x)
+        else:
+            y = to_rgb_tensor(gt, channel_order).to(device, dtype)
+            if x.shape != y.shape:
+                raise ValueError(f'image shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}')
+            score = fn(x, y)
+    return float(torch.as_tensor(score).reshape(-1)[0])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def compute(metric: str, pred: Any, gt: Any = None, protocol: str = 'standard', **opts) -> float:
+    """One metric value under ``protocol`` (``standard`` or ``official``).
+
+    Args:
+        metric: ``psnr``/``ssim`` (both protocols) or any pyiqa metric name (standard protocol).
+        pred: Prediction image.
+        gt: Reference image.
+        protocol: ``standard`` (pyiqa) or ``official`` (the UDR-S2Former test script).
+        **opts: ``channel_order`` (numpy inputs, default ``bgr``); standard protocol: pyiqa options.
+
+    Returns:
+        The score.
+
+    Raises:
+        ValueError: unknown protocol, or an option the official protocol does not have.
+        MetricUnavailable: the metric cannot be computed here.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f'protocol: {protocol!r} is not one of {", ".join(PROTOCOLS)}')
+    channel_order = opts.pop('channel_order', 'bgr')
+    if protocol == 'official':
+        if metric not in OFFICIAL_METRICS:
+            raise ValueError(f'the official protocol defines {", ".join(OFFICIAL_METRICS)} only, not {metric!r}')
+        if gt is None:
+            raise ValueError(f'official {metric} needs a reference image')
+        y, crop = opts.pop('test_y_channel', True), opts.pop('crop_border', 0)
+        if y is not True or crop != 0 or opts:
+            raise ValueError(
+                'the official protocol has no options (always Y channel, no border crop); got '
+                f'test_y_channel={y}, crop_border={crop}, others={sorted(opts)}'
+            )
+        fn = official_psnr if metric == 'psnr' else official_ssim
+        return fn(pred, gt, channel_order)
+    return standard_metric(metric, pred, gt, channel_order, **opts)
