@@ -1,0 +1,123 @@
+"""``DerainFolderDataset``: the public deraining datasets read straight from their unpacked folders.
+
+For LMDBs made by ``datasets_prep/create_lmdb.py`` use basicsr's own ``PairedImageDataset`` with
+``io_backend: {type: lmdb}`` instead (docs/data.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import cv2
+import numpy as np
+from basicsr.data.transforms import augment, paired_random_crop
+from basicsr.utils import FileClient, imfrombytes, img2tensor
+from basicsr.utils.registry import DATASET_REGISTRY
+from torch.utils import data
+from torchvision.transforms.functional import normalize
+
+from .layouts import LAYOUTS, LayoutError, find_pairs
+
+__all__ = ['DerainFolderDataset', 'pad_to']
+
+logger = logging.getLogger('basicsr')
+
+
+def pad_to(img: np.ndarray, size: int) -> np.ndarray:
+    """Reflect-pad ``img`` (HWC) so both sides are at least ``size`` (no-op for big enough images)."""
+    h, w = img.shape[:2]
+    ph, pw = max(0, size - h), max(0, size - w)
+    if not (ph or pw):
+        return img
+    return cv2.copyMakeBorder(img, 0, ph, 0, pw, cv2.BORDER_REFLECT_101)
+
+
+@DATASET_REGISTRY.register()
+class DerainFolderDataset(data.Dataset):
+    """Input/clean pairs of any layout in :mod:`s2former_plugin.data.layouts`, read from disk.
+
+    Items match basicsr's ``PairedImageDataset``: ``lq`` and ``gt`` are RGB float32 tensors ``(3, h, w)`` in
+    [0, 1], plus ``lq_path`` and ``gt_path``. Training crops ``gt_size`` patches at the same place in both images
+    (basicsr's ``paired_random_crop``; smaller images are reflect-padded first) and applies basicsr's ``augment``
+    (``use_hflip``, ``use_rot``). Validation returns whole images of any size.
+
+    Args:
+        opt: Options (the YAML ``datasets.<phase>`` block):
+
+            * ``layout``: ``rainds``, ``rain200``, ``agan`` or ``paired`` (default ``paired``).
+            * ``dataroot``: dataset folder. For ``paired`` you may give ``dataroot_lq`` and ``dataroot_gt``
+              instead (as for ``PairedImageDataset``).
+            * ``split``: ``train`` / ``test`` folder inside ``dataroot`` (``agan``: ``test_a``, ``test_b``).
+            * ``subset``: ``rainds`` only: ``rs``, ``rd``, ``rsrd``, ``all`` (default).
+            * ``lq_dir``, ``gt_dir``, ``filename_tmpl``: ``paired`` only (folders, input stem template).
+            * ``strict``: raise on unmatched files instead of logging them (default false).
+            * ``phase``, ``gt_size``, ``use_hflip``, ``use_rot``, ``mean``, ``std``, ``io_backend`` (``disk``):
+              as in basicsr.
+    """
+
+    def __init__(self, opt: dict):
+        super().__init__()
+        self.opt = opt
+        self.io_backend_opt = dict(opt.get('io_backend') or {'type': 'disk'})
+        if self.io_backend_opt.get('type', 'disk') != 'disk':
+            raise ValueError(
+                'DerainFolderDataset:io_backend: only disk; for LMDBs use type: PairedImageDataset with '
+                'io_backend: {type: lmdb} (docs/data.md)'
+            )
+        self.file_client = None
+        self.mean, self.std = opt.get('mean'), opt.get('std')
+        layout = opt.get('layout', 'paired')
+        if layout not in LAYOUTS:
+            raise ValueError(f'DerainFolderDataset:layout: {layout!r} is not one of {", ".join(LAYOUTS)}')
+        root, lq_dir, gt_dir = opt.get('dataroot'), opt.get('lq_dir'), opt.get('gt_dir')
+        if layout == 'paired' and root is None and opt.get('dataroot_lq') and opt.get('dataroot_gt'):
+            lq_dir, gt_dir = os.path.abspath(opt['dataroot_lq']), os.path.abspath(opt['dataroot_gt'])
+            root = os.path.dirname(gt_dir)
+        if root is None:
+            raise ValueError('DerainFolderDataset:dataroot: required (the dataset folder)')
+        try:
+            self.scan = find_pairs(
+                layout,
+                root,
+                split=opt.get('split'),
+                subset=opt.get('subset'),
+                lq_dir=lq_dir,
+                gt_dir=gt_dir,
+                template=opt.get('filename_tmpl', opt.get('template')),
+            )
+        except LayoutError as e:
+            raise ValueError(f'DerainFolderDataset:{e}') from None
+        problems = self.scan.problems
+        if problems and opt.get('strict', False):
+            raise ValueError(f'DerainFolderDataset:strict: {problems[0]} ({len(problems)} files unmatched)')
+        for line in problems:
+            logger.warning(f'DerainFolderDataset: {line}')
+        if not self.scan.pairs:
+            raise ValueError(f'DerainFolderDataset:dataroot: no image pairs in {self.scan.root} (layout {layout})')
+        self.paths = [{'lq_path': p.lq_path, 'gt_path': p.gt_path} for p in self.scan.pairs]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict:
+        if self.file_client is None:
+            opt = dict(self.io_backend_opt)
+            self.file_client = FileClient(opt.pop('type', 'disk'), **opt)
+        lq_path, gt_path = self.paths[index]['lq_path'], self.paths[index]['gt_path']
+        img_gt = imfrombytes(self.file_client.get(gt_path, 'gt'), float32=True)
+        img_lq = imfrombytes(self.file_client.get(lq_path, 'lq'), float32=True)
+        if img_gt.shape != img_lq.shape:
+            raise ValueError(
+                f'{lq_path}: size {img_lq.shape[:2]} differs from clean image {gt_path} {img_gt.shape[:2]}'
+            )
+        if self.opt.get('phase') == 'train':
+            gt_size = int(self.opt['gt_size'])
+            img_gt, img_lq = pad_to(img_gt, gt_size), pad_to(img_lq, gt_size)
+            img_gt, img_lq = paired_random_crop(img_gt, img_lq, gt_size, 1, gt_path)
+            img_gt, img_lq = augment([img_gt, img_lq], self.opt.get('use_hflip', False), self.opt.get('use_rot', False))
+        img_gt, img_lq = img2tensor([img_gt, img_lq], bgr2rgb=True, float32=True)
+        if self.mean is not None or self.std is not None:
+            normalize(img_lq, self.mean, self.std, inplace=True)
+            normalize(img_gt, self.mean, self.std, inplace=True)
+        return {'lq': img_lq, 'gt': img_gt, 'lq_path': lq_path, 'gt_path': gt_path}
