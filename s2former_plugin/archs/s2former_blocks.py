@@ -144,15 +144,15 @@ class ChannelAttention(nn.Module):
 
 
 class PixelAttention(nn.Module):
-    """Spatial gate: ``x * sigmoid(expand(relu(reduce(x))))`` with a one-channel gate map."""
+    """Spatial gate: ``x * sigmoid(conv2(relu(conv1(x))))`` with a one-channel gate map."""
 
     def __init__(self, dim: int, reduction: int = 16):
         super().__init__()
-        self.reduce = nn.Conv2d(dim, dim // reduction, 1)
-        self.expand = nn.Conv2d(dim // reduction, 1, 1)
+        self.conv1 = nn.Conv2d(dim, dim // reduction, 1)
+        self.conv2 = nn.Conv2d(dim // reduction, 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * torch.sigmoid(self.expand(F.relu(self.reduce(x))))  # gate (B, 1, H, W)
+        return x * torch.sigmoid(self.conv2(F.relu(self.conv1(x))))  # gate (B, 1, H, W)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -308,7 +308,7 @@ class SparseSamplingAttention(WindowAttentionBase):
         offsets = offsets.reshape(b * heads, nh, 1, nw, 1, 2)
         scales = scales.reshape(b * heads, nh, 1, nw, 1, 2)
         base, local = _sampling_grid(h, w, ws, x.device, x.dtype)  # (1, nh, ws, nw, ws, 2)
-        return (base + (local * scales + offsets)).view(b * heads, h, w, 2)
+        return (base + (local * scales + offsets)).reshape(b * heads, h, w, 2)
 
     def forward(self, x: Tensor, constraint: Tensor) -> Tensor:
         b, h, w, c = x.shape
