@@ -107,3 +107,43 @@ def run(args: list[str], cwd: Path, timeout: float = 300, **env: str) -> subproc
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=clean_env(**env), capture_output=True, text=True, timeout=timeout
     )
+
+
+def tiny_s2former_options(
+    data_root: Path, vgg19: Path | None, name: str = 's2f', total_iter: int = 4, save_freq: int = 2
+) -> dict:
+    """The S2Former training options at test size: small preset, 32x32 crops, all three losses when ``vgg19``."""
+    opt = tiny_basicsr_options(data_root, name=name, total_iter=total_iter, save_freq=save_freq)
+    opt['model_type'] = 'S2FormerModel'
+    opt['network_g'] = {'type': 'S2Former', 'preset': 'small'}
+    opt['datasets']['train']['gt_size'] = 16
+    train = opt['train']
+    del train['pixel_opt']
+    train['psnr_opt'] = {'type': 'MultiScalePSNRLoss', 'loss_weight': 1.0}
+    train['udl_opt'] = {'type': 'UncertaintyDrivenLoss', 'loss_weight': 1.0}
+    if vgg19 is not None:
+        train['perceptual_opt'] = {'type': 'S2FormerPerceptualLoss', 'loss_weight': 0.2, 'vgg_weights': str(vgg19)}
+    opt['val'].update(tile=16, tile_overlap=8)
+    return opt
+
+
+def parsed_options(opt: dict, root: Path) -> dict:
+    """What ``basicsr.utils.options.parse_options`` adds for a non-distributed CPU training run rooted at ``root``."""
+    import copy
+
+    opt = copy.deepcopy(opt)
+    exp = root / 'experiments' / opt['name']
+    opt.update(is_train=True, dist=False, rank=0, world_size=1, auto_resume=False, root_path=str(root))
+    opt['path'].update(
+        experiments_root=str(exp),
+        models=str(exp / 'models'),
+        log=str(exp),
+        training_states=str(exp / 'training_states'),
+        visualization=str(exp / 'visualization'),
+    )
+    for phase, dataset in opt['datasets'].items():
+        dataset['phase'] = phase.split('_')[0]
+        dataset['scale'] = opt.get('scale', 1)
+    for key in ('models', 'training_states', 'visualization'):
+        Path(opt['path'][key]).mkdir(parents=True, exist_ok=True)
+    return opt

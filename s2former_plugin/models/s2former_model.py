@@ -1,0 +1,201 @@
+"""``S2FormerModel``: BasicSR's SRModel trained with the UDR-S2Former losses on all five outputs.
+
+YAML (``train:``):
+  * ``psnr_opt`` / ``perceptual_opt`` / ``udl_opt``: the three loss terms (total ``psnr + 0.2 * perceptual + udl``
+    in the paper); at least one is required;
+  * ``optim_g`` (Adam, AdamW, ... see ``compat``), ``scheduler`` (``CyclicLR`` in the paper), ``ema_decay``;
+  * ``max_grad_norm``: optional gradient clipping.
+
+``val:`` adds ``tile`` / ``tile_overlap`` (whole images of any size are validated tile by tile with blended
+overlaps; ``tile: ~`` runs whole images) and, with ``save_img: true``, saves the derained image next to its
+colour-mapped uncertainty. In distributed runs every rank validates its share of the images and the metric sums
+are all-reduced.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+from basicsr.losses import build_loss
+from basicsr.metrics import calculate_metric
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger, tensor2img
+from basicsr.utils.registry import MODEL_REGISTRY
+from tqdm import tqdm
+
+from s2former_plugin.checkpoint import load_state_dict_any
+from s2former_plugin.tiling import tiled_forward
+from s2former_plugin.visualize import uncertainty_to_color
+
+LOSS_KEYS = ('psnr_opt', 'perceptual_opt', 'udl_opt')
+
+
+@MODEL_REGISTRY.register()
+class S2FormerModel(SRModel):
+    """Multi-output training (final image, four decoder scales, five uncertainty maps) of a UDR-S2Former net."""
+
+    def init_training_settings(self) -> None:
+        self.net_g.train()
+        train_opt = self.opt['train']
+        unused = sorted(k for k in train_opt if k.endswith('_opt') and k not in LOSS_KEYS)
+        if unused:
+            raise ValueError(f'S2FormerModel: train:{unused[0]} is not used; the losses are {", ".join(LOSS_KEYS)}')
+        if not any(train_opt.get(k) for k in LOSS_KEYS):
+            raise ValueError(f'S2FormerModel: set at least one of train:{", train:".join(LOSS_KEYS)}')
+
+        self.ema_decay = train_opt.get('ema_decay', 0)
+        if self.ema_decay > 0:
+            get_root_logger().info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
+            self.net_g_ema = self._build_ema_network()
+
+        self.cri_psnr, self.cri_perceptual, self.cri_udl = (
+            build_loss(train_opt[k]).to(self.device) if train_opt.get(k) else None for k in LOSS_KEYS
+        )
+        self.max_grad_norm = train_opt.get('max_grad_norm')
+        self.setup_optimizers()
+        self.setup_schedulers()
+
+    def _build_ema_network(self) -> torch.nn.Module:
+        from basicsr.archs import build_network
+
+        net = build_network(self.opt['network_g']).to(self.device)
+        load_path = self.opt['path'].get('pretrain_network_g')
+        if load_path is not None:
+            self.load_network(net, load_path, self.opt['path'].get('strict_load_g', True), 'params_ema')
+        else:
+            net.load_state_dict(self.get_bare_model(self.net_g).state_dict())
+        return net.eval()
+
+    def load_network(self, net, load_path: str, strict: bool = True, param_key: str | None = 'params') -> None:
+        """Load a BasicSR checkpoint (``params``/``params_ema``), or a plain/official state dict, ``weights_only``."""
+        net = self.get_bare_model(net)
+        state, used_key = load_state_dict_any(load_path, param_key)
+        get_root_logger().info(f'Loading {type(net).__name__} from {load_path} [{used_key}]')
+        self._print_different_keys_loading(net, state, strict)
+        net.load_state_dict(state, strict=strict)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def optimize_parameters(self, current_iter: int) -> None:
+        self.optimizer_g.zero_grad(set_to_none=True)
+        outputs, uncertainties = self.net_g(self.lq, return_all=True)
+        self.output = outputs[0]
+
+        losses = OrderedDict()
+        if self.cri_psnr is not None:
+            losses['l_psnr'] = self.cri_psnr(outputs, self.gt)
+        if self.cri_perceptual is not None:
+            losses['l_percep'] = self.cri_perceptual(outputs[0], self.gt)
+        if self.cri_udl is not None:
+            losses['l_udl'] = self.cri_udl(outputs, uncertainties, self.gt)
+        l_total = sum(losses.values())
+        losses['l_total'] = l_total
+        self._stop_if_not_finite(losses, current_iter)
+
+        l_total.backward()
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.max_grad_norm)
+        self.optimizer_g.step()
+
+        self.log_dict = self.reduce_loss_dict(losses)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    def _stop_if_not_finite(self, losses: OrderedDict, current_iter: int) -> None:
+        """Raise before the update if any rank's loss is NaN/inf; checkpoints already saved are untouched."""
+        finite = torch.tensor([float(all(torch.isfinite(v).all() for v in losses.values()))], device=self.device)
+        if self.opt['dist']:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if finite.item() < 1:
+            values = ', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())
+            raise FloatingPointError(
+                f'Non-finite loss at iteration {current_iter} ({values}); stopped before the update. '
+                f'The last good checkpoint is in {self.opt["path"].get("models", "experiments/<name>/models")}: '
+                'lower the learning rate or set train:max_grad_norm, then resume with --auto_resume'
+            )
+
+    # ------------------------------------------------------------------------------------------------------------
+    def _eval_network(self) -> torch.nn.Module:
+        return self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
+
+    @torch.no_grad()
+    def predict(self, lq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Derained image and its uncertainty for ``lq`` (B x 3 x H x W, any size), tiled as ``val:tile`` says."""
+        net = self._eval_network()
+        was_training = net.training
+        net.eval()
+        val_opt = self.opt.get('val') or {}
+
+        def final_outputs(tile: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            outputs, uncertainties = net(tile, return_all=True)
+            return outputs[0], uncertainties[0]
+
+        try:
+            return tiled_forward(
+                final_outputs,
+                lq,
+                val_opt.get('tile'),
+                val_opt.get('tile_overlap', 32),
+                device=self.device,
+                out_device='cpu',
+            )
+        finally:
+            net.train(was_training)
+
+    def test(self) -> None:
+        self.output, self.uncertainty = self.predict(self.lq)
+
+    def dist_validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
+        self._validate(dataloader, current_iter, tb_logger, save_img)
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
+        self._validate(dataloader, current_iter, tb_logger, save_img)
+
+    def _validate(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
+        dataset = dataloader.dataset
+        dataset_name = dataset.opt['name']
+        metrics_opt = self.opt['val'].get('metrics') or {}
+        rank, world = (self.opt['rank'], self.opt['world_size']) if self.opt['dist'] else (0, 1)
+        indices = range(rank, len(dataset), world)  # each rank validates its share
+        sums = torch.zeros(len(metrics_opt) + 1, dtype=torch.float64)
+        pbar = tqdm(total=len(indices), unit='image') if self.opt['val'].get('pbar') and rank == 0 else None
+
+        for idx in indices:
+            data = dataset[idx]
+            lq = data['lq'].unsqueeze(0)
+            output, uncertainty = self.predict(lq)
+            sr_img = tensor2img(output)
+            if metrics_opt:
+                if 'gt' not in data:
+                    raise ValueError(f'val:metrics needs ground truth, but {dataset_name} item {idx} has none')
+                metric_data = {'img': sr_img, 'img2': tensor2img(data['gt'].unsqueeze(0))}
+                for j, opt_ in enumerate(metrics_opt.values()):
+                    sums[j] += float(calculate_metric(metric_data, dict(opt_)))
+            sums[-1] += 1
+            if save_img:
+                name = os.path.splitext(os.path.basename(data['lq_path']))[0]
+                path = os.path.join(self.opt['path']['visualization'], dataset_name, f'{name}_{current_iter}.png')
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                cv2.imwrite(path, np.concatenate([sr_img, uncertainty_to_color(uncertainty[0])], axis=1))
+            if pbar is not None:
+                pbar.update(1)
+        if pbar is not None:
+            pbar.close()
+
+        if self.opt['dist']:
+            device = self.device if dist.get_backend() == 'nccl' else torch.device('cpu')
+            sums = sums.to(device)
+            dist.all_reduce(sums)
+            sums = sums.cpu()
+        if metrics_opt:
+            self._initialize_best_metric_results(dataset_name)
+            count = max(sums[-1].item(), 1)
+            self.metric_results = {name: sums[j].item() / count for j, name in enumerate(metrics_opt)}
+            for name, value in self.metric_results.items():
+                self._update_best_metric_result(dataset_name, name, value, current_iter)
+            if rank == 0:
+                self._log_validation_metric_values(current_iter, dataset_name, tb_logger)

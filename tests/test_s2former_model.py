@@ -1,0 +1,147 @@
+"""S2FormerModel in-process: losses, EMA, NaN stop, exact resume, tiled/distributed validation, fine-tuning."""
+
+from __future__ import annotations
+
+import copy
+
+import cv2
+import pytest
+import torch
+from basicsr.data import build_dataset
+from basicsr.models import build_model
+from helpers import parsed_options, tiny_s2former_options, write_paired_folder
+from torch.utils.data import DataLoader
+
+from s2former_plugin import compat
+from s2former_plugin.official import build_from_official
+
+
+@pytest.fixture()
+def setup(tmp_path, vgg19_file):
+    torch.manual_seed(0)
+    write_paired_folder(tmp_path / 'data', n=3, size=(24, 24))
+    opt = parsed_options(tiny_s2former_options(tmp_path / 'data', vgg19_file), tmp_path)
+    train_set = build_dataset(opt['datasets']['train'])
+    batch = next(iter(DataLoader(train_set, batch_size=2)))
+    return tmp_path, opt, batch
+
+
+def test_training_step_uses_all_three_losses(setup):
+    _, opt, batch = setup
+    model = build_model(opt)
+    model.feed_data(batch)
+    ema_before = copy.deepcopy(model.net_g_ema.state_dict())
+    model.optimize_parameters(1)
+    log = model.get_current_log()
+    assert set(log) == {'l_psnr', 'l_percep', 'l_udl', 'l_total'}
+    assert log['l_total'] == pytest.approx(log['l_psnr'] + log['l_percep'] + log['l_udl'], rel=1e-5)
+    changed = [k for k, v in model.net_g_ema.state_dict().items() if not torch.equal(v, ema_before[k])]
+    assert changed, 'EMA did not move'
+
+
+def test_unknown_loss_key_is_rejected(setup):
+    _, opt, _ = setup
+    opt['train']['pixel_opt'] = {'type': 'L1Loss'}
+    with pytest.raises(ValueError, match='train:pixel_opt is not used'):
+        build_model(opt)
+
+
+def test_nan_loss_stops_before_the_update(setup):
+    _, opt, batch = setup
+    model = build_model(opt)
+    before = copy.deepcopy(model.net_g.state_dict())
+    model.feed_data({**batch, 'lq': torch.full_like(batch['lq'], float('nan'))})
+    with pytest.raises(FloatingPointError, match='iteration 7'):
+        model.optimize_parameters(7)
+    after = model.net_g.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_resume_restores_network_ema_optimizer_and_scheduler(setup):
+    root, opt, batch = setup
+    model = build_model(copy.deepcopy(opt))
+    for it in range(1, 4):
+        model.update_learning_rate(it)
+        model.feed_data(batch)
+        model.optimize_parameters(it)
+    model.save(epoch=1, current_iter=3)
+
+    opt2 = copy.deepcopy(opt)
+    opt2['auto_resume'] = True
+    state = compat.load_resume_state(opt2)
+    resumed = build_model(opt2)
+    resumed.resume_training(state)
+    for a, b in ((model.net_g, resumed.net_g), (model.net_g_ema, resumed.net_g_ema)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    opt_a, opt_b = model.optimizer_g.state_dict(), resumed.optimizer_g.state_dict()
+    assert opt_a['param_groups'] == opt_b['param_groups']
+    for k, s in opt_a['state'].items():
+        assert all(torch.equal(s[n], opt_b['state'][k][n]) for n in s)
+    assert model.schedulers[0].state_dict() == resumed.schedulers[0].state_dict()
+    assert resumed.get_current_learning_rate() == model.get_current_learning_rate()
+
+
+def _val_loader(root, opt, size):
+    write_paired_folder(root / 'val', n=3, size=size, seed=1)
+    val_opt = dict(opt['datasets']['val'], dataroot_gt=str(root / 'val' / 'gt'), dataroot_lq=str(root / 'val' / 'lq'))
+    return DataLoader(build_dataset(val_opt))
+
+
+def test_tiled_validation_on_odd_sizes_saves_uncertainty(setup):
+    root, opt, _ = setup
+    opt['val']['metrics']['ssim'] = {'type': 'calculate_ssim', 'crop_border': 0, 'test_y_channel': True}
+    model = build_model(opt)
+    model.validation(_val_loader(root, opt, (37, 53)), current_iter=5, tb_logger=None, save_img=True)
+    assert set(model.metric_results) == {'psnr', 'ssim'}
+    assert all(v == v and abs(v) < 1e3 for v in model.metric_results.values())
+    saved = sorted((root / 'experiments' / 's2f' / 'visualization' / 'tiny_val').glob('*_5.png'))
+    assert len(saved) == 3
+    assert cv2.imread(str(saved[0])).shape == (37, 2 * 53, 3)  # derained | colour-mapped uncertainty
+
+
+def test_tiled_prediction_matches_whole_image_closely(setup):
+    root, opt, _ = setup
+    model = build_model(opt)
+    x = torch.rand(1, 3, 40, 40)
+    model.opt['val']['tile'] = None
+    whole, _ = model.predict(x)
+    model.opt['val'].update(tile=32, tile_overlap=16)
+    tiled, _ = model.predict(x)
+    assert whole.shape == tiled.shape == x.shape
+    assert (whole - tiled).abs().mean() < 0.05
+
+
+def test_distributed_validation_splits_images_across_ranks(setup, monkeypatch):
+    import torch.distributed as dist
+
+    root, opt, _ = setup
+    model = build_model(opt)
+    loader = _val_loader(root, opt, (20, 20))
+    seen = []
+    predict = model.predict
+    monkeypatch.setattr(model, 'predict', lambda lq: seen.append(lq.shape) or predict(lq))
+    monkeypatch.setattr(dist, 'get_backend', lambda: 'gloo')
+    reduced = []
+    monkeypatch.setattr(dist, 'all_reduce', lambda t, **kw: reduced.append(t.clone()))
+    model.opt.update(dist=True, rank=1, world_size=2)
+    model.validation(loader, current_iter=1, tb_logger=None, save_img=False)
+    assert len(seen) == 1 and reduced[0][-1].item() == 1  # rank 1 of 2 validates image 1 of 0, 1, 2
+
+
+def test_finetune_from_official_checkpoint(setup, parity_fixture):
+    root, opt, _ = setup
+    path = root / 'udrs2former_small.pth'
+    torch.save(parity_fixture['state_dict'], path)  # a released checkpoint is a plain official state dict
+    opt['path']['pretrain_network_g'] = str(path)
+    model = build_model(opt)
+    reference = build_from_official(parity_fixture['config'], parity_fixture['state_dict']).state_dict()
+    for net in (model.net_g, model.net_g_ema):
+        assert all(torch.equal(v, reference[k]) for k, v in net.state_dict().items())
+
+
+def test_missing_pretrained_file_is_named(setup):
+    root, opt, _ = setup
+    opt['path']['pretrain_network_g'] = str(root / 'nope.pth')
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        build_model(opt)
