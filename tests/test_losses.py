@@ -46,6 +46,7 @@ def test_psnr_loss_by_hand():
     side = [torch.full((2, 3, 8 >> k, 8 >> k), 0.01) for k in (0, 1, 2, 3)]  # mse 1e-4 -> -40 dB
     loss = MultiScalePSNRLoss()([final, *side], gt)
     assert loss.item() == pytest.approx(-20 + 0.5 * -40, abs=1e-3)
+    assert MultiScalePSNRLoss()(final, gt).item() == pytest.approx(-20, abs=1e-3)  # single-output archs
 
 
 def test_registered_in_basicsr():

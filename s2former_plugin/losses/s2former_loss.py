@@ -73,6 +73,9 @@ def psnr_loss(pred: Tensor, target: Tensor) -> Tensor:
 class MultiScalePSNRLoss(nn.Module):
     """PSNR loss of the final output plus ``side_weight`` x the mean PSNR loss of the other scales.
 
+    Also accepts a single output tensor (then it is the plain PSNR loss), so single-output archs trained by
+    basicsr's ``SRModel`` can use it as ``pixel_opt`` for like-for-like comparisons.
+
     Args:
         loss_weight: Multiplier of the loss.
         side_weight: Weight of the side outputs' mean (0.5 in the official code).
@@ -83,7 +86,9 @@ class MultiScalePSNRLoss(nn.Module):
         self.loss_weight = loss_weight
         self.side_weight = side_weight
 
-    def forward(self, outputs: Sequence[Tensor], gt: Tensor) -> Tensor:
+    def forward(self, outputs: Sequence[Tensor] | Tensor, gt: Tensor) -> Tensor:
+        if isinstance(outputs, Tensor):
+            outputs = [outputs]
         targets = target_pyramid(gt, outputs)
         loss = psnr_loss(outputs[0], targets[0])
         if len(outputs) > 1:
