@@ -1,0 +1,332 @@
+"""Derain images of any size with a trained S2Former.
+
+Usage::
+
+    python -m s2former_plugin.infer --weights net_g_latest.pth --input photos/ --output derained/ \\
+        [--tile 320] [--tile-overlap 64] [--save-uncertainty] [--device auto|cpu|cuda] [--fp16] [--config net.yml]
+
+Weights: a BasicSR checkpoint (``params_ema`` preferred, else ``params``), a released official
+``udrs2former_*.pth`` or a plain state dict, always read with ``torch.load(weights_only=True)``. The network
+configuration is recovered from the weights (:func:`s2former_plugin.official.infer_config`) unless ``--config``
+gives it (a YAML/JSON file with S2Former kwargs, or a BasicSR options file with ``network_g``).
+
+Each image is processed in overlapping tiles blended by :func:`s2former_plugin.tiling.tiled_forward` (``--tile 0``:
+whole image). Outputs are PNGs named after the inputs, with the input's size, bit depth (8/16) and colour mode:
+grayscale is processed as 3 equal channels and converted back; an alpha channel is passed through untouched.
+``--save-uncertainty`` also writes colour-mapped uncertainty maps to ``OUTPUT/uncertainty/<name>.png``.
+Unreadable files are reported (one line each) and skipped; the exit status is then 1. Outputs never overwrite
+inputs: an output folder that is an input folder (or would write over an input file) is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from .tiling import tiled_forward
+
+__all__ = ['InferError', 'load_network', 'list_inputs', 'derain_array', 'colorize_uncertainty', 'main']
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+
+
+class InferError(Exception):
+    """A problem with the command's arguments; reported as one line, exit status 2."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Network
+# ----------------------------------------------------------------------------------------------------------------
+def _read_config(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise InferError(f'--config: file not found: {path}')
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    try:
+        if path.lower().endswith('.json'):
+            cfg = json.loads(text)
+        else:
+            import yaml
+
+            cfg = yaml.safe_load(text)
+    except Exception as exc:  # noqa: BLE001 - yaml/json raise various types
+        raise InferError(f'--config: cannot parse {path}: {exc}') from None
+    if not isinstance(cfg, dict):
+        raise InferError(f'--config: {path} does not hold a mapping')
+    if isinstance(cfg.get('network_g'), dict):  # a BasicSR options file
+        cfg = cfg['network_g']
+    cfg = dict(cfg)
+    arch = cfg.pop('type', 'S2Former')
+    if arch != 'S2Former':
+        raise InferError(f'--config: network type {arch!r} is not S2Former')
+    return cfg
+
+
+def load_network(weights: str, config: str | dict | None = None) -> tuple[torch.nn.Module, str]:
+    """Build an S2Former and load ``weights`` into it (strictly, ``weights_only=True``).
+
+    Args:
+        weights: Checkpoint path (BasicSR ``params_ema``/``params``, official or plain state dict).
+        config: S2Former kwargs, a YAML/JSON file holding them, or ``None`` to infer them from the weights.
+
+    Returns:
+        The network in eval mode and a short description of what was loaded.
+
+    Raises:
+        InferError: missing or unreadable weights, a bad config, or weights that do not fit the config.
+    """
+    from .archs.s2former_arch import S2Former
+    from .checkpoint import load_state_dict_any
+    from .official import infer_config
+
+    if not os.path.isfile(weights):
+        raise InferError(f'--weights: file not found: {weights}')
+    try:
+        state, used = load_state_dict_any(weights, param_key='params_ema')
+    except ValueError as exc:
+        raise InferError(f'--weights: {exc}') from None
+    if isinstance(config, str):
+        cfg = _read_config(config)
+    elif config is not None:
+        cfg = dict(config)
+    else:
+        try:
+            cfg = infer_config(state)
+        except Exception as exc:  # noqa: BLE001 - missing keys / shapes: not an S2Former state dict
+            raise InferError(
+                f'--weights: cannot infer the S2Former configuration from {weights} ({type(exc).__name__}: {exc}); '
+                'pass --config'
+            ) from None
+    try:
+        net = S2Former(**cfg)
+        net.load_state_dict(state, strict=True)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:300]
+        raise InferError(f'--weights: {weights} does not fit the network configuration: {first}') from None
+    return net.eval(), used
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Images
+# ----------------------------------------------------------------------------------------------------------------
+def list_inputs(path: str) -> list[str]:
+    """Input image paths: ``path`` itself, or the image files directly in folder ``path`` (sorted)."""
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise InferError(f'--input: not found: {path}')
+    names = sorted(n for n in os.listdir(path) if not n.startswith('.'))
+    return [
+        os.path.join(path, n)
+        for n in names
+        if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(path, n))
+    ]
+
+
+def output_names(inputs: list[str]) -> dict[str, str]:
+    """``{input path: output file name}``: ``<stem>.png``, or ``<name>.png`` where two inputs share a stem."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in inputs]
+    return {p: (f'{s}.png' if stems.count(s) == 1 else f'{os.path.basename(p)}.png') for p, s in zip(inputs, stems)}
+
+
+def _check_not_overwriting(inputs: list[str], out_dir: str, names: dict[str, str], extra: list[str]) -> None:
+    real_inputs = {os.path.realpath(p) for p in inputs}
+    out_real = os.path.realpath(out_dir)
+    if out_real in {os.path.realpath(os.path.dirname(os.path.abspath(p))) for p in inputs}:
+        raise InferError(
+            f'--output: {out_dir} is an input folder; choose another folder (inputs are never overwritten)'
+        )
+    if out_real in real_inputs:
+        raise InferError(f'--output: {out_dir} is an input file')
+    for name in names.values():
+        for folder in (out_dir, *extra):
+            target = os.path.realpath(os.path.join(folder, name))
+            if target in real_inputs:
+                raise InferError(f'--output: writing {target} would overwrite an input')
+
+
+def _scale(dtype: np.dtype) -> float:
+    if dtype == np.uint8:
+        return 255.0
+    if dtype == np.uint16:
+        return 65535.0
+    if dtype in (np.float32, np.float64):
+        return 1.0
+    raise ValueError(f'unsupported pixel type {dtype}')
+
+
+def _from_float(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    scale = _scale(dtype)
+    x = np.clip(x, 0.0, 1.0)
+    if scale == 1.0:
+        return x.astype(dtype)
+    return np.rint(x * scale).astype(dtype)
+
+
+def colorize_uncertainty(u: np.ndarray) -> np.ndarray:
+    """``H x W x 3`` uint8 BGR colour map (inferno) of an uncertainty map (``H x W`` or ``H x W x C``, averaged).
+
+    Values are scaled per image between their 1st and 99th percentiles (bright = uncertain).
+    """
+    u = u.mean(2) if u.ndim == 3 else u
+    lo, hi = np.percentile(u, [1, 99])
+    norm = np.clip((u - lo) / max(hi - lo, 1e-12), 0, 1)
+    return cv2.applyColorMap(np.rint(norm * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
+
+
+def derain_array(
+    img: np.ndarray,
+    run: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Derain one image as read by ``cv2.imread(..., IMREAD_UNCHANGED)``; same shape and dtype out.
+
+    Args:
+        img: ``H x W`` (gray), ``H x W x 3`` (BGR) or ``H x W x 4`` (BGRA), uint8/uint16/float.
+        run: Maps a ``1 x 3 x H x W`` RGB float tensor in [0, 1] to ``(image, uncertainty or None)``.
+
+    Returns:
+        The derained image (alpha copied from the input) and the uncertainty (``H x W x 3`` float) or ``None``.
+    """
+    scale = _scale(img.dtype)
+    gray = img.ndim == 2 or img.shape[2] == 1
+    alpha = img[..., 3:] if img.ndim == 3 and img.shape[2] == 4 else None
+    if gray:
+        bgr = np.repeat(img.reshape(img.shape[0], img.shape[1], 1), 3, axis=2)
+    else:
+        bgr = img[..., :3]
+    rgb = np.ascontiguousarray(bgr[..., ::-1]).astype(np.float32) / scale
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    out, unc = run(x)
+    out_rgb = out[0].permute(1, 2, 0).float().numpy()
+    out_bgr = out_rgb[..., ::-1]
+    if gray:
+        res = cv2.cvtColor(np.ascontiguousarray(out_bgr), cv2.COLOR_BGR2GRAY)
+        res = _from_float(res, img.dtype).reshape(img.shape)
+    else:
+        res = _from_float(out_bgr, img.dtype)
+        if alpha is not None:
+            res = np.concatenate([res, alpha], axis=2)
+    unc_np = None if unc is None else unc[0].permute(1, 2, 0).float().numpy()
+    return np.ascontiguousarray(res), unc_np
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='python -m s2former_plugin.infer', description='Derain images with S2Former.')
+    p.add_argument('--weights', required=True, help='checkpoint (BasicSR, official udrs2former_*.pth or state dict)')
+    p.add_argument('--input', required=True, help='image file or folder of images')
+    p.add_argument('--output', required=True, help='output folder (must not be an input folder)')
+    p.add_argument('--tile', type=int, default=320, help='tile size in pixels; 0 processes whole images')
+    p.add_argument('--tile-overlap', type=int, default=64, help='overlap of neighbouring tiles (blended)')
+    p.add_argument('--tile-batch', type=int, default=1, help='tiles per forward pass')
+    p.add_argument('--save-uncertainty', action='store_true', help='also write OUTPUT/uncertainty/<name>.png')
+    p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    p.add_argument('--fp16', action='store_true', help='half-precision autocast (CUDA only)')
+    p.add_argument('--config', help='S2Former kwargs (YAML/JSON) or a BasicSR options file with network_g')
+    p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    return p
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if name == 'cuda' and not torch.cuda.is_available():
+        raise InferError('--device cuda: CUDA is not available')
+    return torch.device(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0 ok, 1 some files skipped, 2 bad arguments)."""
+    from tqdm import tqdm
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.tile < 0 or args.tile_overlap < 0:
+            raise InferError('--tile and --tile-overlap must be >= 0')
+        if args.tile and args.tile_overlap >= args.tile:
+            raise InferError(f'--tile-overlap ({args.tile_overlap}) must be smaller than --tile ({args.tile})')
+        inputs = list_inputs(args.input)
+        if not inputs:
+            raise InferError(f'--input: no images in {args.input}')
+        names = output_names(inputs)
+        unc_dir = os.path.join(args.output, 'uncertainty')
+        _check_not_overwriting(inputs, args.output, names, [unc_dir] if args.save_uncertainty else [])
+        device = _pick_device(args.device)
+        net, used = load_network(args.weights, args.config)
+    except InferError as exc:
+        print(f'infer: error: {exc}', file=sys.stderr)
+        return 2
+    fp16 = args.fp16 and device.type == 'cuda'
+    if args.fp16 and not fp16:
+        print('infer: warning: --fp16 needs CUDA; running in float32', file=sys.stderr)
+    net = net.to(device)
+    os.makedirs(args.output, exist_ok=True)
+    if args.save_uncertainty:
+        os.makedirs(unc_dir, exist_ok=True)
+
+    def forward(t: torch.Tensor):
+        with torch.autocast(device.type, dtype=torch.float16, enabled=fp16):
+            if args.save_uncertainty:
+                outputs, uncertainties = net(t, return_all=True)
+                return outputs[0].float(), uncertainties[0].float()
+            return net(t).float()
+
+    bar = tqdm(inputs, desc='derain', unit='img', disable=args.no_progress)
+
+    def run(x: torch.Tensor):
+        res = tiled_forward(
+            forward,
+            x,
+            args.tile or None,
+            args.tile_overlap,
+            device=device,
+            out_device='cpu',
+            tile_batch=args.tile_batch,
+            on_tile=lambda done, total: bar.set_postfix_str(f'tile {done}/{total}'),
+        )
+        return res if args.save_uncertainty else (res, None)
+
+    failed = []
+    start = time.perf_counter()
+    for path in bar:
+        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        if img is None or img.size == 0:
+            failed.append(path)
+            tqdm.write(f'infer: cannot read image, skipped: {path}', file=sys.stderr)
+            continue
+        try:
+            out, unc = derain_array(img, run)
+        except ValueError as exc:
+            failed.append(path)
+            tqdm.write(f'infer: {exc}, skipped: {path}', file=sys.stderr)
+            continue
+        if not cv2.imwrite(os.path.join(args.output, names[path]), out):
+            failed.append(path)
+            tqdm.write(f'infer: cannot write output for {path}', file=sys.stderr)
+            continue
+        if unc is not None:
+            cv2.imwrite(os.path.join(unc_dir, names[path]), colorize_uncertainty(unc))
+    done = len(inputs) - len(failed)
+    print(
+        f'infer: {done}/{len(inputs)} images -> {args.output} ({used}, {device.type}'
+        f'{", fp16" if fp16 else ""}, tile {args.tile or "off"}, {time.perf_counter() - start:.1f}s)'
+    )
+    if failed:
+        print(f'infer: {len(failed)} file(s) skipped: {", ".join(failed)}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
