@@ -147,3 +147,14 @@ def parsed_options(opt: dict, root: Path) -> dict:
     for key in ('models', 'training_states', 'visualization'):
         Path(opt['path'][key]).mkdir(parents=True, exist_ok=True)
     return opt
+
+
+def run_torchrun(args: list[str], cwd: Path, nproc: int = 2, timeout: float = 400) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=<nproc> <args>`` on a free local port (parallel test runs don't collide)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={nproc}', f'--master_port={port}', *args]
+    return subprocess.run(cmd, cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=timeout)

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import re
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from basicsr.utils.options import ordered_yaml
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
-from helpers import REPO, clean_env, run, tiny_s2former_options, write_paired_folder, write_yaml
+from helpers import REPO, run, run_torchrun, tiny_s2former_options, write_paired_folder, write_yaml
 
 OPTIONS = sorted((REPO / 'options').glob('s2former*.yml')) + [REPO / 'options' / 'quickstart.yml']
 
@@ -82,23 +79,7 @@ def test_torchrun_s2former_two_processes(tmp_path, vgg19_file):
     write_paired_folder(tmp_path / 'data', n=4, size=(24, 24))
     opt = tiny_s2former_options(tmp_path / 'data', vgg19_file, name='s2f_ddp', total_iter=2, save_freq=2)
     write_yaml(tmp_path / 'ddp.yml', opt)
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
-    cmd = [
-        sys.executable,
-        '-m',
-        'torch.distributed.run',
-        '--nproc_per_node=2',
-        f'--master_port={port}',
-        '-m',
-        'basicsr.train',
-        '-opt',
-        'ddp.yml',
-        '--launcher',
-        'pytorch',
-    ]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=400)
+    proc = run_torchrun(['-m', 'basicsr.train', '-opt', 'ddp.yml', '--launcher', 'pytorch'], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = next((tmp_path / 'experiments' / 's2f_ddp').glob('train_*.log')).read_text()
     assert 'World size (gpu number): 2' in log and '# psnr:' in log and 'End of training' in log

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import basicsr
 import pytest
-from helpers import clean_env, run, tiny_basicsr_options, write_paired_folder, write_yaml
+from helpers import clean_env, run, run_torchrun, tiny_basicsr_options, write_paired_folder, write_yaml
 
 pytestmark = pytest.mark.slow
 BASICSR_ROOT = Path(basicsr.__file__).resolve().parents[1]  # where stock basicsr would write experiments/
@@ -84,23 +83,7 @@ def test_auto_resume_after_sigkill(workdir):
 def test_torchrun_two_processes_on_cpu(workdir):
     opt = tiny_basicsr_options(workdir / 'data', name='ddp', total_iter=4, save_freq=2)
     write_yaml(workdir / 'tiny.yml', opt)
-    with socket.socket() as sock:  # a free port, so parallel test runs don't collide
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
-    cmd = [
-        sys.executable,
-        '-m',
-        'torch.distributed.run',
-        '--nproc_per_node=2',
-        f'--master_port={port}',
-        '-m',
-        'basicsr.train',
-        '-opt',
-        'tiny.yml',
-        '--launcher',
-        'pytorch',
-    ]
-    proc = subprocess.run(cmd, cwd=workdir, env=clean_env(), capture_output=True, text=True, timeout=300)
+    proc = run_torchrun(['-m', 'basicsr.train', '-opt', 'tiny.yml', '--launcher', 'pytorch'], cwd=workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     exp = workdir / 'experiments' / 'ddp'
     log = next(exp.glob('train_ddp_*.log')).read_text()
