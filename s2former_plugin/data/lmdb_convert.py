@@ -157,7 +157,8 @@ def _imap(func: Callable, items: list, workers: int) -> Iterator:
     if workers <= 1 or len(items) <= 1:
         yield from map(func, items)
         return
-    ctx = multiprocessing.get_context('spawn' if sys.platform == 'win32' else 'fork')
+    # spawn, not fork: a forked child inherits cv2's/OpenMP's thread pools mid-state and can hang in its first call.
+    ctx = multiprocessing.get_context('spawn')
     with ctx.Pool(workers, initializer=_worker_init) as pool:
         yield from pool.imap(func, items, chunksize=max(1, min(16, len(items) // (workers * 8))))
 
