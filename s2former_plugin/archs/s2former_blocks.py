@@ -110,8 +110,10 @@ class BiasFreeLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        var = x.var(dim=1, keepdim=True, unbiased=False)
-        return x * torch.rsqrt(var + self.eps) * self.weight[:, None, None]
+        # Two-pass variance over the channel-last view: ~2x faster than Tensor.var over dim 1 on CPU.
+        x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
+        var = (x - x.mean(-1, keepdim=True)).square().mean(-1, keepdim=True)
+        return (x * torch.rsqrt(var + self.eps) * self.weight).permute(0, 3, 1, 2)
 
 
 class ChannelLayerNorm(nn.LayerNorm):
@@ -138,9 +140,12 @@ class ChannelAttention(nn.Module):
         self.act = act()
         self.expand = nn.Conv2d(dim // reduction, dim, 1, bias=bias)
 
+    def gate(self, x: Tensor) -> Tensor:
+        """The channel weights ``(B, C, 1, 1)``."""
+        return torch.sigmoid(self.expand(self.act(self.reduce(x.mean((2, 3), keepdim=True)))))
+
     def forward(self, x: Tensor) -> Tensor:
-        gate = self.expand(self.act(self.reduce(x.mean((2, 3), keepdim=True))))  # (B, C, 1, 1)
-        return x * torch.sigmoid(gate)
+        return x * self.gate(x)
 
 
 class PixelAttention(nn.Module):
@@ -202,12 +207,12 @@ class GlobalAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        tokens = x.flatten(2).transpose(1, 2)  # (B, N, C)
+        tokens = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, N, C)
         q = self.q(tokens).view(b, -1, self.num_heads, c // self.num_heads).transpose(1, 2)  # (B, heads, N, d)
         k, v = self.kv(tokens).view(b, -1, 2, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, d)
-        out = out.transpose(2, 3).reshape(b, c, h, w)  # channel = head * d + i
-        return self.proj(out) + self.dwconv(x)
+        out = out.transpose(1, 2).reshape(b, h, w, c)  # channel = head * d + i
+        return pointwise(out, self.proj).permute(0, 3, 1, 2) + self.dwconv(x)
 
 
 class GatedMultiScaleFFN(nn.Module):
@@ -343,8 +348,8 @@ class LocalReconstruction(WindowAttentionBase):
         self.proj = nn.Linear(dim, dim)
 
     @staticmethod
-    def modulation(var: Tensor, ws: int) -> Tensor:
-        """Logit modulation ``(B*nW, 1, ws*ws, ws*ws)`` from uncertainty features ``(B, C, H, W)``.
+    def modulation(var: Tensor, ws: int, scale: float = 1.0) -> Tensor:
+        """Logit modulation ``(B*nW, 1, ws*ws, ws*ws)`` (times ``scale``) from uncertainty features ``(B, C, H, W)``.
 
         Reproduces the official windowing exactly: the official code partitions the *channel-first* ``var`` as
         if it were channel-last, i.e. views ``(B, C, H, W)`` as ``(B, C/ws, ws, H/ws, ws, W)``, swaps the two
@@ -355,16 +360,18 @@ class LocalReconstruction(WindowAttentionBase):
         v = var.reshape(b, c // ws, ws, h // ws, ws, w).transpose(2, 3).reshape(-1, ws * ws, c)
         affinity = v @ v.transpose(1, 2)  # (B*nW, N, N)
         keep = topk_mask(affinity)
-        one = torch.ones((), dtype=var.dtype, device=var.device)
+        one = torch.full((), scale, dtype=var.dtype, device=var.device)
         return torch.where(keep, one, one * LR_SHARPENING).unsqueeze(1)
 
     def forward(self, x: Tensor, modulation: Tensor) -> Tensor:
+        """``modulation`` from :meth:`modulation` with ``scale=self.scale`` (the query scaling folded in)."""
         b, h, w, c = x.shape
         ws, heads = self.ws, self.num_heads
         windows = window_partition(x, ws)  # (B*nW, N, C)
         qkv = self.qkv(windows).view(windows.shape[0], ws * ws, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]  # (B*nW, heads, N, d)
-        logits = (q @ k.transpose(-2, -1)) * modulation + self.relative_position_bias()
+        q, k, v = qkv[0], qkv[1], qkv[2]  # (B*nW, heads, N, d)
+        # In-place ops are autograd-safe here: matmul does not save its output, mul_ saves only `modulation`.
+        logits = torch.matmul(q, k.transpose(-2, -1)).mul_(modulation).add_(self.relative_position_bias())
         out = logits.softmax(dim=-1) @ v  # (B*nW, heads, N, d)
         out = self.proj(out.transpose(1, 2).reshape(-1, ws * ws, c))
         return window_reverse(out, ws, b, h, w)
@@ -423,7 +430,9 @@ class ReconstructionLayer(nn.ModuleList):
         Returns the channel-first output ``(B, C, H, W)``.
         """
         constraint = SparseSamplingAttention.constraint(var)
-        modulation = LocalReconstruction.modulation(var, self.window_size) if len(self) > 1 else None
+        modulation = None
+        if len(self) > 1:
+            modulation = LocalReconstruction.modulation(var, self.window_size, self[1].attn.scale)
         x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
         for i, block in enumerate(self):
             x = block(x, constraint if i % 2 == 0 else modulation)
@@ -472,7 +481,8 @@ class RefineBlock(nn.Module):
         self.channel_attn = ChannelAttention(dim, reduction=4, bias=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.channel_attn(self.conv2(F.gelu(self.conv1(x))))
+        y = self.conv2(F.gelu(self.conv1(x)))
+        return torch.addcmul(x, y, self.channel_attn.gate(y))  # x + y * gate, one pass
 
 
 class RefineStage(nn.Module):
