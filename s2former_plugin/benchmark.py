@@ -1,0 +1,916 @@
+"""Benchmark S2Former against other BasicSR archs under one protocol: same data, budget, loss and metrics.
+
+``python -m s2former_plugin.benchmark -opt options/benchmark.yml [--out DIR] [--data-root DIR] [--total-iter N]
+[--max-minutes M] [--only NAME,...]``
+
+Every arch of the YAML ``archs:`` list is trained through the real BasicSR pipeline (``python -m basicsr.train``
+semantics via :func:`s2former_plugin.compat.train_main`, one subprocess per arch, ``--auto_resume``), unless it
+gives ``checkpoint:``; then it is evaluated on whole test images (tiled with :mod:`s2former_plugin.tiling`, scored
+with :func:`s2former_plugin.metrics.protocols.compute`) and measured (parameters, multiply-adds, latency, peak
+memory) in a fresh subprocess. Outputs, under ``--out`` (default ``benchmark_results/<name>`` in the working
+directory)::
+
+    OUT/results.json  OUT/results.md  OUT/psnr_vs_latency.png  OUT/training_curves.png
+    OUT/_data/{train,test}/{lq,gt}/     symlinks to the selected pairs (``paired`` layout)
+    OUT/<arch>/options.yml              the BasicSR training options written for the arch
+    OUT/<arch>/experiments/<arch>/      BasicSR's training outputs (logs, models, training states)
+    OUT/<arch>/result.json              the arch's result: also the "done" marker
+
+YAML schema (see ``options/benchmark.yml``)::
+
+    name: my_benchmark
+    imports: [my_package.archs]          # optional: imported before any arch is built (also in subprocesses)
+    device: auto                         # auto | cpu | cuda
+    data:                                # keys here are defaults for train: and test:
+      layout: rain200                    # rainds | rain200 | agan | paired (s2former_plugin.data.layouts)
+      dataroot: /path/to/Rain100H
+      train: {pairs: 1-60}               # split:, subset:, lq_dir: ... as find_pairs; pairs: 1-based positions in
+      test: {pairs: 61-80}               # the naturally sorted pair list ('1-60', [1, 5, '10-12'], or all)
+    train:
+      seed: 0
+      batch_size: 4
+      crop: 64
+      total_iter: 300                    # and/or max_minutes (wall-clock per arch, see "Budget" below)
+      max_minutes: ~
+      optim_g: {type: Adam, lr: 2.0e-4, betas: [0.9, 0.999]}
+      scheduler: {type: CosineAnnealingRestartLR, eta_min: 1.0e-6}   # periods default to [total_iter]
+      ema_decay: 0
+    loss:
+      s2former_multiscale: false         # S2Former only: + 0.5 x PSNR loss of its four side outputs
+      s2former_udl: false                # S2Former only: + the uncertainty-driven loss
+    eval: {tile: 256, tile_overlap: 32, protocol: standard, metrics: [psnr, ssim]}
+    speed: {sizes: [256, 512], macs_size: 256, runs: 5, threads: ~}
+    archs:
+      - name: s2former_small
+        network_g: {type: S2Former, preset: small}
+      - name: ridnet
+        network_g: {type: RIDNet, in_channels: 3, mid_channels: 64, out_channels: 3}
+        checkpoint: ~                    # weights to evaluate instead of training (BasicSR or plain state dict)
+
+Loss: every arch is trained on the same objective, the PSNR loss (``-PSNR`` in dB of the RGB crop) of its final
+output: :class:`MultiScalePSNRLoss` as ``pixel_opt`` for basicsr's ``SRModel``, and as ``psnr_opt`` with
+``side_weight: 0`` for S2Former's ``S2FormerModel``. A benchmark of architectures should not also compare losses;
+S2Former's auxiliary terms (multi-scale side outputs, UDL) are switches so that the paper's recipe (without the
+perceptual term, which needs VGG19 weights) can be measured as a separate entry.
+
+Budget: ``total_iter`` fixes the iterations. ``max_minutes`` is converted into iterations before training: the
+training subprocess first times ``calibration_iters`` optimisation steps of the real model (``feed_data`` +
+``optimize_parameters`` on random crops of the configured size) and sets ``total_iter = minutes * 60 / median step
+time`` (the smaller of the two when both are given). The count is written into ``OUT/<arch>/options.yml`` once,
+so an interrupted run resumes towards the same target, and the training is reproducible. Data loading and
+checkpointing are not in the step time, so the wall time slightly exceeds the budget.
+
+Measurements (one fresh process per arch): parameters; multiply-adds of one ``macs_size`` x ``macs_size`` image via
+``mmengine.analysis.FlopAnalyzer`` (fvcore convention: one fused multiply-add counts once; ops it cannot count,
+listed in ``results.json``, are left out, except ``scaled_dot_product_attention`` for which a handler is added);
+latency: median of ``runs`` whole-image forwards after one warm-up; peak memory: on CUDA
+``max_memory_allocated`` minus the memory held before the forwards, on the CPU the peak resident set size
+(``VmHWM``, reset through ``/proc/self/clear_refs``) minus the resident size before the forwards (warm-up
+included), with glibc's mmap threshold fixed (``MALLOC_MMAP_THRESHOLD_``) so that freed tensors leave the resident
+set and sizes measured earlier do not hide the later ones' peaks.
+
+Resuming: an arch with ``OUT/<arch>/result.json`` is skipped; one with a trained ``net_g_latest.pth`` is only
+evaluated; an interrupted training resumes from its last training state (``--auto_resume``). Changing an arch's
+options with an existing ``OUT/<arch>/`` is refused (delete that folder or use another ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import hashlib
+import importlib
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from typing import Any
+
+import yaml
+
+__all__ = [
+    'BenchmarkError',
+    'load_options',
+    'select_pairs',
+    'build_train_options',
+    'count_macs',
+    'measure_speed',
+    'parse_training_log',
+    'run_benchmark',
+    'main',
+]
+
+DEFAULTS: dict[str, Any] = {
+    'name': 'benchmark',
+    'imports': [],
+    'device': 'auto',
+    'data': {'layout': 'paired'},
+    'train': {
+        'seed': 0,
+        'batch_size': 4,
+        'crop': 64,
+        'num_workers': 0,
+        'use_hflip': True,
+        'use_rot': True,
+        'total_iter': None,
+        'max_minutes': None,
+        'calibration_iters': 4,
+        'optim_g': {'type': 'Adam', 'lr': 2e-4, 'betas': [0.9, 0.999]},
+        'scheduler': {'type': 'CosineAnnealingRestartLR', 'eta_min': 1e-6},
+        'ema_decay': 0,
+        'print_freq': 10,
+        'save_checkpoint_freq': 100,
+        'threads': None,
+    },
+    'loss': {'s2former_multiscale': False, 's2former_udl': False},
+    'eval': {'tile': 256, 'tile_overlap': 32, 'protocol': 'standard', 'metrics': ['psnr', 'ssim']},
+    'speed': {'sizes': [256, 512], 'macs_size': 256, 'runs': 5, 'threads': None},
+}
+DATA_KEYS = ('layout', 'dataroot', 'split', 'subset', 'lq_dir', 'gt_dir', 'template', 'pairs')
+NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
+RESULT_FILE = 'result.json'
+
+
+class BenchmarkError(Exception):
+    """A bad option or a failed step; ``str()`` is one line that names the option or the folder."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Options
+# ----------------------------------------------------------------------------------------------------------------
+def _merge(base: dict, over: dict | None, where: str) -> dict:
+    out = copy.deepcopy(base)
+    if over is None:
+        return out
+    if not isinstance(over, dict):
+        raise BenchmarkError(f'{where}: expected a mapping, got {type(over).__name__}')
+    for k, v in over.items():
+        out[k] = _merge(out[k], v, f'{where}:{k}') if isinstance(out.get(k), dict) and isinstance(v, dict) else v
+    return out
+
+
+def load_options(path: str, overrides: dict | None = None) -> dict:
+    """Read a benchmark YAML, fill in the defaults, apply CLI ``overrides`` and check it.
+
+    Args:
+        path: The YAML file.
+        overrides: ``data_root``, ``total_iter``, ``max_minutes``, ``only`` (list of arch names), when given.
+
+    Returns:
+        The complete options.
+
+    Raises:
+        BenchmarkError: unreadable file or a bad option (the message names it).
+    """
+    if not os.path.isfile(path):
+        raise BenchmarkError(f'-opt: file not found: {path}')
+    try:
+        with open(path, encoding='utf-8') as f:
+            raw = yaml.safe_load(f) or {}
+    except yaml.YAMLError as err:
+        raise BenchmarkError(f'-opt: {path} is not valid YAML: {str(err).splitlines()[0]}') from None
+    if not isinstance(raw, dict):
+        raise BenchmarkError(f'-opt: {path} must hold a mapping with an archs: list')
+    known = set(DEFAULTS) | {'archs'}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise BenchmarkError(f'{unknown[0]}: unknown option; the options are {", ".join(sorted(known))}')
+    archs = raw.pop('archs', None)
+    opt = _merge(DEFAULTS, raw, 'options')
+    overrides = overrides or {}
+    if overrides.get('data_root'):
+        opt['data']['dataroot'] = overrides['data_root']
+    for key in ('total_iter', 'max_minutes'):
+        if overrides.get(key) is not None:
+            opt['train'][key] = overrides[key]
+    if isinstance(opt['imports'], str):
+        opt['imports'] = [opt['imports']]
+
+    if not isinstance(archs, list) or not archs:
+        raise BenchmarkError('archs: a non-empty list of {name, network_g: {type: ...}} entries is required')
+    names = set()
+    for i, entry in enumerate(archs):
+        where = f'archs[{i}]'
+        if not isinstance(entry, dict):
+            raise BenchmarkError(f'{where}: expected a mapping with name and network_g')
+        bad = sorted(set(entry) - {'name', 'network_g', 'checkpoint', 'param_key', 'model_type'})
+        if bad:
+            raise BenchmarkError(f'{where}:{bad[0]}: unknown key (name, network_g, checkpoint, param_key, model_type)')
+        name = entry.get('name')
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise BenchmarkError(f'{where}:name: required, letters/digits/_.- only (got {name!r})')
+        if name in names:
+            raise BenchmarkError(f'{where}:name: {name!r} appears twice')
+        names.add(name)
+        net = entry.get('network_g')
+        if not isinstance(net, dict) or not isinstance(net.get('type'), str):
+            raise BenchmarkError(f'{where}:network_g: a mapping with a type: is required')
+        ckpt = entry.get('checkpoint')
+        if ckpt is not None and not os.path.isfile(ckpt):
+            raise BenchmarkError(f'{where}:checkpoint: file not found: {ckpt}')
+    only = overrides.get('only')
+    if only:
+        missing = sorted(set(only) - names)
+        if missing:
+            raise BenchmarkError(f'--only: no arch named {missing[0]!r}; the archs are {", ".join(sorted(names))}')
+        archs = [a for a in archs if a['name'] in only]
+    opt['archs'] = archs
+
+    train = opt['train']
+    if train['total_iter'] is None and train['max_minutes'] is None:
+        raise BenchmarkError('train:total_iter: set total_iter and/or max_minutes (the training budget)')
+    for key in ('total_iter', 'max_minutes'):
+        value = train[key]
+        if value is not None and (not isinstance(value, int | float) or value <= 0):
+            raise BenchmarkError(f'train:{key}: must be a positive number (got {value!r})')
+    if opt['device'] not in ('auto', 'cpu', 'cuda'):
+        raise BenchmarkError(f'device: {opt["device"]!r} is not one of auto, cpu, cuda')
+    if opt['eval']['protocol'] not in ('standard', 'official'):
+        raise BenchmarkError(f'eval:protocol: {opt["eval"]["protocol"]!r} is not one of standard, official')
+    sizes = opt['speed']['sizes']
+    if not isinstance(sizes, list) or not sizes or not all(isinstance(s, int) and s > 0 for s in sizes):
+        raise BenchmarkError(f'speed:sizes: a list of positive image sizes is required (got {sizes!r})')
+    return opt
+
+
+def import_modules(modules: list[str]) -> None:
+    """Import the ``imports:`` modules (which register user archs); a failure names the option."""
+    for i, mod in enumerate(modules):
+        try:
+            importlib.import_module(mod)
+        except Exception as err:  # noqa: BLE001 - any import failure is reported the same way
+            raise BenchmarkError(f'imports[{i}]: cannot import {mod!r}: {type(err).__name__}: {err}') from None
+
+
+def _basicsr():
+    import basicsr  # noqa: F401 - registers the plugin through the startup hook
+
+    from s2former_plugin import register
+
+    register()
+
+
+def build_net(network_g: dict, where: str = 'network_g'):
+    """``basicsr.archs.build_network`` with the failure as a one-line :class:`BenchmarkError`."""
+    _basicsr()
+    from basicsr.archs import build_network
+
+    try:
+        return build_network(copy.deepcopy(network_g))
+    except KeyError as err:  # the registry's message (names the plugin's and basicsr's archs)
+        raise BenchmarkError(f'{where}:type: {err.args[0] if err.args else err}') from None
+    except Exception as err:  # noqa: BLE001 - bad constructor arguments of any arch
+        raise BenchmarkError(f'{where}: cannot build {network_g.get("type")}: {type(err).__name__}: {err}') from None
+
+
+def is_s2former(network_g: dict) -> bool:
+    """Whether the arch is (a subclass of) :class:`S2Former`, i.e. is trained by ``S2FormerModel``."""
+    _basicsr()
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    from s2former_plugin.archs.s2former_arch import S2Former
+
+    cls = ARCH_REGISTRY._obj_map.get(network_g['type'])
+    return isinstance(cls, type) and issubclass(cls, S2Former)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------------
+def parse_pairs(spec: Any, count: int, where: str) -> list[int]:
+    """0-based indices from a 1-based ``pairs:`` spec (``'1-60'``, ``7``, a list of those, or ``None``: all)."""
+    if spec is None or spec == 'all':
+        return list(range(count))
+    items = spec if isinstance(spec, list) else [spec]
+    out: list[int] = []
+    for item in items:
+        m = re.fullmatch(r'\s*(\d+)\s*(?:-\s*(\d+)\s*)?', str(item))
+        if not m:
+            raise BenchmarkError(f'{where}: {item!r} is not N or N-M (1-based positions)')
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if not 1 <= lo <= hi <= count:
+            raise BenchmarkError(f'{where}: {item!r} is outside 1-{count} (the folder has {count} pairs)')
+        out.extend(range(lo - 1, hi))
+    return list(dict.fromkeys(out))
+
+
+def select_pairs(data_opt: dict, side: str) -> list:
+    """The pairs of ``data:<side>`` (``train`` or ``test``): ``find_pairs`` on the merged keys, then ``pairs:``."""
+    from s2former_plugin.data.layouts import LayoutError, find_pairs
+
+    spec = {k: v for k, v in data_opt.items() if k in DATA_KEYS}
+    side_opt = data_opt.get(side)
+    if not isinstance(side_opt, dict):
+        raise BenchmarkError(f'data:{side}: a mapping is required (e.g. {{pairs: 1-60}} or {{split: {side}}})')
+    bad = sorted(set(side_opt) - set(DATA_KEYS))
+    if bad:
+        raise BenchmarkError(f'data:{side}:{bad[0]}: unknown key; the keys are {", ".join(DATA_KEYS)}')
+    spec.update(side_opt)
+    root = spec.get('dataroot')
+    if not root:
+        raise BenchmarkError(f'data:dataroot: required (or data:{side}:dataroot; --data-root on the CLI)')
+    if not os.path.isdir(root):
+        raise BenchmarkError(f'data:dataroot: folder not found: {root}')
+    try:
+        scan = find_pairs(
+            spec.get('layout', 'paired'),
+            root,
+            split=spec.get('split'),
+            subset=spec.get('subset'),
+            lq_dir=spec.get('lq_dir'),
+            gt_dir=spec.get('gt_dir'),
+            template=spec.get('template'),
+        )
+    except LayoutError as err:
+        raise BenchmarkError(f'data:{side}:{err}') from None
+    if not scan.pairs:
+        raise BenchmarkError(f'data:{side}: no image pairs in {scan.root} (layout {spec.get("layout", "paired")})')
+    return [scan.pairs[i] for i in parse_pairs(spec.get('pairs'), len(scan.pairs), f'data:{side}:pairs')]
+
+
+def materialise(pairs: list, folder: str) -> str:
+    """``folder/{lq,gt}/<key><ext>`` symlinks to the pairs (a ``paired`` layout); replaces what was there."""
+    for sub in ('lq', 'gt'):
+        path = os.path.join(folder, sub)
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            os.remove(os.path.join(path, name))
+    for p in pairs:
+        for sub, src in (('lq', p.lq_path), ('gt', p.gt_path)):
+            dst = os.path.join(folder, sub, p.key + os.path.splitext(src)[1].lower())
+            os.symlink(os.path.abspath(src), dst)
+    return folder
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training options
+# ----------------------------------------------------------------------------------------------------------------
+def _device(opt: dict) -> str:
+    import torch
+
+    if opt['device'] == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if opt['device'] == 'cuda' and not torch.cuda.is_available():
+        raise BenchmarkError('device: cuda requested but torch sees no GPU')
+    return opt['device']
+
+
+def build_train_options(opt: dict, entry: dict, train_dir: str, device: str) -> dict:
+    """BasicSR training options for one arch: same data, budget, optimiser, schedule and loss for every arch.
+
+    Args:
+        opt: Benchmark options (:func:`load_options`).
+        entry: One ``archs:`` entry.
+        train_dir: The materialised ``paired`` training folder.
+        device: ``cpu`` or ``cuda``.
+
+    Returns:
+        Options for ``basicsr.train``. ``total_iter`` is ``None`` when it is to be calibrated from ``max_minutes``
+        (key ``benchmark``).
+    """
+    tr = opt['train']
+    s2f = is_s2former(entry['network_g'])
+    model_type = entry.get('model_type') or ('S2FormerModel' if s2f else 'SRModel')
+    train: dict[str, Any] = {
+        'ema_decay': tr['ema_decay'],
+        'optim_g': copy.deepcopy(tr['optim_g']),
+        'scheduler': copy.deepcopy(tr['scheduler']),
+        'total_iter': int(tr['total_iter']) if tr['total_iter'] else None,
+        'warmup_iter': -1,
+    }
+    if model_type == 'S2FormerModel':
+        loss = opt['loss']
+        side = 0.5 if loss['s2former_multiscale'] else 0.0
+        train['psnr_opt'] = {'type': 'MultiScalePSNRLoss', 'loss_weight': 1.0, 'side_weight': side}
+        if loss['s2former_udl']:
+            train['udl_opt'] = {'type': 'UncertaintyDrivenLoss', 'loss_weight': 1.0}
+    else:
+        train['pixel_opt'] = {'type': 'MultiScalePSNRLoss', 'loss_weight': 1.0}
+    return {
+        'name': entry['name'],
+        'model_type': model_type,
+        'scale': 1,
+        'num_gpu': 1 if device == 'cuda' else 0,
+        'manual_seed': int(tr['seed']),
+        'imports': list(opt['imports']),
+        'benchmark': {
+            'max_minutes': tr['max_minutes'],
+            'total_iter_cap': tr['total_iter'],
+            'calibration_iters': int(tr['calibration_iters']),
+        },
+        'datasets': {
+            'train': {
+                'name': 'benchmark_train',
+                'type': 'DerainFolderDataset',
+                'layout': 'paired',
+                'dataroot': os.path.abspath(train_dir),
+                'gt_size': int(tr['crop']),
+                'use_hflip': bool(tr['use_hflip']),
+                'use_rot': bool(tr['use_rot']),
+                'io_backend': {'type': 'disk'},
+                'num_worker_per_gpu': int(tr['num_workers']),
+                'batch_size_per_gpu': int(tr['batch_size']),
+                'dataset_enlarge_ratio': 1,
+                'prefetch_mode': None,
+            }
+        },
+        'network_g': copy.deepcopy(entry['network_g']),
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': train,
+        'logger': {
+            'print_freq': int(tr['print_freq']),
+            'save_checkpoint_freq': int(tr['save_checkpoint_freq']),
+            'use_tb_logger': False,
+        },
+    }
+
+
+def _finalise_schedule(train: dict) -> None:
+    sched = train.get('scheduler') or {}
+    if sched.get('type') in ('CosineAnnealingRestartLR', 'CosineAnnealingRestartCyclicLR') and 'periods' not in sched:
+        sched['periods'] = [train['total_iter']]
+        sched.setdefault('restart_weights', [1])
+
+
+def _calibrate(topt: dict) -> float:
+    """Median seconds of one optimisation step of the real model on random crops (the first step is warm-up)."""
+    import torch
+    from basicsr.models import build_model
+
+    model_opt = copy.deepcopy(topt)
+    model_opt['train']['total_iter'] = 10**6
+    _finalise_schedule(model_opt['train'])
+    model_opt.update(is_train=True, dist=False, rank=0, world_size=1)
+    model = build_model(model_opt)
+    ds = topt['datasets']['train']
+    shape = (ds['batch_size_per_gpu'], 3, ds['gt_size'], ds['gt_size'])
+    times = []
+    for i in range(max(2, topt['benchmark']['calibration_iters']) + 1):
+        gt = torch.rand(shape)
+        start = time.perf_counter()
+        model.feed_data({'lq': (gt + 0.1 * torch.rand(shape)).clamp(0, 1), 'gt': gt})
+        model.optimize_parameters(i + 1)
+        if model.device.type == 'cuda':
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - start)
+    del model
+    gc.collect()
+    return sorted(times)[len(times) // 2]
+
+
+def train_child() -> None:
+    """Entry of the training subprocess: imports, budget calibration (once), then ``compat.train_main``.
+
+    Command line as ``python -m basicsr.train`` (``-opt OUT/<arch>/options.yml --auto_resume``); runs in
+    ``OUT/<arch>``.
+    """
+    args = sys.argv[1:]
+    path = args[args.index('-opt') + 1]
+    with open(path, encoding='utf-8') as f:
+        topt = yaml.safe_load(f)
+    import_modules(topt.get('imports') or [])
+    _basicsr()
+    bench = topt.get('benchmark') or {}
+    if topt['train'].get('total_iter') is None:
+        step = _calibrate(topt)
+        iters = max(1, int(bench['max_minutes'] * 60 / step))
+        if bench.get('total_iter_cap'):
+            iters = min(iters, int(bench['total_iter_cap']))
+        topt['train']['total_iter'] = iters
+        bench['seconds_per_iter'] = round(step, 4)
+        print(f'benchmark: {step:.3f} s/iter -> total_iter {iters} for {bench["max_minutes"]} min', flush=True)
+    _finalise_schedule(topt['train'])
+    with open(path, 'w', encoding='utf-8') as f:
+        yaml.safe_dump(topt, f, sort_keys=False)
+    from s2former_plugin.compat import train_main
+
+    train_main(os.getcwd())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Measurements (generic: any nn.Module mapping B x 3 x H x W to an image)
+# ----------------------------------------------------------------------------------------------------------------
+def _sdpa_macs(inputs: list, outputs: list) -> int:
+    from mmengine.analysis.jit_handles import get_shape
+
+    q, k = get_shape(inputs[0]), get_shape(inputs[1])
+    v = get_shape(inputs[2])
+    batch = math.prod(q[:-2])
+    return int(batch * q[-2] * k[-2] * (q[-1] + v[-1]))  # Q K^T and attention x V
+
+
+def count_macs(net, size: int, device: str = 'cpu') -> dict:
+    """Multiply-adds of one ``size`` x ``size`` RGB image through ``net`` (``mmengine.analysis.FlopAnalyzer``).
+
+    Returns:
+        ``{'macs': int, 'uncounted_ops': {op: occurrences}}``.
+    """
+    import torch
+    from mmengine.analysis import FlopAnalyzer
+
+    x = torch.rand(1, 3, size, size, device=device)
+    with torch.no_grad():
+        analyzer = FlopAnalyzer(net.eval(), (x,))
+        analyzer.set_op_handle('aten::scaled_dot_product_attention', _sdpa_macs)
+        analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings('none')
+        macs = int(analyzer.total())
+        uncounted = dict(analyzer.unsupported_ops())
+    return {'macs': macs, 'uncounted_ops': uncounted}
+
+
+def _status_kb(key: str) -> int:
+    with open('/proc/self/status', encoding='ascii') as f:
+        for line in f:
+            if line.startswith(key + ':'):
+                return int(line.split()[1])
+    raise OSError(f'{key} not in /proc/self/status')
+
+
+def measure_speed(net, size: int, runs: int = 5, device: str = 'cpu') -> dict:
+    """Latency and peak memory of whole-image inference of one ``size`` x ``size`` RGB image.
+
+    Latency: median of ``runs`` forwards after one warm-up. Peak memory: CUDA ``max_memory_allocated`` minus the
+    memory allocated before; CPU: peak resident set (``VmHWM``, reset via ``/proc/self/clear_refs``) minus the
+    resident set before the forwards (``None`` where the kernel does not allow the reset).
+
+    Returns:
+        ``{'latency_ms': float, 'peak_mem_mb': float | None}``.
+    """
+    import torch
+
+    net = net.eval()
+    x = torch.rand(1, 3, size, size, device=device)
+    cuda = torch.device(device).type == 'cuda'
+    with torch.no_grad():
+        peak = None
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        else:
+            gc.collect()
+            try:
+                with open('/proc/self/clear_refs', 'w', encoding='ascii') as f:
+                    f.write('5')
+                base = _status_kb('VmRSS')
+            except OSError:
+                base = None
+        net(x)  # warm-up (inside the memory window: one-time buffers are part of what inference needs)
+        times = []
+        for _ in range(max(1, runs)):
+            start = time.perf_counter()
+            net(x)
+            if cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        if cuda:
+            peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        elif base is not None:
+            peak = max(0, _status_kb('VmHWM') - base) / 1024
+    return {'latency_ms': 1000 * sorted(times)[len(times) // 2], 'peak_mem_mb': peak}
+
+
+def _finite(v: Any) -> Any:
+    return v if not isinstance(v, float) or math.isfinite(v) else str(v)
+
+
+def evaluate_child() -> None:
+    """Entry of the per-arch measurement subprocess: ``argv[1]`` is ``OUT/<arch>/eval_spec.json``.
+
+    Measures speed first (a fresh process), then multiply-adds, then scores the test images; writes the result.
+    """
+    with open(sys.argv[1], encoding='utf-8') as f:
+        spec = json.load(f)
+    import numpy as np
+    import torch
+
+    if spec['threads']:
+        torch.set_num_threads(int(spec['threads']))
+    import_modules(spec['imports'])
+    from s2former_plugin.checkpoint import load_state_dict_any
+    from s2former_plugin.data.layouts import find_pairs
+    from s2former_plugin.metrics.protocols import compute
+    from s2former_plugin.tiling import tiled_forward
+
+    device = spec['device']
+    net = build_net(spec['network_g'])
+    used = None
+    if spec['weights']:
+        state, used = load_state_dict_any(spec['weights'], spec['param_key'])
+        net.load_state_dict(state, strict=True)
+    net = net.to(device).eval()
+    result: dict[str, Any] = {'params': sum(p.numel() for p in net.parameters()), 'weights_used': used}
+    with torch.no_grad():  # lazy one-time initialisation (thread pools, kernels) is not any size's cost
+        net(torch.rand(1, 3, min(spec['sizes']), min(spec['sizes']), device=device))
+    result['speed'] = {str(s): measure_speed(net, s, spec['runs'], device) for s in sorted(spec['sizes'])}
+    result.update({f'{k}@{spec["macs_size"]}': v for k, v in count_macs(net, spec['macs_size'], device).items()})
+
+    import cv2
+
+    scores: dict[str, list[float]] = {m: [] for m in spec['metrics']}
+    start = time.perf_counter()
+    for pair in find_pairs('paired', spec['test_dir']).pairs:
+        lq = cv2.imread(pair.lq_path, cv2.IMREAD_COLOR)
+        gt = cv2.imread(pair.gt_path, cv2.IMREAD_COLOR)
+        x = torch.from_numpy(np.ascontiguousarray(lq[..., ::-1])).permute(2, 0, 1)[None].float() / 255
+        with torch.no_grad():
+            y = tiled_forward(net, x, spec['tile'], spec['tile_overlap'], device=device, out_device='cpu')
+        # Scored as the 8-bit image a user would save (the deraining papers score saved PNGs).
+        pred = (y[0].clamp(0, 1).permute(1, 2, 0).numpy()[..., ::-1] * 255).round().astype(np.uint8)
+        for m in spec['metrics']:
+            scores[m].append(compute(m, pred, gt, protocol=spec['protocol'], channel_order='bgr'))
+    result['eval_seconds'] = round(time.perf_counter() - start, 2)
+    result['test_images'] = len(next(iter(scores.values()), []))
+    result['metrics'] = {m: _finite(float(np.mean(v))) for m, v in scores.items()}
+    with open(spec['out'], 'w', encoding='utf-8') as f:
+        json.dump(result, f, indent=2)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Logs and reports
+# ----------------------------------------------------------------------------------------------------------------
+_ITER_RE = re.compile(r'iter:\s*([\d,]+)')
+_LOSS_RE = re.compile(r'\b(l_\w+): ([-+0-9.eE]+|nan|inf)')
+
+
+def parse_training_log(exp_dir: str) -> dict[str, list[tuple[int, float]]]:
+    """``{loss_name: [(iter, value), ...]}`` from BasicSR's ``train_*.log`` files in ``exp_dir`` (resumes merged)."""
+    curves: dict[str, dict[int, float]] = {}
+    if not os.path.isdir(exp_dir):
+        return {}
+    for name in sorted(n for n in os.listdir(exp_dir) if n.startswith('train_') and n.endswith('.log')):
+        with open(os.path.join(exp_dir, name), encoding='utf-8', errors='replace') as f:
+            for line in f:
+                m = _ITER_RE.search(line)
+                if not m or '[eta:' not in line:
+                    continue
+                it = int(m.group(1).replace(',', ''))
+                for key, value in _LOSS_RE.findall(line):
+                    curves.setdefault(key, {})[it] = float(value)
+    return {k: sorted(v.items()) for k, v in curves.items()}
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    return '-' if v is None or isinstance(v, str) else f'{v:.{digits}f}'
+
+
+def results_markdown(results: list[dict], opt: dict) -> str:
+    """The results table (one row per arch)."""
+    sizes = sorted(opt['speed']['sizes'])
+    ms, metrics = opt['speed']['macs_size'], opt['eval']['metrics']
+    head = ['arch', 'params (M)', f'MACs@{ms} (G)']
+    head += [f'latency@{s} (ms)' for s in sizes] + [f'peak mem@{s} (MB)' for s in sizes]
+    head += [m.upper() for m in metrics] + ['iters', 'train (min)']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for r in results:
+        row = [r['name'], f'{r["params"] / 1e6:.3g}', f'{r[f"macs@{ms}"] / 1e9:.3g}']
+        row += [_fmt(r['speed'].get(str(s), {}).get('latency_ms'), 1) for s in sizes]
+        row += [_fmt(r['speed'].get(str(s), {}).get('peak_mem_mb'), 0) for s in sizes]
+        row += [_fmt(r['metrics'].get(m), 2 if m == 'psnr' else 4) for m in metrics]
+        row += [str(r['train'].get('total_iter') or 'checkpoint'), _fmt(r['train'].get('minutes'), 1)]
+        lines.append('| ' + ' | '.join(row) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def write_plots(results: list[dict], opt: dict, out: str) -> None:
+    """``psnr_vs_latency.png`` (PSNR against latency at the first speed size) and ``training_curves.png``."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    size = str(sorted(opt['speed']['sizes'])[0])
+    metric = opt['eval']['metrics'][0] if opt['eval']['metrics'] else None
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for r in results:
+        lat, val = r['speed'].get(size, {}).get('latency_ms'), r['metrics'].get(metric)
+        if lat is None or not isinstance(val, float):
+            continue
+        ax.scatter([lat], [val], s=30 + 300 * math.sqrt(r['params'] / 1e7))
+        ax.annotate(r['name'], (lat, val), textcoords='offset points', xytext=(6, 4), fontsize=8)
+    ax.set_xscale('log')
+    ax.set_xlabel(f'latency @ {size}x{size} (ms, {opt.get("_device", "cpu")}, log scale)')
+    ax.set_ylabel(f'{(metric or "").upper()} (dB, Y)' if metric == 'psnr' else (metric or ''))
+    ax.set_title(f'{opt["name"]}: quality vs latency (marker area ~ params)', fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, 'psnr_vs_latency.png'), dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for r in results:
+        curves = r['train'].get('curves') or {}
+        key = next((k for k in ('l_pix', 'l_psnr', 'l_total') if k in curves), None)
+        if key:
+            its, vals = zip(*curves[key])
+            ax.plot(its, vals, label=f'{r["name"]} ({key})')
+    ax.set_xlabel('iteration')
+    ax.set_ylabel('training PSNR loss (= -PSNR dB of RGB crops)')
+    ax.set_title(f'{opt["name"]}: training loss', fontsize=9)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, 'training_curves.png'), dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Driver
+# ----------------------------------------------------------------------------------------------------------------
+def _fingerprint(opt: dict, entry: dict) -> str:
+    keys = {k: opt[k] for k in ('imports', 'data', 'train', 'loss', 'eval', 'speed', 'device')}
+    blob = json.dumps({'entry': entry, **keys}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def _child_env(threads: int | None) -> dict:
+    env = dict(os.environ)
+    if threads:
+        env['OMP_NUM_THREADS'] = str(threads)
+    # A fixed mmap threshold (glibc) returns every large freed block to the system at once, so the resident set
+    # follows the live tensors and the CPU peak-memory figure does not depend on what ran before.
+    env.setdefault('MALLOC_MMAP_THRESHOLD_', str(128 * 1024))
+    return env
+
+
+def _run_child(cmd: list[str], cwd: str, log_path: str, threads: int | None, what: str) -> None:
+    with open(log_path, 'a', encoding='utf-8') as log:
+        proc = subprocess.run(cmd, cwd=cwd, env=_child_env(threads), stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        with open(log_path, encoding='utf-8', errors='replace') as f:
+            tail = [ln.strip() for ln in f if ln.strip()]
+        last = tail[-1] if tail else 'no output'
+        raise BenchmarkError(f'{what} failed (exit {proc.returncode}): {last} [log: {log_path}]')
+
+
+def _log(msg: str) -> None:
+    print(f'[benchmark] {msg}', flush=True)
+
+
+def run_arch(opt: dict, entry: dict, out: str, train_dir: str, test_dir: str, device: str) -> dict:
+    """Train (unless finished or given a checkpoint), then measure one arch; returns and stores its result."""
+    name = entry['name']
+    adir = os.path.abspath(os.path.join(out, name))
+    result_path = os.path.join(adir, RESULT_FILE)
+    fp = _fingerprint(opt, entry)
+    fp_path = os.path.join(adir, 'fingerprint.txt')
+    if os.path.isfile(fp_path):
+        with open(fp_path, encoding='utf-8') as f:
+            old = f.read().strip()
+        if old != fp:
+            raise BenchmarkError(
+                f'archs:{name}: options changed since {adir} was made; delete that folder or use another --out'
+            )
+    if os.path.isfile(result_path):
+        _log(f'skip {name}: done ({result_path})')
+        with open(result_path, encoding='utf-8') as f:
+            return json.load(f)
+    os.makedirs(adir, exist_ok=True)
+    with open(fp_path, 'w', encoding='utf-8') as f:
+        f.write(fp + '\n')
+
+    exp_dir = os.path.join(adir, 'experiments', name)
+    latest = os.path.join(exp_dir, 'models', 'net_g_latest.pth')
+    train_info: dict[str, Any] = {}
+    opt_path = os.path.join(adir, 'options.yml')
+    if entry.get('checkpoint'):
+        weights, param_key = os.path.abspath(entry['checkpoint']), entry.get('param_key', 'params')
+    else:
+        if not os.path.isfile(opt_path):
+            topt = build_train_options(opt, entry, train_dir, device)
+            with open(opt_path, 'w', encoding='utf-8') as f:
+                yaml.safe_dump(topt, f, sort_keys=False)
+        if os.path.isfile(latest):
+            _log(f'{name}: trained already ({latest}); evaluating')
+        else:
+            _log(f'{name}: training ({opt_path})')
+            start = time.time()
+            cmd = [sys.executable, '-c', 'from s2former_plugin.benchmark import train_child; train_child()']
+            cmd += ['-opt', opt_path, '--auto_resume']
+            _run_child(cmd, adir, os.path.join(adir, 'train_stdout.log'), opt['train']['threads'], f'{name}: training')
+            with open(os.path.join(adir, 'train_seconds.txt'), 'a', encoding='utf-8') as f:
+                f.write(f'{time.time() - start:.1f}\n')
+        with open(opt_path, encoding='utf-8') as f:
+            topt = yaml.safe_load(f)
+        seconds_path = os.path.join(adir, 'train_seconds.txt')
+        seconds = 0.0
+        if os.path.isfile(seconds_path):
+            with open(seconds_path, encoding='utf-8') as f:
+                seconds = sum(float(x) for x in f.read().split())
+        train_info = {
+            'model_type': topt['model_type'],
+            'total_iter': topt['train']['total_iter'],
+            'seconds_per_iter_calibrated': topt['benchmark'].get('seconds_per_iter'),
+            'minutes': round(seconds / 60, 2),
+            'losses': {k: v for k, v in topt['train'].items() if k.endswith('_opt')},
+            'curves': parse_training_log(exp_dir),
+        }
+        weights, param_key = latest, 'params_ema' if opt['train']['ema_decay'] else 'params'
+
+    _log(f'{name}: measuring and evaluating')
+    spec = {
+        'network_g': entry['network_g'],
+        'imports': opt['imports'],
+        'weights': weights,
+        'param_key': param_key,
+        'device': device,
+        'threads': opt['speed']['threads'],
+        'sizes': opt['speed']['sizes'],
+        'macs_size': opt['speed']['macs_size'],
+        'runs': opt['speed']['runs'],
+        'tile': opt['eval']['tile'],
+        'tile_overlap': opt['eval']['tile_overlap'],
+        'protocol': opt['eval']['protocol'],
+        'metrics': opt['eval']['metrics'],
+        'test_dir': os.path.abspath(test_dir),
+        'out': os.path.abspath(os.path.join(adir, 'eval.json')),
+    }
+    spec_path = os.path.join(adir, 'eval_spec.json')
+    with open(spec_path, 'w', encoding='utf-8') as f:
+        json.dump(spec, f, indent=2)
+    cmd = [sys.executable, '-c', 'from s2former_plugin.benchmark import evaluate_child; evaluate_child()', spec_path]
+    _run_child(cmd, adir, os.path.join(adir, 'eval_stdout.log'), opt['speed']['threads'], f'{name}: evaluation')
+    with open(spec['out'], encoding='utf-8') as f:
+        result = {'name': name, 'network_g': entry['network_g'], **json.load(f), 'train': train_info}
+    tmp = result_path + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, result_path)
+    return result
+
+
+def run_benchmark(opt: dict, out: str) -> list[dict]:
+    """Run the whole benchmark (see module docstring) and write the reports into ``out``.
+
+    Returns:
+        One result dict per arch, in YAML order.
+    """
+    import_modules(opt['imports'])
+    for i, entry in enumerate(opt['archs']):
+        build_net(entry['network_g'], f'archs[{i}]:network_g')  # fail on a bad arch before any training
+    device = _device(opt)
+    opt['_device'] = device
+    os.makedirs(out, exist_ok=True)
+    train_dir = materialise(select_pairs(opt['data'], 'train'), os.path.join(out, '_data', 'train'))
+    test_dir = materialise(select_pairs(opt['data'], 'test'), os.path.join(out, '_data', 'test'))
+    results = [run_arch(opt, entry, out, train_dir, test_dir, device) for entry in opt['archs']]
+    write_reports(results, opt, out)
+    return results
+
+
+def write_reports(results: list[dict], opt: dict, out: str) -> None:
+    """``results.json``, ``results.md`` and the two plots."""
+    summary = {
+        'name': opt['name'],
+        'device': opt.get('_device'),
+        'protocol': {k: opt[k] for k in ('data', 'train', 'loss', 'eval', 'speed')},
+        'results': results,
+    }
+    with open(os.path.join(out, 'results.json'), 'w', encoding='utf-8') as f:
+        json.dump(summary, f, indent=2, default=str)
+    with open(os.path.join(out, 'results.md'), 'w', encoding='utf-8') as f:
+        f.write(f'# {opt["name"]}\n\n' + results_markdown(results, opt))
+    write_plots(results, opt, out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    p = argparse.ArgumentParser(prog='python -m s2former_plugin.benchmark', description=__doc__.split('\n')[0])
+    p.add_argument('-opt', required=True, help='benchmark YAML (see options/benchmark.yml)')
+    p.add_argument('--out', help='output folder (default: benchmark_results/<name> in the working directory)')
+    p.add_argument('--data-root', help='overrides data:dataroot')
+    p.add_argument('--total-iter', type=int, help='overrides train:total_iter')
+    p.add_argument('--max-minutes', type=float, help='overrides train:max_minutes (per arch)')
+    p.add_argument('--only', help='comma-separated arch names to run (the report covers these only)')
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry; bad options and failed steps end with one ``error:`` line and exit status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        overrides = {
+            'data_root': args.data_root,
+            'total_iter': args.total_iter,
+            'max_minutes': args.max_minutes,
+            'only': [s for s in (args.only or '').split(',') if s],
+        }
+        opt = load_options(args.opt, overrides)
+        out = args.out or os.path.join('benchmark_results', opt['name'])
+        results = run_benchmark(opt, out)
+    except BenchmarkError as err:
+        print(f'benchmark: error: {err}', file=sys.stderr)
+        return 2
+    _log(f'{len(results)} archs; results in {os.path.join(out, "results.md")}')
+    print(results_markdown(results, opt))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
