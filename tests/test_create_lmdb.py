@@ -235,3 +235,30 @@ def test_cli_subprocess_rain200(tmp_path):
     assert meta_lines(out / 'lq.lmdb') == [f'norain-{n}x2.png (12,10,3) 1' for n in (1, 2, 3)]
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and 'pass --overwrite' in again.stderr
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(tmp_path):
+    import signal
+    import time
+
+    src = paired_tree(tmp_path / 'src', n=6)
+    out = tmp_path / 'out'
+    # The child stalls after its second commit so that the kill lands between two commits, deterministically.
+    code = (
+        'import time\nfrom s2former_plugin.data.lmdb_convert import convert\n'
+        f'convert("paired", {str(src)!r}, {str(out)!r}, batch=2, progress=False,\n'
+        '        _after_commit=lambda n: time.sleep(60) if n == 2 else None)\n'
+    )
+    child = subprocess.Popen([sys.executable, '-c', code])
+    ledger = out / LEDGER
+    deadline = time.time() + 60
+    while not (ledger.exists() and len(ledger.read_text().splitlines()) >= 4) and time.time() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert len(ledger.read_text().splitlines()) == 4
+    lines = []
+    report = convert('paired', str(src), str(out), verify_output=True, progress=False, log=lines.append)
+    assert report.resumed == 4 and report.written == 6 and not report.verify_errors
+    assert len(meta_lines(out / 'gt.lmdb')) == 6
