@@ -396,9 +396,10 @@ def convert(
             if len(pending) >= batch:
                 flush()
         flush()
-    except BaseException:
+    except BaseException as e:
         writer.close()
-        log(f'interrupted: {len(done)} pairs are safely stored; rerun the same command to resume')
+        if not isinstance(e, ConvertError):  # a --strict stop is not resumable by rerunning as is
+            log(f'interrupted: {len(done)} pairs are safely stored; rerun the same command to resume')
         raise
     writer.close()
 
