@@ -123,7 +123,7 @@ def tiny_s2former_options(
     train['udl_opt'] = {'type': 'UncertaintyDrivenLoss', 'loss_weight': 1.0}
     if vgg19 is not None:
         train['perceptual_opt'] = {'type': 'S2FormerPerceptualLoss', 'loss_weight': 0.2, 'vgg_weights': str(vgg19)}
-    opt['val'].update(tile=16, tile_overlap=8)
+    opt['val'].update(tile=32, tile_overlap=8)
     return opt
 
 
