@@ -46,12 +46,15 @@ YAML schema (see ``options/benchmark.yml``)::
       - name: ridnet
         network_g: {type: RIDNet, in_channels: 3, mid_channels: 64, out_channels: 3}
         checkpoint: ~                    # weights to evaluate instead of training (BasicSR or plain state dict)
+      - name: s2former_paper_losses      # per-arch loss: overrides loss: (S2Former's auxiliary terms only)
+        network_g: {type: S2Former, preset: small}
+        loss: {s2former_multiscale: true, s2former_udl: true}
 
 Loss: every arch is trained on the same objective, the PSNR loss (``-PSNR`` in dB of the RGB crop) of its final
 output: :class:`MultiScalePSNRLoss` as ``pixel_opt`` for basicsr's ``SRModel``, and as ``psnr_opt`` with
 ``side_weight: 0`` for S2Former's ``S2FormerModel``. A benchmark of architectures should not also compare losses;
-S2Former's auxiliary terms (multi-scale side outputs, UDL) are switches so that the paper's recipe (without the
-perceptual term, which needs VGG19 weights) can be measured as a separate entry.
+S2Former's auxiliary terms (multi-scale side outputs, UDL) are switches (``loss:``, or per arch) so that the
+paper's recipe (without the perceptual term, which needs VGG19 weights) can be measured as a separate entry.
 
 Budget: ``total_iter`` fixes the iterations. ``max_minutes`` is converted into iterations before training: the
 training subprocess first times ``calibration_iters`` optimisation steps of the real model (``feed_data`` +
@@ -197,9 +200,13 @@ def load_options(path: str, overrides: dict | None = None) -> dict:
         where = f'archs[{i}]'
         if not isinstance(entry, dict):
             raise BenchmarkError(f'{where}: expected a mapping with name and network_g')
-        bad = sorted(set(entry) - {'name', 'network_g', 'checkpoint', 'param_key', 'model_type'})
+        allowed = ('name', 'network_g', 'checkpoint', 'param_key', 'model_type', 'loss')
+        bad = sorted(set(entry) - set(allowed))
         if bad:
-            raise BenchmarkError(f'{where}:{bad[0]}: unknown key (name, network_g, checkpoint, param_key, model_type)')
+            raise BenchmarkError(f'{where}:{bad[0]}: unknown key ({", ".join(allowed)})')
+        bad = sorted(set(entry.get('loss') or {}) - set(DEFAULTS['loss']))
+        if bad:
+            raise BenchmarkError(f'{where}:loss:{bad[0]}: unknown key ({", ".join(DEFAULTS["loss"])})')
         name = entry.get('name')
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise BenchmarkError(f'{where}:name: required, letters/digits/_.- only (got {name!r})')
@@ -383,7 +390,7 @@ def build_train_options(opt: dict, entry: dict, train_dir: str, device: str) -> 
         'warmup_iter': -1,
     }
     if model_type == 'S2FormerModel':
-        loss = opt['loss']
+        loss = {**opt['loss'], **(entry.get('loss') or {})}
         side = 0.5 if loss['s2former_multiscale'] else 0.0
         train['psnr_opt'] = {'type': 'MultiScalePSNRLoss', 'loss_weight': 1.0, 'side_weight': side}
         if loss['s2former_udl']:
