@@ -67,7 +67,11 @@ def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    records = sorted((e.time_range.start, e.cpu_memory_usage) for e in prof.events() if e.name == '[memory]')
+    # '[memory]' rows are allocations/frees outside any op; ops carry their own (self) allocations.
+    records = sorted(
+        (e.time_range.start, e.cpu_memory_usage if e.name == '[memory]' else e.self_cpu_memory_usage)
+        for e in prof.events()
+    )
     level = peak = 0
     for _, nbytes in records:
         level += nbytes
