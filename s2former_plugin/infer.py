@@ -11,8 +11,9 @@ configuration is recovered from the weights (:func:`s2former_plugin.official.inf
 gives it (a YAML/JSON file with S2Former kwargs, or a BasicSR options file with ``network_g``).
 
 Each image is processed in overlapping tiles blended by :func:`s2former_plugin.tiling.tiled_forward` (``--tile 0``:
-whole image). Outputs are PNGs named after the inputs, with the input's size, bit depth (8/16) and colour mode:
-grayscale is processed as 3 equal channels and converted back; an alpha channel is passed through untouched.
+whole image). Outputs are PNGs (TIFF for float images) named after the inputs, with the input's size, bit depth
+and colour mode: grayscale is processed as 3 equal channels and converted back; an alpha channel is passed
+through untouched.
 ``--save-uncertainty`` also writes colour-mapped uncertainty maps to ``OUTPUT/uncertainty/<name>.png``.
 Unreadable files are reported (one line each) and skipped; the exit status is then 1. Outputs never overwrite
 inputs: an output folder that is an input folder (or would write over an input file) is refused.
@@ -149,9 +150,15 @@ def _check_not_overwriting(inputs: list[str], out_dir: str, names: dict[str, str
         raise InferError(f'--output: {out_dir} is an input file')
     for name in names.values():
         for folder in (out_dir, *extra):
-            target = os.path.realpath(os.path.join(folder, name))
-            if target in real_inputs:
-                raise InferError(f'--output: writing {target} would overwrite an input')
+            for candidate in (name, _float_name(name)):
+                target = os.path.realpath(os.path.join(folder, candidate))
+                if target in real_inputs:
+                    raise InferError(f'--output: writing {target} would overwrite an input')
+
+
+def _float_name(name: str) -> str:
+    """Float images (e.g. 32-bit TIFF) are written as TIFF: PNG has no float pixels."""
+    return os.path.splitext(name)[0] + '.tiff'
 
 
 def _scale(dtype: np.dtype) -> float:
@@ -311,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(path)
             tqdm.write(f'infer: {exc}, skipped: {path}', file=sys.stderr)
             continue
-        if not cv2.imwrite(os.path.join(args.output, names[path]), out):
+        out_name = _float_name(names[path]) if out.dtype.kind == 'f' else names[path]
+        if not cv2.imwrite(os.path.join(args.output, out_name), out):
             failed.append(path)
             tqdm.write(f'infer: cannot write output for {path}', file=sys.stderr)
             continue

@@ -74,6 +74,16 @@ def test_cli_keeps_size_depth_mode_and_skips_corrupt_file(weights, net, tmp_path
     assert not (out / 'corrupt.png').exists()
 
 
+def test_float_tiff_written_as_float_tiff(weights, tmp_path):
+    (tmp_path / 'in').mkdir()
+    img = np.random.default_rng(2).random((18, 22, 3), dtype=np.float32)
+    cv2.imwrite(str(tmp_path / 'in' / 'f.tiff'), img)
+    argv = ['--weights', str(weights['plain']), '--input', str(tmp_path / 'in'), '--output', str(tmp_path / 'out')]
+    assert infer.main([*argv, '--tile', '0', '--no-progress']) == 0
+    res = cv2.imread(str(tmp_path / 'out' / 'f.tiff'), cv2.IMREAD_UNCHANGED)
+    assert res.shape == img.shape and res.dtype == np.float32 and 0 <= res.min() and res.max() <= 1
+
+
 def test_tiled_matches_whole_image_closely(weights, tmp_path):
     rng = np.random.default_rng(1)
     (tmp_path / 'in').mkdir()
