@@ -34,10 +34,11 @@ def pointwise(x: Tensor, conv: nn.Conv2d) -> Tensor:
 def topk_mask(scores: Tensor, keep_ratio: float = RANK_KEEP_RATIO) -> Tensor:
     """Boolean mask of the ``k = int(keep_ratio * N)`` largest entries along the last dim of ``scores``.
 
-    Exact equivalent of scattering ``torch.topk(scores, k).indices`` into a zero mask, computed with one
-    ``kthvalue`` selection (the k-th largest value is the ``(N - k + 1)``-th smallest) and a comparison, which is
-    cheaper than a full top-k plus scatter. The two differ only when the k-th largest value is tied with a value
-    outside the top-k (then all tied entries are kept): a measure-zero event for real-valued features.
+    Exact equivalent of scattering ``torch.topk(scores, k).indices`` into a zero mask, computed from a threshold
+    and a comparison: the k-th largest value is the largest of the ``N - k + 1`` smallest, selected unsorted
+    (about 2x faster on CPU than ``kthvalue`` for the same value, and than a full top-k plus scatter). The two
+    differ only when the k-th largest value is tied with a value outside the top-k (then all tied entries are
+    kept): a measure-zero event for real-valued features.
     """
     n = scores.shape[-1]
     k = int(keep_ratio * n)
@@ -45,7 +46,8 @@ def topk_mask(scores: Tensor, keep_ratio: float = RANK_KEEP_RATIO) -> Tensor:
         return torch.zeros_like(scores, dtype=torch.bool)
     if k >= n:
         return torch.ones_like(scores, dtype=torch.bool)
-    threshold = scores.kthvalue(n - k + 1, dim=-1, keepdim=True).values
+    smallest = scores.topk(n - k + 1, dim=-1, largest=False, sorted=False).values
+    threshold = smallest.amax(dim=-1, keepdim=True)
     return scores >= threshold
 
 
