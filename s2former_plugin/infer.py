@@ -34,8 +34,9 @@ import numpy as np
 import torch
 
 from .tiling import tiled_forward
+from .visualize import uncertainty_to_color
 
-__all__ = ['InferError', 'load_network', 'list_inputs', 'derain_array', 'colorize_uncertainty', 'main']
+__all__ = ['InferError', 'load_network', 'list_inputs', 'derain_array', 'main']
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 
@@ -179,17 +180,6 @@ def _from_float(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.rint(x * scale).astype(dtype)
 
 
-def colorize_uncertainty(u: np.ndarray) -> np.ndarray:
-    """``H x W x 3`` uint8 BGR colour map (inferno) of an uncertainty map (``H x W`` or ``H x W x C``, averaged).
-
-    Values are scaled per image between their 1st and 99th percentiles (bright = uncertain).
-    """
-    u = u.mean(2) if u.ndim == 3 else u
-    lo, hi = np.percentile(u, [1, 99])
-    norm = np.clip((u - lo) / max(hi - lo, 1e-12), 0, 1)
-    return cv2.applyColorMap(np.rint(norm * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
-
-
 def derain_array(
     img: np.ndarray,
     run: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
@@ -324,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             tqdm.write(f'infer: cannot write output for {path}', file=sys.stderr)
             continue
         if unc is not None:
-            cv2.imwrite(os.path.join(unc_dir, names[path]), colorize_uncertainty(unc))
+            cv2.imwrite(os.path.join(unc_dir, names[path]), uncertainty_to_color(unc))
     done = len(inputs) - len(failed)
     print(
         f'infer: {done}/{len(inputs)} images -> {args.output} ({used}, {device.type}'

@@ -32,6 +32,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .data.layouts import clean_stem_candidates
 from .metrics import protocols
 
 __all__ = ['ImagePair', 'gt_stem_candidates', 'pair_images', 'evaluate', 'write_reports', 'main']
@@ -97,34 +98,14 @@ def _images(folder: str) -> dict[str, str]:
     return out
 
 
-def _rain_tokens() -> list[str]:
-    try:
-        from .data.layouts import RAINDS_TOKENS
-
-        tokens = list(RAINDS_TOKENS.values())
-    except ImportError:  # pragma: no cover - layouts ships with the plugin
-        tokens = ['rd-rain', 'rd', 'rain']
-    return sorted(tokens, key=len, reverse=True)  # 'rd-rain' before 'rd' and 'rain'
-
-
 def gt_stem_candidates(stem: str) -> list[str]:
     """Ground-truth stems a prediction named ``stem`` may correspond to, most specific first.
 
-    The exact stem, then the naming rules of the dataset layouts: Rain100/200 (``norain-1x2`` -> ``norain-1``),
-    Raindrop/AGAN (``7_rain`` -> ``7_clean``), RainDS (the last whole-word ``rd-rain``/``rd``/``rain`` ->
-    ``norain``, or the same name).
+    The exact stem, then the dataset layouts' naming rules (``layouts.clean_stem_candidates``): Rain100/200
+    (``norain-1x2`` -> ``norain-1``), Raindrop/AGAN (``7_rain`` -> ``7_clean``), RainDS (the last whole-word
+    ``rd-rain``/``rd``/``rain`` -> ``norain``).
     """
-    out = [stem]
-    if stem.lower().endswith('x2'):
-        out.append(stem[:-2])
-    if stem.endswith('_rain'):
-        out.append(stem[: -len('_rain')] + '_clean')
-    for token in _rain_tokens():
-        matches = list(re.finditer(rf'(?<![A-Za-z0-9]){re.escape(token)}(?![A-Za-z0-9])', stem))
-        if matches:
-            m = matches[-1]
-            out.append(stem[: m.start()] + 'norain' + stem[m.end() :])
-    return list(dict.fromkeys(out))
+    return clean_stem_candidates(stem)
 
 
 def pair_images(pred_dir: str, gt_dir: str, pred_suffix: str | None = None) -> tuple[list[ImagePair], list[str]]:

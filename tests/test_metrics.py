@@ -140,3 +140,18 @@ def test_weights_metric_unavailable_offline_fails_fast(tmp_path, monkeypatch):
     assert not any(p.is_file() for p in tmp_path.rglob('*'))
     with pytest.raises(MetricUnavailable, match='no metric'):
         compute('not-a-metric', pred, gt)
+
+
+def test_pyiqa_weight_files_are_loaded_weights_only(tmp_path):
+    import fractions
+
+    pickled = tmp_path / 'needs_unpickling.pth'  # an object outside torch's weights-only allow-list
+    torch.save({'w': torch.ones(1), 'obj': fractions.Fraction(1, 3)}, pickled)
+    plain = tmp_path / 'plain.pth'
+    torch.save({'w': torch.ones(1)}, plain)
+    with protocols._weights_only_loading():
+        with pytest.raises(Exception, match='(?i)weights.only'):
+            torch.load(pickled, weights_only=False)  # what pyiqa asks for is overridden
+        assert torch.load(plain, weights_only=False)['w'].item() == 1
+    assert torch.load(pickled, weights_only=False)['obj'] == fractions.Fraction(1, 3)  # restored afterwards
+    assert protocols.get_pyiqa_metric('psnr', test_y_channel=True) is not None

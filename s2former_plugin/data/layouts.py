@@ -185,6 +185,42 @@ def _split_root(root: str, split: str | None, candidates: tuple[str, ...], marke
 # ----------------------------------------------------------------------------------------------------------------
 # Layouts
 # ----------------------------------------------------------------------------------------------------------------
+def _replace_last_word(stem: str, token: str, new: str) -> str | None:
+    """``stem`` with its last whole-word ``token`` replaced by ``new``, or None: 'pie-rd-rain-1' -> 'pie-norain-1'."""
+    matches = list(re.finditer(rf'(?<![A-Za-z0-9]){re.escape(token)}(?![A-Za-z0-9])', stem))
+    if not matches:
+        return None
+    m = matches[-1]
+    return stem[: m.start()] + new + stem[m.end() :]
+
+
+def rainds_clean_stems(stem: str, folder: str) -> list[str]:
+    """RainDS: clean stems for an input of ``folder`` (``raindrop``, ``rainstreak``, ``rainstreak_raindrop``).
+
+    The folder's token becomes ``norain`` (RainDS_syn); RainDS_real uses the same name in ``gt/``.
+    """
+    replaced = _replace_last_word(stem, RAINDS_TOKENS[folder], 'norain')
+    return [replaced, stem] if replaced else [stem]
+
+
+def rain200_clean_stem(stem: str) -> str:
+    """Rain200H/L, Rain100H/L: ``norain-1x2`` -> ``norain-1``."""
+    return stem[:-2] if stem.lower().endswith('x2') else stem
+
+
+def agan_clean_stem(stem: str) -> str:
+    """Raindrop (AttentiveGAN): ``7_rain`` -> ``7_clean``."""
+    return re.sub(r'_rain$', '_clean', stem)
+
+
+def clean_stem_candidates(stem: str) -> list[str]:
+    """Every layout's guess at the clean stem for an input (or prediction) named ``stem``, most specific first."""
+    out = [stem, rain200_clean_stem(stem), agan_clean_stem(stem)]
+    for folder in sorted(RAINDS_TOKENS, key=lambda f: -len(RAINDS_TOKENS[f])):  # 'rd-rain' before 'rd', 'rain'
+        out += rainds_clean_stems(stem, folder)
+    return list(dict.fromkeys(out))
+
+
 def _scan_rainds(root: str, split: str | None, subset: str | None, scan: PairScan) -> None:
     subset = subset or 'all'
     if subset not in RAINDS_SUBSETS:
@@ -196,17 +232,9 @@ def _scan_rainds(root: str, split: str | None, subset: str | None, scan: PairSca
     codes = ['rd', 'rs', 'rsrd'] if subset == 'all' else [subset]
     for code in codes:
         folder = RAINDS_FOLDERS[code]
-        token = re.compile(rf'(?<![A-Za-z0-9]){re.escape(RAINDS_TOKENS[folder])}(?![A-Za-z0-9])')
         lqs = _list_images(_require_dir(os.path.join(base, folder), f'rainds {folder}'), scan.ignored, scan.ambiguous)
         for stem, lq_path in lqs.items():
-            # Replace the last whole-word token: 'pie-rd-rain-1' -> 'pie-norain-1', 'rd-1' -> 'norain-1'.
-            matches = list(token.finditer(stem))
-            candidates = []
-            if matches:
-                m = matches[-1]
-                candidates.append(stem[: m.start()] + 'norain' + stem[m.end() :])
-            candidates.append(stem)  # RainDS_real: same name in gt/
-            gt_stem = next((c for c in candidates if c in gts), None)
+            gt_stem = next((c for c in rainds_clean_stems(stem, folder) if c in gts), None)
             if gt_stem is None:
                 scan.unmatched_lq.append(lq_path)
                 continue
@@ -226,7 +254,7 @@ def _scan_rain200(root: str, split: str | None, scan: PairScan) -> None:
     lqs = _list_images(rain_dir, scan.ignored, scan.ambiguous)
     used = set()
     for stem, lq_path in lqs.items():
-        gt_stem = stem[:-2] if stem.lower().endswith('x2') else stem
+        gt_stem = rain200_clean_stem(stem)
         if gt_stem not in gts:
             scan.unmatched_lq.append(lq_path)
             continue
@@ -243,7 +271,7 @@ def _scan_agan(root: str, split: str | None, scan: PairScan) -> None:
     lqs = _list_images(_require_dir(os.path.join(base, 'data'), 'agan data'), scan.ignored, scan.ambiguous)
     used = set()
     for stem, lq_path in lqs.items():
-        gt_stem = re.sub(r'_rain$', '_clean', stem)
+        gt_stem = agan_clean_stem(stem)
         if gt_stem not in gts:
             scan.unmatched_lq.append(lq_path)
             continue

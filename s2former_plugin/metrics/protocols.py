@@ -196,6 +196,26 @@ def _download_guard(url: str, dst: str, *args, **kwargs):
 
 
 @contextmanager
+def _weights_only_loading():
+    """Force ``torch.load(..., weights_only=True)`` while pyiqa builds a metric.
+
+    pyiqa reads its weight files with ``weights_only=False`` (full unpickling); the project never unpickles
+    untrusted files, so a weight file that needs arbitrary objects makes the metric unavailable instead.
+    """
+    original = torch.load
+
+    def safe_load(*args, **kwargs):
+        kwargs['weights_only'] = True
+        return original(*args, **kwargs)
+
+    torch.load = safe_load
+    try:
+        yield
+    finally:
+        torch.load = original
+
+
+@contextmanager
 def _no_downloads():
     """Make pyiqa/torch.hub weight downloads fail fast with :class:`MetricUnavailable` instead of hanging."""
     if os.environ.get(ALLOW_DOWNLOAD_ENV) == '1':
@@ -241,7 +261,7 @@ def get_pyiqa_metric(metric: str, device: torch.device | str = 'cpu', **opts) ->
 
                 if metric not in pyiqa.list_models():
                     raise MetricUnavailable(f'pyiqa has no metric {metric!r}')
-                with _no_downloads():
+                with _no_downloads(), _weights_only_loading():
                     _cache[key] = pyiqa.create_metric(metric, device=torch.device(device), **opts)
             except MetricUnavailable as exc:
                 _cache[key] = exc
