@@ -244,6 +244,19 @@ def _scan_rainds(root: str, split: str | None, subset: str | None, scan: PairSca
     scan.unmatched_gt.extend(p for s, p in gts.items() if s not in used)
 
 
+def _match(lqs: dict[str, str], gts: dict[str, str], clean_stem, key_of, scan: PairScan) -> None:
+    """Pair inputs with clean images by a one-to-one naming rule; record what stays unmatched."""
+    used = set()
+    for stem, lq_path in lqs.items():
+        gt_stem = clean_stem(stem)
+        if gt_stem not in gts:
+            scan.unmatched_lq.append(lq_path)
+            continue
+        used.add(gt_stem)
+        scan.pairs.append(Pair(lq_path, gts[gt_stem], safe_key(key_of(stem))))
+    scan.unmatched_gt.extend(p for s, p in gts.items() if s not in used)
+
+
 def _scan_rain200(root: str, split: str | None, scan: PairScan) -> None:
     base = _split_root(root, split, (split,) if split else (), ('rain', 'norain'))
     scan.root = base
@@ -251,16 +264,7 @@ def _scan_rain200(root: str, split: str | None, scan: PairScan) -> None:
     if os.path.isdir(os.path.join(rain_dir, 'X2')):
         rain_dir = os.path.join(rain_dir, 'X2')
     gts = _list_images(_require_dir(os.path.join(base, 'norain'), 'rain200 norain'), scan.ignored, scan.ambiguous)
-    lqs = _list_images(rain_dir, scan.ignored, scan.ambiguous)
-    used = set()
-    for stem, lq_path in lqs.items():
-        gt_stem = rain200_clean_stem(stem)
-        if gt_stem not in gts:
-            scan.unmatched_lq.append(lq_path)
-            continue
-        used.add(gt_stem)
-        scan.pairs.append(Pair(lq_path, gts[gt_stem], safe_key(stem)))
-    scan.unmatched_gt.extend(p for s, p in gts.items() if s not in used)
+    _match(_list_images(rain_dir, scan.ignored, scan.ambiguous), gts, rain200_clean_stem, lambda stem: stem, scan)
 
 
 def _scan_agan(root: str, split: str | None, scan: PairScan) -> None:
@@ -269,15 +273,7 @@ def _scan_agan(root: str, split: str | None, scan: PairScan) -> None:
     scan.root = base
     gts = _list_images(_require_dir(os.path.join(base, 'gt'), 'agan gt'), scan.ignored, scan.ambiguous)
     lqs = _list_images(_require_dir(os.path.join(base, 'data'), 'agan data'), scan.ignored, scan.ambiguous)
-    used = set()
-    for stem, lq_path in lqs.items():
-        gt_stem = agan_clean_stem(stem)
-        if gt_stem not in gts:
-            scan.unmatched_lq.append(lq_path)
-            continue
-        used.add(gt_stem)
-        scan.pairs.append(Pair(lq_path, gts[gt_stem], safe_key(re.sub(r'_rain$', '', stem))))
-    scan.unmatched_gt.extend(p for s, p in gts.items() if s not in used)
+    _match(lqs, gts, agan_clean_stem, lambda stem: re.sub(r'_rain$', '', stem), scan)
 
 
 def _scan_paired(root: str, lq_dir: str | None, gt_dir: str | None, template: str | None, scan: PairScan) -> None:
