@@ -690,6 +690,7 @@ def write_plots(results: list[dict], opt: dict, out: str) -> None:
 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     size = str(sorted(opt['speed']['sizes'])[0])
     metric = opt['eval']['metrics'][0] if opt['eval']['metrics'] else None
@@ -701,6 +702,7 @@ def write_plots(results: list[dict], opt: dict, out: str) -> None:
         ax.scatter([lat], [val], s=30 + 300 * math.sqrt(r['params'] / 1e7))
         ax.annotate(r['name'], (lat, val), textcoords='offset points', xytext=(6, 4), fontsize=8)
     ax.set_xscale('log')
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel(f'latency @ {size}x{size} (ms, {opt.get("_device", "cpu")}, log scale)')
     ax.set_ylabel(f'{(metric or "").upper()} (dB, Y)' if metric == 'psnr' else (metric or ''))
     ax.set_title(f'{opt["name"]}: quality vs latency (marker area ~ params)', fontsize=9)
