@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -11,7 +12,15 @@ from pathlib import Path
 
 import basicsr
 import pytest
-from helpers import clean_env, run, run_torchrun, tiny_basicsr_options, write_paired_folder, write_yaml
+from helpers import (
+    clean_env,
+    run,
+    run_torchrun,
+    tiny_basicsr_options,
+    tiny_s2former_options,
+    write_paired_folder,
+    write_yaml,
+)
 
 pytestmark = pytest.mark.slow
 BASICSR_ROOT = Path(basicsr.__file__).resolve().parents[1]  # where stock basicsr would write experiments/
@@ -43,9 +52,12 @@ def test_explicit_plugin_entry_point(workdir):
     assert (workdir / 'experiments' / 'explicit' / 'models' / 'net_g_latest.pth').is_file()
 
 
-def test_auto_resume_after_sigkill(workdir):
+@pytest.mark.parametrize('arch', ['basicsr_arch', 's2former'])
+def test_auto_resume_after_sigkill(workdir, arch):
     # A long run is killed (SIGKILL) right after its second checkpoint; --auto_resume continues from it.
-    opt = tiny_basicsr_options(workdir / 'data', name='killed', total_iter=100000, save_freq=5)
+    make = tiny_basicsr_options if arch == 'basicsr_arch' else functools.partial(tiny_s2former_options, vgg19=None)
+    opt = make(workdir / 'data', name='killed', total_iter=100000, save_freq=2)
+    opt['val']['val_freq'] = 10**9  # validate only at the end
     write_yaml(workdir / 'tiny.yml', opt)
     states = workdir / 'experiments' / 'killed' / 'training_states'
     proc = subprocess.Popen(
@@ -57,25 +69,25 @@ def test_auto_resume_after_sigkill(workdir):
         text=True,
     )
     deadline = time.time() + 240
-    while not (states / '10.state').exists():
+    while not (states / '4.state').exists():
         assert proc.poll() is None, proc.stderr.read()[-3000:]
-        assert time.time() < deadline, 'training never reached iteration 10'
+        assert time.time() < deadline, 'training never reached iteration 4'
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     models = workdir / 'experiments' / 'killed' / 'models'
     saved_before = {p.name: p.read_bytes() for p in models.iterdir()}
     last = max(int(p.stem) for p in states.glob('*.state'))
-    assert last >= 10 and not list(states.glob('*.tmp*'))
+    assert last >= 4 and not list(states.glob('*.tmp*'))
 
     resumed = run(
-        ['-m', 'basicsr.train', '-opt', 'tiny.yml', '--auto_resume', '--force_yml', f'train:total_iter={last + 5}'],
+        ['-m', 'basicsr.train', '-opt', 'tiny.yml', '--auto_resume', '--force_yml', f'train:total_iter={last + 2}'],
         cwd=workdir,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = max((workdir / 'experiments' / 'killed').glob('train_killed_*.log'), key=os.path.getmtime).read_text()
     assert f'iter: {last}.' in log and 'End of training' in log
-    assert (models / 'net_g_latest.pth').is_file() and (states / f'{last + 5}.state').is_file()
+    assert (models / 'net_g_latest.pth').is_file() and (states / f'{last + 2}.state').is_file()
     for name, data in saved_before.items():  # nothing saved before the kill was lost or rewritten
         assert (models / name).read_bytes() == data
 
