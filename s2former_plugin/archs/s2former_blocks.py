@@ -31,6 +31,20 @@ def pointwise(x: Tensor, conv: nn.Conv2d) -> Tensor:
     return F.linear(x, conv.weight.flatten(1), conv.bias)
 
 
+# oneDNN's fused matmul + pointwise kernel (what inductor uses on CPU); no autograd formula, so inference only.
+_HAS_LINEAR_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_linear_pointwise')
+
+
+def linear_gelu(x: Tensor, fc: nn.Linear) -> Tensor:
+    """``gelu(fc(x))`` for ``x (..., C)``. Without autograd on fp32 CPU tensors: one oneDNN matmul with the bias
+    and exact (erf) GELU fused, which skips two passes over the (4x wide) output (~5 % of a 256x256 forward)."""
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or fc.weight.requires_grad)
+    if needs_grad or not _HAS_LINEAR_POINTWISE or x.device.type != 'cpu' or x.dtype != torch.float32:
+        return F.gelu(fc(x))
+    out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), fc.weight, fc.bias, 'gelu', [], 'none')
+    return out.view(*x.shape[:-1], -1)
+
+
 def topk_mask(scores: Tensor, keep_ratio: float = RANK_KEEP_RATIO) -> Tensor:
     """Boolean mask of the ``k = int(keep_ratio * N)`` largest entries along the last dim of ``scores``.
 
@@ -379,14 +393,16 @@ class LocalReconstruction(WindowAttentionBase):
         return window_reverse(out, ws, b, h, w)
 
 
-class Mlp(nn.Sequential):
+class Mlp(nn.Module):
     """Two-layer MLP with GELU (channel-last)."""
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(linear_gelu(x, self.fc1))
 
 
 class ReconstructionBlock(nn.Module):
