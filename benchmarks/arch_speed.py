@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import importlib.util
 import io
+import os
 import statistics
 import sys
 import time
@@ -40,19 +41,46 @@ def median_time(fn: Callable[[], object], device: torch.device, runs: int, warmu
 
 
 def median_times(fns: dict[str, Callable[[], object]], device: torch.device, runs: int, warmup: int) -> dict:
-    """Median latency of each callable; the callables take turns run by run, so a busy machine slows all alike."""
+    """Median latency of each callable; the callables take turns run by run, so a busy machine slows all alike.
+    The process CPU time of each call (all threads) is kept in ``median_times.cpu``: with one thread it is the
+    compute time alone, robust to other processes' load."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(runs):
         for name, fn in fns.items():
             sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             sync(device)
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    median_times.cpu = {name: statistics.median(ts) for name, ts in cpu.items()}
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def load() -> str:
+    return 'load average ' + ' '.join(f'{v:.2f}' for v in os.getloadavg())
+
+
+def peak_rss_mib(fn: Callable[[], object]) -> float:
+    """Peak resident memory above the level before the call (Linux: VmHWM after resetting it via clear_refs;
+    includes allocator caching and oneDNN scratch buffers, unlike the tensor-level figure). NaN elsewhere."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')  # reset the peak RSS to the current RSS
+
+        def read(key: str) -> float:
+            with open('/proc/self/status') as f:
+                return next(int(line.split()[1]) for line in f if line.startswith(key)) / 1024
+
+        base = read('VmRSS:')
+        fn()
+        return read('VmHWM:') - base
+    except OSError:
+        return float('nan')
 
 
 def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
@@ -157,7 +185,7 @@ def main() -> None:
     cpu = torch.device('cpu')
     ours = S2Former(preset=args.preset).eval()
     official = load_official(args.official) if args.official else None
-    print(f'torch {torch.__version__}, CPU threads {args.threads}, preset {args.preset}')
+    print(f'torch {torch.__version__}, CPU threads {args.threads}, preset {args.preset}, {load()}')
 
     macs, params = count_macs(ours, torch.rand(1, 3, 256, 256))
     print(f'params {params:,}; multiply-adds at 1x3x256x256: {macs / 1e9:.2f} G (return_all forward)')
@@ -185,18 +213,23 @@ def main() -> None:
                         diff = max_diff(a[0] + a[1], b[0] + b[1])
                         print(f'  {size}x{size} {mode}: max |ours - official| over 10 maps = {diff:.2e}')
                     times = median_times(runs, device, args.runs, args.warmup)
+                    cpu_times = median_times.cpu
+                    print(f'  ({load()})')
                     for name, fn in runs.items():
                         mem = peak_memory_mib(fn, device)
+                        rss = peak_rss_mib(fn) if device.type == 'cpu' else float('nan')
                         gflops = 2 * size_macs / times[name] / 1e9
                         print(
-                            f'  {size}x{size} {mode:13s} {name:16s} {times[name] * 1e3:9.1f} ms  peak {mem:7.0f} MiB'
-                            f'  {gflops:6.1f} GFLOP/s ({100 * gflops / peak:.0f}% of matmul)'
+                            f'  {size}x{size} {mode:13s} {name:16s} {times[name] * 1e3:9.1f} ms'
+                            f' (cpu {cpu_times[name] * 1e3:7.0f} ms)  peak tensors {mem:6.0f} MiB, rss +{rss:5.0f} MiB'
+                            f'  {gflops:5.1f} GFLOP/s ({100 * gflops / peak:.0f}% of matmul)'
                         )
                     if 'official' in times:
-                        t_ref = times['official']
+                        t_ref, c_ref = times['official'], cpu_times['official']
                         print(
                             f'  speed-up vs official: {t_ref / times["ours return_all"]:.2f}x (return_all), '
-                            f'{t_ref / times["ours forward(x)"]:.2f}x (forward(x))'
+                            f'{t_ref / times["ours forward(x)"]:.2f}x (forward(x)); by CPU time '
+                            f'{c_ref / cpu_times["ours return_all"]:.2f}x, {c_ref / cpu_times["ours forward(x)"]:.2f}x'
                         )
             del ref
 
@@ -216,8 +249,10 @@ def main() -> None:
             ref = build_official(official, s, net.state_dict(), device).train()
             steps['official'] = lambda: step(ref, lambda r: r)
         times = median_times(steps, device, args.train_runs, 1)
+        cpu_times = median_times.cpu
         t_ours = times['ours']
-        print(f'\n  train fwd+bwd {b}x3x{s}x{s}: ours {t_ours * 1e3:.1f} ms', end='')
+        print(f'\n  ({load()})')
+        print(f'  train fwd+bwd {b}x3x{s}x{s}: ours {t_ours * 1e3:.1f} ms (cpu {cpu_times["ours"] * 1e3:.0f})', end='')
         if official:
             t_ref = times['official']
             step(wrapped, lambda r: r)
@@ -227,7 +262,9 @@ def main() -> None:
             diffs = [(ours_grads[n] - p.grad).abs().max().item() for n, p in ref_grads.items()]
             scale = max(p.grad.abs().max().item() for p in ref_grads.values())
             print(
-                f', official {t_ref * 1e3:.1f} ms, speed-up {t_ref / t_ours:.2f}x; '
+                f', official {t_ref * 1e3:.1f} ms (cpu {cpu_times["official"] * 1e3:.0f}),'
+                f' speed-up {t_ref / t_ours:.2f}x'
+                f' (by CPU time {cpu_times["official"] / cpu_times["ours"]:.2f}x); '
                 f'max |grad diff| {max(diffs):.2e} (largest grad {scale:.2e})'
             )
             del ref

@@ -39,7 +39,8 @@ def linear_gelu(x: Tensor, fc: nn.Linear) -> Tensor:
     """``gelu(fc(x))`` for ``x (..., C)``. Without autograd on fp32 CPU tensors: one oneDNN matmul with the bias
     and exact (erf) GELU fused, which skips two passes over the (4x wide) output (~5 % of a 256x256 forward)."""
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or fc.weight.requires_grad)
-    if needs_grad or not _HAS_LINEAR_POINTWISE or x.device.type != 'cpu' or x.dtype != torch.float32:
+    plain = not _HAS_LINEAR_POINTWISE or x.device.type != 'cpu' or x.dtype != torch.float32
+    if needs_grad or plain or torch.jit.is_tracing() or torch.compiler.is_compiling():  # tracers: plain ops
         return F.gelu(fc(x))
     out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), fc.weight, fc.bias, 'gelu', [], 'none')
     return out.view(*x.shape[:-1], -1)
