@@ -254,10 +254,16 @@ def active_message() -> str:
     from . import __version__
 
     parts = []
-    for label in ('ARCH', 'MODEL', 'LOSS', 'DATASET', 'METRIC'):
+    for label, plural in (
+        ('ARCH', 'archs'),
+        ('MODEL', 'models'),
+        ('LOSS', 'losses'),
+        ('DATASET', 'datasets'),
+        ('METRIC', 'metrics'),
+    ):
         names = plugin_entries(getattr(registry, f'{label}_REGISTRY'))
         if names:
-            parts.append(f'{label.lower()}s: {", ".join(names)}')
+            parts.append(f'{plural}: {", ".join(names)}')
     return f'{PLUGIN} {__version__} active ({"; ".join(parts)})'
 
 
