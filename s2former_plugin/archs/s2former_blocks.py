@@ -159,7 +159,11 @@ class ChannelAttention(nn.Module):
 
     def gate(self, x: Tensor) -> Tensor:
         """The channel weights ``(B, C, 1, 1)``."""
-        return torch.sigmoid(self.expand(self.act(self.reduce(x.mean((2, 3), keepdim=True)))))
+        # sum / N, not mean: the same value (mean is computed as sum / N), but the backward of a sum is a free
+        # broadcast view, while mean's backward materialises a full-size map divided by N (~4 % of a training
+        # step: 32 such gates run at full resolution).
+        pooled = x.sum((2, 3), keepdim=True) / (x.shape[2] * x.shape[3])
+        return torch.sigmoid(self.expand(self.act(self.reduce(pooled))))
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.gate(x)
@@ -332,6 +336,16 @@ class SparseSamplingAttention(WindowAttentionBase):
         base, local = _sampling_grid(h, w, ws, x.device, x.dtype)  # (1, nh, ws, nw, ws, 2)
         return (base + (local * scales + offsets)).reshape(b * heads, h, w, 2)
 
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """``softmax(q k^T * scale + bias) v`` per window and head, ``(B*nW, heads, N, d)`` each."""
+        bias = self.relative_position_bias().unsqueeze(0)  # (1, heads, N, N)
+        if not torch.is_grad_enabled():
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        # With autograd, SDPA with a float mask takes its "math" path, whose safe softmax adds an isneginf().all()
+        # pass over the logits (for fully masked rows, which an additive bias cannot produce): written out, the
+        # same operations run ~30 % faster forward + backward (bitwise the same values).
+        return ((q * self.scale) @ k.transpose(-2, -1) + bias).softmax(dim=-1) @ v
+
     def forward(self, x: Tensor, constraint: Tensor) -> Tensor:
         b, h, w, c = x.shape
         ws, heads, d = self.ws, self.num_heads, c // self.num_heads
@@ -346,8 +360,7 @@ class SparseSamplingAttention(WindowAttentionBase):
         kv = F.grid_sample(kv, grid, mode='bilinear', padding_mode='zeros', align_corners=True)
         kv = kv.view(b, heads, 2, d, nh, ws, nw, ws).permute(2, 0, 4, 6, 1, 5, 7, 3)
         kv = kv.reshape(2, -1, heads, ws * ws, d)  # (2, B*nh*nw, heads, ws*ws, d)
-        bias = self.relative_position_bias().unsqueeze(0)  # (1, heads, N, N)
-        out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=bias)  # (B*nW, heads, N, d)
+        out = self.attend(q, kv[0], kv[1])  # (B*nW, heads, N, d)
         out = out.view(b, nh, nw, heads, ws, ws, d).permute(0, 1, 4, 2, 5, 3, 6).reshape(b, h, w, c)
         return pointwise(out, self.proj)
 
