@@ -16,9 +16,7 @@ import contextlib
 import importlib.util
 import io
 import os
-import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -27,60 +25,15 @@ import torch
 from torch import nn
 
 from s2former_plugin.archs.s2former_arch import S2Former
+from s2former_plugin.benchmark import count_macs, measure_speed, time_calls
 from s2former_plugin.official import ours_state_dict_to_official
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def median_time(fn: Callable[[], object], device: torch.device, runs: int, warmup: int) -> float:
-    return median_times({'fn': fn}, device, runs, warmup)['fn']
-
-
-def median_times(fns: dict[str, Callable[[], object]], device: torch.device, runs: int, warmup: int) -> dict:
-    """Median latency of each callable; the callables take turns run by run, so a busy machine slows all alike.
-    The process CPU time of each call (all threads) is kept in ``median_times.cpu``: with one thread it is the
-    compute time alone, robust to other processes' load."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    cpu: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(runs):
-        for name, fn in fns.items():
-            sync(device)
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            sync(device)
-            times[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-    median_times.cpu = {name: statistics.median(ts) for name, ts in cpu.items()}
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
+# Timing, resident-memory and multiply-add counting are s2former_plugin.benchmark's (time_calls, measure_speed,
+# count_macs): one way of measuring for this script and the arch-comparison benchmark.
 def load() -> str:
     return 'load average ' + ' '.join(f'{v:.2f}' for v in os.getloadavg())
-
-
-def peak_rss_mib(fn: Callable[[], object]) -> float:
-    """Peak resident memory above the level before the call (Linux: VmHWM after resetting it via clear_refs;
-    includes allocator caching and oneDNN scratch buffers, unlike the tensor-level figure). NaN elsewhere."""
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')  # reset the peak RSS to the current RSS
-
-        def read(key: str) -> float:
-            with open('/proc/self/status') as f:
-                return next(int(line.split()[1]) for line in f if line.startswith(key)) / 1024
-
-        base = read('VmRSS:')
-        fn()
-        return read('VmHWM:') - base
-    except OSError:
-        return float('nan')
 
 
 def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
@@ -109,36 +62,8 @@ def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
 
 def matmul_gflops(device: torch.device, n: int = 2048) -> float:
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    t = median_time(lambda: a @ b, device, runs=5, warmup=2)
+    t = time_calls({'mm': lambda: a @ b}, runs=5, warmup=2, device=device.type)['mm']['latency_ms'] / 1e3
     return 2 * n**3 / t / 1e9
-
-
-def count_macs(net: nn.Module, x: torch.Tensor) -> tuple[float, int]:
-    """Multiply-adds (fvcore/mmengine convention: one MAC counts as one "flop") of the full forward."""
-    from mmengine.analysis import FlopAnalyzer
-
-    def sdpa_handle(inputs, outputs):
-        q, k, v = (i.type().sizes() for i in inputs[:3])
-        batch = 1
-        for s in q[:-2]:
-            batch *= s
-        return batch * q[-2] * k[-2] * (q[-1] + v[-1])
-
-    class AllOutputs(nn.Module):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def forward(self, x):
-            outputs, uncertainties = self.net(x, return_all=True)
-            return tuple(outputs + uncertainties)
-
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter('ignore')
-        analyzer = FlopAnalyzer(AllOutputs(net), (x,)).set_op_handle('aten::scaled_dot_product_attention', sdpa_handle)
-        analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        macs = analyzer.total()
-    return macs, sum(p.numel() for p in net.parameters())
 
 
 def load_official(folder: str) -> object:
@@ -187,7 +112,8 @@ def main() -> None:
     official = load_official(args.official) if args.official else None
     print(f'torch {torch.__version__}, CPU threads {args.threads}, preset {args.preset}, {load()}')
 
-    macs, params = count_macs(ours, torch.rand(1, 3, 256, 256))
+    macs = count_macs(_ReturnAll(ours), 256)['macs']  # all ten maps, as the official forward computes them
+    params = sum(p.numel() for p in ours.parameters())
     print(f'params {params:,}; multiply-adds at 1x3x256x256: {macs / 1e9:.2f} G (return_all forward)')
     devices = [cpu] + ([torch.device('cuda')] if torch.cuda.is_available() and not args.no_gpu else [])
     for device in devices:
@@ -202,72 +128,58 @@ def main() -> None:
                 modes['bf16-autocast'] = lambda: torch.autocast('cuda', dtype=torch.bfloat16)
             ref = build_official(official, size, net.state_dict(), device) if official else None
             for mode, ctx in modes.items():
-                with torch.no_grad(), ctx():
-                    runs = {
-                        'ours forward(x)': lambda: net(x),
-                        'ours return_all': lambda: net(x, return_all=True),
-                    }
+                with ctx():
+                    nets = {'ours forward(x)': net, 'ours return_all': _ReturnAll(net)}
                     if ref is not None:
-                        runs['official'] = lambda: ref(x)
-                        a, b = net(x, return_all=True), ref(x)
+                        nets['official'] = ref
+                        with torch.no_grad():
+                            a, b = net(x, return_all=True), ref(x)
                         diff = max_diff(a[0] + a[1], b[0] + b[1])
                         print(f'  {size}x{size} {mode}: max |ours - official| over 10 maps = {diff:.2e}')
-                    times = median_times(runs, device, args.runs, args.warmup)
-                    cpu_times = median_times.cpu
+                    res = measure_speed(nets, size, args.runs, device.type, warmup=args.warmup)
                     print(f'  ({load()})')
-                    for name, fn in runs.items():
-                        mem = peak_memory_mib(fn, device)
-                        rss = peak_rss_mib(fn) if device.type == 'cpu' else float('nan')
-                        gflops = 2 * size_macs / times[name] / 1e9
+                    for name, module in nets.items():
+                        with torch.no_grad():
+                            mem = peak_memory_mib(lambda: module(x), device)
+                        ms, rss = res[name]['latency_ms'], res[name]['peak_mem_mb']
+                        gflops = 2 * size_macs / ms / 1e6
                         print(
-                            f'  {size}x{size} {mode:13s} {name:16s} {times[name] * 1e3:9.1f} ms'
-                            f' (cpu {cpu_times[name] * 1e3:7.0f} ms)  peak tensors {mem:6.0f} MiB, rss +{rss:5.0f} MiB'
+                            f'  {size}x{size} {mode:13s} {name:16s} {ms:9.1f} ms (cpu {res[name]["cpu_ms"]:7.0f} ms)'
+                            f'  peak tensors {mem:6.0f} MiB, rss +{rss if rss is not None else float("nan"):5.0f} MiB'
                             f'  {gflops:5.1f} GFLOP/s ({100 * gflops / peak:.0f}% of matmul)'
                         )
-                    if 'official' in times:
-                        t_ref, c_ref = times['official'], cpu_times['official']
+                    if ref is not None:
+                        t_ref, c_ref = res['official']['latency_ms'], res['official']['cpu_ms']
+                        t_all, c_all = res['ours return_all']['latency_ms'], res['ours return_all']['cpu_ms']
+                        t_fwd, c_fwd = res['ours forward(x)']['latency_ms'], res['ours forward(x)']['cpu_ms']
                         print(
-                            f'  speed-up vs official: {t_ref / times["ours return_all"]:.2f}x (return_all), '
-                            f'{t_ref / times["ours forward(x)"]:.2f}x (forward(x)); by CPU time '
-                            f'{c_ref / cpu_times["ours return_all"]:.2f}x, {c_ref / cpu_times["ours forward(x)"]:.2f}x'
+                            f'  speed-up vs official: {t_ref / t_all:.2f}x (return_all), {t_ref / t_fwd:.2f}x'
+                            f' (forward(x)); by CPU time {c_ref / c_all:.2f}x, {c_ref / c_fwd:.2f}x'
                         )
             del ref
 
-        # training step: forward + backward, batch of crops, same weights, same loss
+        # training step: forward + backward of the sum of the means of all ten maps, same weights, same input
         b, s = args.train_batch, args.train_size
-        x = torch.rand(b, 3, s, s, device=device)
-        net.train()
-
-        def step(model, unpack):
-            model.zero_grad(set_to_none=True)
-            outs, uncs = unpack(model(x))  # official order, both models
-            sum(t.mean() for t in outs + uncs).backward()
-
-        wrapped = _ReturnAll(net)
-        steps = {'ours': lambda: step(wrapped, lambda r: r)}
+        nets = {'ours': _ReturnAll(net)}
         if official:
-            ref = build_official(official, s, net.state_dict(), device).train()
-            steps['official'] = lambda: step(ref, lambda r: r)
-        times = median_times(steps, device, args.train_runs, 1)
-        cpu_times = median_times.cpu
-        t_ours = times['ours']
+            nets['official'] = build_official(official, s, net.state_dict(), device)
+        res = measure_speed(nets, s, args.train_runs, device.type, batch=b, grad=True)
+        ours_ms, ours_cpu = res['ours']['latency_ms'], res['ours']['cpu_ms']
         print(f'\n  ({load()})')
-        print(f'  train fwd+bwd {b}x3x{s}x{s}: ours {t_ours * 1e3:.1f} ms (cpu {cpu_times["ours"] * 1e3:.0f})', end='')
+        print(f'  train fwd+bwd {b}x3x{s}x{s}: ours {ours_ms:.1f} ms (cpu {ours_cpu:.0f})', end='')
         if official:
-            t_ref = times['official']
-            step(wrapped, lambda r: r)
-            step(ref, lambda r: r)
+            ref = nets['official']
+            # the gradients of the last timed step (same input for both)
             ours_grads = ours_state_dict_to_official({n: p.grad for n, p in net.named_parameters()})
             ref_grads = dict(ref.named_parameters())
             diffs = [(ours_grads[n] - p.grad).abs().max().item() for n, p in ref_grads.items()]
             scale = max(p.grad.abs().max().item() for p in ref_grads.values())
+            t_ref, c_ref = res['official']['latency_ms'], res['official']['cpu_ms']
             print(
-                f', official {t_ref * 1e3:.1f} ms (cpu {cpu_times["official"] * 1e3:.0f}),'
-                f' speed-up {t_ref / t_ours:.2f}x'
-                f' (by CPU time {cpu_times["official"] / cpu_times["ours"]:.2f}x); '
-                f'max |grad diff| {max(diffs):.2e} (largest grad {scale:.2e})'
+                f', official {t_ref:.1f} ms (cpu {c_ref:.0f}), speed-up {t_ref / ours_ms:.2f}x'
+                f' (by CPU time {c_ref / ours_cpu:.2f}x); max |grad diff| {max(diffs):.2e} (largest grad {scale:.2e})'
             )
-            del ref
+            del ref, nets
         else:
             print()
         net.eval()

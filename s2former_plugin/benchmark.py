@@ -102,6 +102,7 @@ __all__ = [
     'build_train_options',
     'count_macs',
     'measure_speed',
+    'time_calls',
     'parse_training_log',
     'run_benchmark',
     'main',
@@ -538,48 +539,110 @@ def _status_kb(key: str) -> int:
     raise OSError(f'{key} not in /proc/self/status')
 
 
-def measure_speed(net, size: int, runs: int = 5, device: str = 'cpu') -> dict:
-    """Latency and peak memory of whole-image inference of one ``size`` x ``size`` RGB image.
+def time_calls(calls: dict, runs: int = 5, warmup: int = 1, device: str = 'cpu') -> dict:
+    """Median wall-clock and process CPU time of each zero-argument callable in ``calls``.
 
-    Latency: median of ``runs`` forwards after one warm-up. Peak memory: CUDA ``max_memory_allocated`` minus the
-    memory allocated before; CPU: peak resident set (``VmHWM``, reset via ``/proc/self/clear_refs``) minus the
-    resident set before the forwards (``None`` where the kernel does not allow the reset).
+    The callables take turns run by run (after ``warmup`` calls each), so a busy machine slows all of them alike;
+    the process CPU time (all threads) is, with one thread, the compute time alone, robust to other processes.
 
     Returns:
-        ``{'latency_ms': float, 'peak_mem_mb': float | None}``.
+        ``{name: {'latency_ms': float, 'cpu_ms': float}}``.
     """
     import torch
 
-    net = net.eval()
-    x = torch.rand(1, 3, size, size, device=device)
-    cuda = torch.device(device).type == 'cuda'
-    with torch.no_grad():
-        peak = None
-        if cuda:
+    def sync() -> None:
+        if torch.device(device).type == 'cuda':
             torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        else:
-            gc.collect()
-            try:
-                with open('/proc/self/clear_refs', 'w', encoding='ascii') as f:
-                    f.write('5')
-                base = _status_kb('VmRSS')
-            except OSError:
-                base = None
-        net(x)  # warm-up (inside the memory window: one-time buffers are part of what inference needs)
-        times = []
-        for _ in range(max(1, runs)):
-            start = time.perf_counter()
-            net(x)
+
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    wall: dict[str, list[float]] = {name: [] for name in calls}
+    cpu: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(max(1, runs)):
+        for name, fn in calls.items():
+            sync()
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            sync()
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+
+    def median_ms(ts: list[float]) -> float:
+        return 1000 * sorted(ts)[len(ts) // 2]
+
+    return {name: {'latency_ms': median_ms(wall[name]), 'cpu_ms': median_ms(cpu[name])} for name in calls}
+
+
+def _sum_of_means(out: Any) -> Any:
+    """A scalar loss touching every output: the sum of the means of all tensors in (nested) lists/tuples."""
+    if isinstance(out, list | tuple):
+        return sum(_sum_of_means(o) for o in out)
+    return out.mean()
+
+
+def measure_speed(
+    net, size: int, runs: int = 5, device: str = 'cpu', *, batch: int = 1, warmup: int = 1, grad: bool = False
+) -> dict:
+    """Latency and peak memory of whole-image inference of ``batch`` ``size`` x ``size`` RGB images.
+
+    Latency: median of ``runs`` calls after ``warmup`` (at least one) warm-up calls, wall-clock (``latency_ms``)
+    and process CPU time (``cpu_ms``). Peak memory: CUDA ``max_memory_allocated`` minus the memory allocated
+    before; CPU: peak resident set (``VmHWM``, reset via ``/proc/self/clear_refs``) minus the resident set before
+    the calls (``None`` where the kernel does not allow the reset). The warm-up is inside the memory window:
+    one-time buffers are part of what a call needs.
+
+    ``net`` may also be a dict ``{name: module}``: the modules then run on the same input, taking turns run by
+    run (see :func:`time_calls`), the memory of each is measured over its own warm-up, and the result is
+    ``{name: result}``. ``grad=True`` times a training step instead (modules in train mode, ``zero_grad``,
+    forward, backward of the sum of the means of all outputs).
+
+    Returns:
+        ``{'latency_ms': float, 'cpu_ms': float, 'peak_mem_mb': float | None}`` (per name for a dict).
+    """
+    import torch
+
+    nets = net if isinstance(net, dict) else {'net': net}
+    x = torch.rand(batch, 3, size, size, device=device)
+    cuda = torch.device(device).type == 'cuda'
+
+    def call(module) -> Any:
+        def run() -> None:
+            if grad:
+                module.zero_grad(set_to_none=True)
+                _sum_of_means(module(x)).backward()
+            else:
+                module(x)
+
+        return run
+
+    calls = {name: call(module.train(grad)) for name, module in nets.items()}
+    peaks: dict[str, float | None] = {}
+    with torch.set_grad_enabled(grad):
+        for name, fn in calls.items():  # one memory window per module, around its warm-up
+            peaks[name] = None
             if cuda:
                 torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        if cuda:
-            peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-        elif base is not None:
-            peak = max(0, _status_kb('VmHWM') - base) / 1024
-    return {'latency_ms': 1000 * sorted(times)[len(times) // 2], 'peak_mem_mb': peak}
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+            else:
+                gc.collect()
+                try:
+                    with open('/proc/self/clear_refs', 'w', encoding='ascii') as f:
+                        f.write('5')
+                    base = _status_kb('VmRSS')
+                except OSError:
+                    base = None
+            for _ in range(max(1, warmup)):
+                fn()
+            if cuda:
+                torch.cuda.synchronize()
+                peaks[name] = (torch.cuda.max_memory_allocated() - base) / 2**20
+            elif base is not None:
+                peaks[name] = max(0, _status_kb('VmHWM') - base) / 1024
+        times = time_calls(calls, runs, warmup=0, device=device)
+    results = {name: {**times[name], 'peak_mem_mb': peaks[name]} for name in nets}
+    return results if isinstance(net, dict) else results['net']
 
 
 def _finite(v: Any) -> Any:
