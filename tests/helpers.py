@@ -15,6 +15,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
 
 
+#: A basicsr arch of a few hundred parameters, for plumbing tests.
+TINY_BASICSR_ARCH = {
+    'type': 'SRVGGNetCompact',
+    'num_in_ch': 3,
+    'num_out_ch': 3,
+    'num_feat': 4,
+    'num_conv': 1,
+    'upscale': 1,
+    'act_type': 'prelu',
+}
+
+
 def write_paired_folder(root: Path, n: int = 4, size: tuple[int, int] = (24, 24), seed: int = 0) -> Path:
     """Write ``root/lq/*.png`` and ``root/gt/*.png``: smooth images with and without bright streaks."""
     rng = np.random.default_rng(seed)
@@ -62,15 +74,7 @@ def tiny_basicsr_options(data_root: Path, name: str = 'tiny', total_iter: int = 
             },
             'val': {**folder, 'name': 'tiny_val'},
         },
-        'network_g': {
-            'type': 'SRVGGNetCompact',
-            'num_in_ch': 3,
-            'num_out_ch': 3,
-            'num_feat': 4,
-            'num_conv': 1,
-            'upscale': 1,
-            'act_type': 'prelu',
-        },
+        'network_g': dict(TINY_BASICSR_ARCH),
         'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
         'train': {
             'ema_decay': 0.9,

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from helpers import run, write_paired_folder, write_yaml
+from helpers import TINY_BASICSR_ARCH, run, write_paired_folder, write_yaml
 
 from s2former_plugin import benchmark
 
@@ -30,17 +30,7 @@ def _options(data: Path) -> dict:
         'speed': {'sizes': [16], 'macs_size': 16, 'runs': 1, 'threads': 1},
         'archs': [
             {'name': 's2f', 'network_g': {'type': 'S2Former', 'preset': 'small'}},
-            {
-                'name': 'vgg',
-                'network_g': {
-                    'type': 'SRVGGNetCompact',
-                    'num_in_ch': 3,
-                    'num_out_ch': 3,
-                    'num_feat': 4,
-                    'num_conv': 1,
-                    'upscale': 1,
-                },
-            },
+            {'name': 'vgg', 'network_g': dict(TINY_BASICSR_ARCH)},
         ],
     }
 
