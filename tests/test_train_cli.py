@@ -101,3 +101,33 @@ def test_torchrun_two_processes_on_cpu(workdir):
     log = next(exp.glob('train_ddp_*.log')).read_text()
     assert 'World size (gpu number): 2' in log and 'End of training' in log
     assert (exp / 'training_states' / '4.state').is_file()
+
+
+def test_basicsr_test_with_official_checkpoint(workdir, parity_fixture):
+    # `python -m basicsr.test` evaluates an official udrs2former_*.pth; results land under the working directory.
+    import torch
+
+    torch.save(parity_fixture['state_dict'], workdir / 'udrs2former_small.pth')
+    folder = {
+        'type': 'PairedImageDataset',
+        'dataroot_gt': str(workdir / 'data' / 'gt'),
+        'dataroot_lq': str(workdir / 'data' / 'lq'),
+        'filename_tmpl': '{}',
+        'io_backend': {'type': 'disk'},
+    }
+    opt = {
+        'name': 'official_eval', 'model_type': 'S2FormerModel', 'scale': 1, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {'test_1': {**folder, 'name': 'tiny_test'}},
+        'network_g': {'type': 'S2Former', 'preset': 'small'},
+        'path': {'pretrain_network_g': str(workdir / 'udrs2former_small.pth'), 'strict_load_g': True},
+        'val': {'save_img': True, 'suffix': None, 'tile': None,
+                'metrics': {'psnr': {'type': 'pyiqa', 'metric': 'psnr'}}},
+    }  # fmt: skip
+    write_yaml(workdir / 'test.yml', opt)
+    proc = run(['-m', 'basicsr.test', '-opt', 'test.yml'], cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = workdir / 'results' / 'official_eval'
+    log = next(results.glob('test_official_eval_*.log')).read_text()
+    assert 'official state dict' in log and '# psnr:' in log
+    assert len(list((results / 'visualization' / 'tiny_test').glob('*.png'))) == 4
+    assert not (BASICSR_ROOT / 'results' / 'official_eval').exists()
