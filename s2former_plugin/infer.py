@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import torch
 
-from .tiling import tiled_forward
+from .tiling import BLENDS, tiled_forward
 from .visualize import uncertainty_to_color
 
 __all__ = ['InferError', 'load_network', 'list_inputs', 'derain_array', 'main']
@@ -227,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--tile', type=int, default=320, help='tile size in pixels; 0 processes whole images')
     p.add_argument('--tile-overlap', type=int, default=64, help='overlap of neighbouring tiles (blended)')
     p.add_argument('--tile-batch', type=int, default=1, help='tiles per forward pass')
+    p.add_argument(
+        '--blend',
+        default='cosine',
+        choices=BLENDS,
+        help="tile blending; 'official': the official test script's square tiles and plain averaging",
+    )
     p.add_argument('--save-uncertainty', action='store_true', help='also write OUTPUT/uncertainty/<name>.png')
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     p.add_argument('--fp16', action='store_true', help='half-precision autocast (CUDA only)')
@@ -291,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             out_device='cpu',
             tile_batch=args.tile_batch,
             on_tile=lambda done, total: bar.set_postfix_str(f'tile {done}/{total}'),
+            blend=args.blend,
         )
         return res if args.save_uncertainty else (res, None)
 

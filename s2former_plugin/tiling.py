@@ -19,7 +19,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ['tile_starts', 'ramp_window', 'blend_margin', 'tiled_forward']
+__all__ = ['BLENDS', 'tile_starts', 'ramp_window', 'blend_margin', 'tiled_forward']
+
+BLENDS = ('cosine', 'official')
 
 TileFn = Callable[[torch.Tensor], torch.Tensor | Sequence[torch.Tensor]]
 
@@ -113,6 +115,7 @@ def tiled_forward(
     out_device: torch.device | str | None = None,
     tile_batch: int = 1,
     on_tile: Callable[[int, int], None] | None = None,
+    blend: str = 'cosine',
 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Apply ``fn`` to ``x`` tile by tile and blend the tiles back into whole-image outputs.
 
@@ -128,6 +131,9 @@ def tiled_forward(
         out_device: Device of the accumulators and the results (default: ``x.device``).
         tile_batch: Number of tiles stacked into one ``fn`` call.
         on_tile: Called as ``on_tile(done, total)`` after each ``fn`` call.
+        blend: ``cosine`` (default: the raised-cosine ramps above) or ``official``: what the official UDR-S2Former
+            test script does, square tiles of ``min(tile, H, W)`` averaged with equal weights, for reproducing its
+            numbers exactly.
 
     Returns:
         Whatever ``fn`` returns (a tensor or a tuple of tensors) for the whole image, float32 (float64 if ``fn``
@@ -142,6 +148,8 @@ def tiled_forward(
         raise ValueError(f'tile overlap must be >= 0, got {overlap}')
     if tile_batch < 1:
         raise ValueError(f'tile_batch must be >= 1, got {tile_batch}')
+    if blend not in BLENDS:
+        raise ValueError(f'tile blend must be one of {", ".join(BLENDS)}, got {blend!r}')
     device = torch.device(device) if device is not None else x.device
     out_device = torch.device(out_device) if out_device is not None else x.device
     b, _, h, w = x.shape
@@ -161,8 +169,8 @@ def tiled_forward(
             on_tile(1, 1)
         return finish(outs, single)
 
-    th, tw = min(tile, h), min(tile, w)
-    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    th, tw = (min(tile, h, w),) * 2 if blend == 'official' else (min(tile, h), min(tile, w))
+    ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
     boxes = [(y, x0) for y in ys for x0 in xs]
     total = math.ceil(len(boxes) / tile_batch)
     weight = torch.zeros(h, w, dtype=torch.float64, device=out_device)
@@ -181,8 +189,9 @@ def tiled_forward(
                     )
                 acc.append(torch.zeros(b, *o.shape[1:-2], h, w, dtype=torch.float64, device=out_device))
         for j, (y, x0) in enumerate(chunk):
-            wy = ramp_window(th, overlap, y > 0, y + th < h, blend_margin(th, overlap)).to(out_device)
-            wx = ramp_window(tw, overlap, x0 > 0, x0 + tw < w, blend_margin(tw, overlap)).to(out_device)
+            ramp = 0 if blend == 'official' else overlap  # no ramps: equal weights
+            wy = ramp_window(th, ramp, y > 0, y + th < h, blend_margin(th, overlap)).to(out_device)
+            wx = ramp_window(tw, ramp, x0 > 0, x0 + tw < w, blend_margin(tw, overlap)).to(out_device)
             win = wy[:, None] * wx[None, :]
             weight[y : y + th, x0 : x0 + tw] += win
             for a, o in zip(acc, outs):

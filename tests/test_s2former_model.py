@@ -110,6 +110,9 @@ def test_tiled_prediction_matches_whole_image_closely(setup):
     tiled, _ = model.predict(x)
     assert whole.shape == tiled.shape == x.shape
     assert (whole - tiled).abs().mean() < 0.05
+    model.opt['val']['tile_blend'] = 'official'
+    official, _ = model.predict(x)
+    assert official.shape == x.shape and not torch.equal(official, tiled)
 
 
 def test_distributed_validation_splits_images_across_ranks(setup, monkeypatch):

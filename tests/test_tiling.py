@@ -76,3 +76,26 @@ def test_spatial_size_change_rejected():
 def test_half_outputs_returned_as_float32():
     out = tiled_forward(lambda t: t.half(), torch.rand(1, 3, 20, 20), 8, 2)
     assert out.dtype == torch.float32
+
+
+def test_official_blend_is_the_official_test_scripts_averaging():
+    # The official test.py: square tiles of min(tile, h, w), starts range(0, h - tile, stride) + [h - tile],
+    # outputs summed and divided by the per-pixel count.
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 70, 101)
+    conv = torch.nn.Conv2d(3, 3, 5, padding=2)
+    tile, overlap = 48, 12
+    t = min(tile, 70, 101)
+    stride = t - overlap
+    acc, cnt = torch.zeros(1, 3, 70, 101), torch.zeros(1, 3, 70, 101)
+    with torch.no_grad():
+        for y in list(range(0, 70 - t, stride)) + [70 - t]:
+            for x0 in list(range(0, 101 - t, stride)) + [101 - t]:
+                acc[..., y : y + t, x0 : x0 + t] += conv(x[..., y : y + t, x0 : x0 + t])
+                cnt[..., y : y + t, x0 : x0 + t] += 1
+    expected = acc / cnt
+    got = tiled_forward(conv, x, tile, overlap, blend='official')
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert not torch.allclose(tiled_forward(conv, x, tile, overlap), expected, atol=1e-4)  # cosine differs
+    with pytest.raises(ValueError, match='blend'):
+        tiled_forward(conv, x, tile, overlap, blend='gaussian')

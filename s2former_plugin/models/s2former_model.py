@@ -6,8 +6,9 @@ YAML (``train:``):
   * ``optim_g`` (Adam, AdamW, ... see ``compat``), ``scheduler`` (``CyclicLR`` in the paper), ``ema_decay``;
   * ``max_grad_norm``: optional gradient clipping.
 
-``val:`` adds ``tile`` / ``tile_overlap`` (whole images of any size are validated tile by tile with blended
-overlaps; ``tile: ~`` runs whole images) and, with ``save_img: true``, saves the derained image next to its
+``val:`` adds ``tile`` / ``tile_overlap`` / ``tile_blend`` (whole images of any size are validated tile by tile
+with blended overlaps; ``tile: ~`` runs whole images; ``tile_blend: official`` averages like the official test
+script) and, with ``save_img: true``, saves the derained image next to its
 colour-mapped uncertainty. In distributed runs every rank validates its share of the images and the metric sums
 are all-reduced.
 """
@@ -142,6 +143,7 @@ class S2FormerModel(SRModel):
                 val_opt.get('tile_overlap', 32),
                 device=self.device,
                 out_device='cpu',
+                blend=val_opt.get('tile_blend', 'cosine'),
             )
         finally:
             net.train(was_training)
