@@ -305,6 +305,6 @@ def apply() -> None:
     BaseModel.model_to_device = _model_to_device
     BaseModel.get_optimizer = _get_optimizer
     BaseModel.setup_schedulers = _setup_schedulers
-    BaseModel.save_network = _save_network
+    BaseModel.save_network = master_only(_save_network)  # basicsr's is rank-0 only too
     BaseModel.save_training_state = master_only(_save_training_state)
     Registry.get = _registry_get

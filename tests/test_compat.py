@@ -88,8 +88,13 @@ def test_wheel_ships_startup_hook(tmp_path):
 
 
 def test_register_is_idempotent():
+    from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
+
+    before = [dict(r._obj_map) for r in (ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY)]
     s2former_plugin.register()
-    s2former_plugin.register()  # a second call must not raise "already registered"
+    s2former_plugin.register()  # a second call must not raise "already registered" nor change the registries
+    assert [dict(r._obj_map) for r in (ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY)] == before
+    assert 'S2Former' in before[0] and 'S2FormerModel' in before[2]
 
 
 def test_unknown_type_lists_plugin_and_basicsr_names():
@@ -225,3 +230,18 @@ def test_installed_metadata_declares_dependencies():
     for dep in ('basicsr==1.4.2', 'mmengine', 'lmdb', 'opencv-python', 'pyiqa', 'torch'):
         assert dep in reqs, dep
     assert json.dumps(reqs)
+
+
+def test_checkpoints_are_written_by_rank_zero_only(tmp_path, monkeypatch):
+    from basicsr.utils import dist_util
+
+    model = _base_model(tmp_path, path={'models': str(tmp_path), 'training_states': str(tmp_path)})
+    model.optimizers, model.schedulers = [], []
+    monkeypatch.setattr(dist_util, 'get_dist_info', lambda: (1, 2))
+    model.save_network(torch.nn.Linear(1, 1), 'net_g', 5)
+    model.save_training_state(1, 5)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(dist_util, 'get_dist_info', lambda: (0, 2))
+    model.save_network(torch.nn.Linear(1, 1), 'net_g', 5)
+    model.save_training_state(1, 5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['5.state', 'net_g_5.pth']
