@@ -160,7 +160,9 @@ def tiled_forward(
             outs = tuple(o.squeeze(0) for o in outs)
         return outs[0] if single else outs
 
-    if not tile or (h <= tile and w <= tile):
+    # One tile covers the image: run it whole. The official script tiles with square tiles of min(tile, h, w),
+    # so in its mode only square images no larger than a tile are whole.
+    if not tile or (h == w <= tile if blend == 'official' else (h <= tile and w <= tile)):
         outs, single = _as_tuple(fn(x.to(device)))
         for o in outs:
             if o.shape[-2:] != (h, w):

@@ -99,3 +99,11 @@ def test_official_blend_is_the_official_test_scripts_averaging():
     assert not torch.allclose(tiled_forward(conv, x, tile, overlap), expected, atol=1e-4)  # cosine differs
     with pytest.raises(ValueError, match='blend'):
         tiled_forward(conv, x, tile, overlap, blend='gaussian')
+    # An image smaller than the tile but not square is still tiled with square min(h, w) tiles.
+    small = x[..., :40, :60]
+    acc, cnt = torch.zeros(1, 3, 40, 60), torch.zeros(1, 3, 40, 60)
+    with torch.no_grad():
+        for x0 in list(range(0, 60 - 40, 40 - overlap)) + [20]:
+            acc[..., x0 : x0 + 40] += conv(small[..., x0 : x0 + 40])
+            cnt[..., x0 : x0 + 40] += 1
+    assert torch.allclose(tiled_forward(conv, small, 320, overlap, blend='official'), acc / cnt, atol=1e-6)
