@@ -46,6 +46,16 @@ def test_unknown_loss_key_is_rejected(setup):
         build_model(opt)
 
 
+@pytest.mark.parametrize(
+    ('key', 'value'), [('tile_blend', 'offical'), ('tile', -1), ('tile_overlap', 32), ('tile', 'big')]
+)
+def test_bad_validation_options_fail_at_build_time(setup, key, value):
+    _, opt, _ = setup
+    opt['val'][key] = value
+    with pytest.raises(ValueError, match=f'val:{key}'):
+        build_model(opt)
+
+
 def test_nan_loss_stops_before_the_update(setup):
     _, opt, batch = setup
     model = build_model(opt)
