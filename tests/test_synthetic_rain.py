@@ -175,6 +175,10 @@ def test_derain_folder_dataset_layouts_and_errors(tmp_path):
         build_dataset({**opt, 'phase': 'val', 'subset': 'x'})
     with pytest.raises(ValueError, match='io_backend'):
         build_dataset({**opt, 'phase': 'val', 'io_backend': {'type': 'lmdb'}})
+    with pytest.raises(ValueError, match='DerainFolderDataset:gt_size'):
+        build_dataset({**opt, 'phase': 'train'})
+    with pytest.raises(ValueError, match='DerainFolderDataset:mean/std'):
+        build_dataset({**opt, 'phase': 'val', 'mean': [0.5, 0.5, 0.5]})
     (base / 'raindrop' / 'rd-2.png').write_bytes(b'')
     with pytest.raises(ValueError, match='strict: unmatched input .*rd-2.png'):
         build_dataset({**opt, 'phase': 'val', 'strict': True})

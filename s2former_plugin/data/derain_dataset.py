@@ -67,6 +67,10 @@ class DerainFolderDataset(data.Dataset):
             )
         self.file_client = None
         self.mean, self.std = opt.get('mean'), opt.get('std')
+        if (self.mean is None) != (self.std is None):
+            raise ValueError('DerainFolderDataset:mean/std: give both or neither')
+        if opt.get('phase') == 'train' and not opt.get('gt_size'):
+            raise ValueError('DerainFolderDataset:gt_size: required for phase train (the crop size)')
         layout = opt.get('layout', 'paired')
         if layout not in LAYOUTS:
             raise ValueError(f'DerainFolderDataset:layout: {layout!r} is not one of {", ".join(LAYOUTS)}')

@@ -341,7 +341,7 @@ def convert(
         )
     except LayoutError as e:
         raise ConvertError(str(e)) from None
-    if os.path.abspath(output).startswith(os.path.abspath(scan.root) + os.sep):
+    if os.path.realpath(output).startswith(os.path.realpath(scan.root) + os.sep):
         raise ConvertError(f'output: {output} is inside the input folder {scan.root}')
     report = ConvertReport(output=output, pairs_found=len(scan.pairs), unmatched=scan.problems)
     for line in report.unmatched:
