@@ -15,8 +15,11 @@ whole image). Outputs are PNGs (TIFF for float images) named after the inputs, w
 and colour mode: grayscale is processed as 3 equal channels and converted back; an alpha channel is passed
 through untouched.
 ``--save-uncertainty`` also writes colour-mapped uncertainty maps to ``OUTPUT/uncertainty/<name>.png``.
-Unreadable files are reported (one line each) and skipped; the exit status is then 1. Outputs never overwrite
-inputs: an output folder that is an input folder (or would write over an input file) is refused.
+Invalid tiling arguments (``--tile-batch 0``, an overlap not smaller than the tile, an unknown ``--blend``) are
+refused before anything is read or written (one line naming the option, exit status 2). Unreadable files (and
+images too thin for ``--blend official`` tiles) are reported one line each and skipped; the exit status is then 1.
+Outputs never overwrite inputs: an output folder that is an input folder (or would write over an input file) is
+refused.
 """
 
 from __future__ import annotations
@@ -230,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         '--blend',
         default='cosine',
-        choices=BLENDS,
+        metavar='{' + ','.join(BLENDS) + '}',
         help="tile blending; 'official': the official test script's square tiles and plain averaging",
     )
     p.add_argument('--save-uncertainty', action='store_true', help='also write OUTPUT/uncertainty/<name>.png')
@@ -239,6 +242,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--config', help='S2Former kwargs (YAML/JSON) or a BasicSR options file with network_g')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     return p
+
+
+def check_tiling(tile: int, overlap: int, tile_batch: int, blend: str) -> None:
+    """Reject tiling arguments that no image could be processed with (before anything is read or written).
+
+    Raises:
+        InferError: naming the option.
+    """
+    if tile < 0:
+        raise InferError(f'--tile: must be >= 0 (0: whole images), got {tile}')
+    if overlap < 0:
+        raise InferError(f'--tile-overlap: must be >= 0, got {overlap}')
+    if tile and overlap >= tile:
+        raise InferError(f'--tile-overlap: ({overlap}) must be smaller than --tile ({tile})')
+    if tile_batch < 1:
+        raise InferError(f'--tile-batch: must be >= 1, got {tile_batch}')
+    if blend not in BLENDS:
+        raise InferError(f'--blend: {blend!r} is not one of {", ".join(BLENDS)}')
+
+
+def _image_problem(img: np.ndarray | None, tile: int, overlap: int, blend: str) -> str | None:
+    """Why this decoded image cannot be processed (``None``: it can): unreadable, unsupported depth or too thin."""
+    if img is None or img.size == 0:
+        return 'cannot read image'
+    if img.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
+        return f'unsupported pixel type {img.dtype}'
+    if img.ndim == 3 and img.shape[2] not in (1, 3, 4):
+        return f'unsupported channel count {img.shape[2]}'
+    h, w = img.shape[:2]
+    # The official blend tiles with squares of min(tile, H, W): a side no longer than the overlap leaves no stride.
+    if blend == 'official' and tile and not h == w <= tile and min(h, w) <= overlap:
+        return f'{w}x{h} is too small for --blend official with --tile-overlap {overlap}'
+    return None
 
 
 def _pick_device(name: str) -> torch.device:
@@ -255,10 +291,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        if args.tile < 0 or args.tile_overlap < 0:
-            raise InferError('--tile and --tile-overlap must be >= 0')
-        if args.tile and args.tile_overlap >= args.tile:
-            raise InferError(f'--tile-overlap ({args.tile_overlap}) must be smaller than --tile ({args.tile})')
+        check_tiling(args.tile, args.tile_overlap, args.tile_batch, args.blend)
         inputs = list_inputs(args.input)
         if not inputs:
             raise InferError(f'--input: no images in {args.input}')
@@ -305,16 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     for path in bar:
         img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-        if img is None or img.size == 0:
+        problem = _image_problem(img, args.tile, args.tile_overlap, args.blend)
+        if problem is not None:
             failed.append(path)
-            tqdm.write(f'infer: cannot read image, skipped: {path}', file=sys.stderr)
+            tqdm.write(f'infer: {problem}, skipped: {path}', file=sys.stderr)
             continue
-        try:
-            out, unc = derain_array(img, run)
-        except ValueError as exc:
-            failed.append(path)
-            tqdm.write(f'infer: {exc}, skipped: {path}', file=sys.stderr)
-            continue
+        out, unc = derain_array(img, run)
         out_name = _float_name(names[path]) if out.dtype.kind == 'f' else names[path]
         if not cv2.imwrite(os.path.join(args.output, out_name), out):
             failed.append(path)

@@ -153,3 +153,23 @@ def test_module_entry_point_runs(weights, tmp_path):
     assert res.returncode == 0, res.stderr
     assert 'official state dict' in res.stdout
     assert cv2.imread(str(tmp_path / 'out' / 'a.png')).shape == (17, 13, 3)
+
+
+@pytest.mark.parametrize(
+    ('extra', 'option'),
+    [
+        (['--tile-batch', '0'], '--tile-batch'),
+        (['--tile', '32', '--tile-overlap', '32'], '--tile-overlap'),
+        (['--tile-overlap', '-1'], '--tile-overlap'),
+        (['--blend', 'gauss'], '--blend'),
+    ],
+)
+def test_bad_tiling_arguments_fail_up_front(weights, tmp_path, capsys, extra, option):
+    (tmp_path / 'in').mkdir()
+    cv2.imwrite(str(tmp_path / 'in' / 'a.png'), np.full((40, 40, 3), 128, np.uint8))
+    out = tmp_path / 'out'
+    argv = ['--weights', str(weights['plain']), '--input', str(tmp_path / 'in'), '--output', str(out)]
+    assert infer.main([*argv, '--no-progress', *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count('\n') == 0 and err.startswith(f'infer: error: {option}:') and 'skipped' not in err
+    assert not out.exists()
