@@ -303,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     except InferError as exc:
         print(f'infer: error: {exc}', file=sys.stderr)
         return 2
+    if args.config is None:
+        print(
+            'infer: note: network configuration inferred from the weights; the bottleneck head count leaves no trace '
+            "in them and is assumed 16 (the paper's), pass --config for other values",
+            file=sys.stderr,
+        )
     fp16 = args.fp16 and device.type == 'cuda'
     if args.fp16 and not fp16:
         print('infer: warning: --fp16 needs CUDA; running in float32', file=sys.stderr)

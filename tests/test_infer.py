@@ -115,9 +115,17 @@ def test_three_checkpoint_kinds_load_weights_only(weights, net, kind, monkeypatc
         torch.testing.assert_close(loaded.state_dict()[k], v)
 
 
-def test_config_file_overrides_inference(weights, tmp_path):
+def test_config_file_overrides_inference(weights, tmp_path, capsys):
     cfg = tmp_path / 'opt.yml'
     cfg.write_text('network_g:\n  type: S2Former\n  preset: small\n')
+    (tmp_path / 'in').mkdir()
+    cv2.imwrite(str(tmp_path / 'in' / 'a.png'), np.full((12, 14, 3), 128, np.uint8))
+    argv = ['--weights', str(weights['plain']), '--input', str(tmp_path / 'in'), '--tile', '0', '--no-progress']
+    assert infer.main([*argv, '--output', str(tmp_path / 'o1')]) == 0
+    notes = [ln for ln in capsys.readouterr().err.splitlines() if 'inferred from the weights' in ln]
+    assert len(notes) == 1 and '--config' in notes[0] and '16' in notes[0]  # the bottleneck heads are a guess
+    assert infer.main([*argv, '--output', str(tmp_path / 'o2'), '--config', str(cfg)]) == 0
+    assert 'inferred' not in capsys.readouterr().err
     loaded, _ = infer.load_network(str(weights['plain']), str(cfg))
     assert isinstance(loaded, S2Former)
     bad = tmp_path / 'paper.json'
