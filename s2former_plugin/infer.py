@@ -36,12 +36,11 @@ import cv2
 import numpy as np
 import torch
 
+from .report import list_images
 from .tiling import BLENDS, tiled_forward
 from .visualize import uncertainty_to_color
 
 __all__ = ['InferError', 'load_network', 'list_inputs', 'derain_array', 'main']
-
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 
 
 class InferError(Exception):
@@ -124,17 +123,12 @@ def load_network(weights: str, config: str | dict | None = None) -> tuple[torch.
 # Images
 # ----------------------------------------------------------------------------------------------------------------
 def list_inputs(path: str) -> list[str]:
-    """Input image paths: ``path`` itself, or the image files directly in folder ``path`` (sorted)."""
+    """Input image paths: ``path`` itself, or the image files directly in folder ``path`` (natural order)."""
     if os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
         raise InferError(f'--input: not found: {path}')
-    names = sorted(n for n in os.listdir(path) if not n.startswith('.'))
-    return [
-        os.path.join(path, n)
-        for n in names
-        if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(path, n))
-    ]
+    return list_images(path)
 
 
 def output_names(inputs: list[str]) -> dict[str, str]:

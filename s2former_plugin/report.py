@@ -23,7 +23,6 @@ import io
 import json
 import math
 import os
-import re
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -32,12 +31,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .data.layouts import clean_stem_candidates
+from .data.layouts import IMAGE_EXTENSIONS, clean_stem_candidates, natural_key
 from .metrics import protocols
 
-__all__ = ['ImagePair', 'gt_stem_candidates', 'pair_images', 'evaluate', 'write_reports', 'main']
+__all__ = ['ImagePair', 'list_images', 'gt_stem_candidates', 'pair_images', 'evaluate', 'write_reports', 'main']
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 CROP = 160
 
 
@@ -83,18 +81,21 @@ class Evaluation:
 # ----------------------------------------------------------------------------------------------------------------
 # Pairing
 # ----------------------------------------------------------------------------------------------------------------
-def _natural_key(text: str) -> list:
-    return [(0, int(t), '') if t.isdigit() else (1, 0, t.lower()) for t in re.split(r'(\d+)', text)]
+def list_images(folder: str) -> list[str]:
+    """Paths of the image files directly in ``folder`` (``layouts.IMAGE_EXTENSIONS``, not hidden), natural order.
+
+    The one folder scanner of the report and the inference command.
+    """
+    names = sorted((n for n in os.listdir(folder) if not n.startswith('.')), key=lambda n: (natural_key(n), n))
+    paths = [os.path.join(folder, n) for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+    return [p for p in paths if os.path.isfile(p)]
 
 
 def _images(folder: str) -> dict[str, str]:
-    """``{stem: path}`` of the images in ``folder`` (first extension wins for duplicated stems)."""
+    """``{stem: path}`` of :func:`list_images` (the first extension wins for duplicated stems)."""
     out: dict[str, str] = {}
-    for name in sorted(os.listdir(folder), key=_natural_key):
-        stem, ext = os.path.splitext(name)
-        path = os.path.join(folder, name)
-        if ext.lower() in IMAGE_EXTENSIONS and not name.startswith('.') and os.path.isfile(path):
-            out.setdefault(stem, path)
+    for path in list_images(folder):
+        out.setdefault(os.path.splitext(os.path.basename(path))[0], path)
     return out
 
 
