@@ -109,6 +109,19 @@ def gt_stem_candidates(stem: str) -> list[str]:
     return clean_stem_candidates(stem)
 
 
+def _candidates(stem: str) -> list[str]:
+    """:func:`gt_stem_candidates` of ``stem``, then of ``stem`` without an image extension.
+
+    ``python -m s2former_plugin.infer`` names its outputs ``<name>.png`` (``a.png.png``, ``a.jpg.png``; TIFF for
+    float images) when two inputs share a stem: their stems are ``a.png``/``a.jpg``, the ground truth's ``a``.
+    """
+    out = gt_stem_candidates(stem)
+    root, ext = os.path.splitext(stem)
+    if root and ext.lower() in IMAGE_EXTENSIONS:
+        out += [c for c in gt_stem_candidates(root) if c not in out]
+    return out
+
+
 def pair_images(pred_dir: str, gt_dir: str, pred_suffix: str | None = None) -> tuple[list[ImagePair], list[str]]:
     """Pair every prediction in ``pred_dir`` with a ground-truth image in ``gt_dir``.
 
@@ -116,6 +129,7 @@ def pair_images(pred_dir: str, gt_dir: str, pred_suffix: str | None = None) -> t
         pred_dir: Folder of restored images.
         gt_dir: Folder of ground-truth images.
         pred_suffix: Suffix to strip from prediction stems first (basicsr saves ``<name>_<suffix>.png``).
+            A second image extension (``a.png.png``, as infer writes for inputs sharing a stem) is stripped too.
 
     Returns:
         The pairs (natural order of names) and the prediction paths without ground truth.
@@ -124,7 +138,7 @@ def pair_images(pred_dir: str, gt_dir: str, pred_suffix: str | None = None) -> t
     pairs, unmatched = [], []
     for stem, path in preds.items():
         base = stem[: -len(pred_suffix)] if pred_suffix and stem.endswith(pred_suffix) else stem
-        gt_stem = next((c for c in gt_stem_candidates(base) if c in gts), None)
+        gt_stem = next((c for c in _candidates(base) if c in gts), None)
         if gt_stem is None:
             unmatched.append(path)
         else:
@@ -136,16 +150,20 @@ def pair_images(pred_dir: str, gt_dir: str, pred_suffix: str | None = None) -> t
 # Scoring
 # ----------------------------------------------------------------------------------------------------------------
 def read_image(path: str) -> np.ndarray:
-    """``H x W x 3`` BGR image (``uint8`` or ``uint16``); grayscale is expanded, alpha dropped."""
+    """``H x W x 3`` BGR image: ``uint8``, ``uint16`` or ``float32`` (0-1, e.g. the float TIFFs infer writes; float64
+    is converted); grayscale is expanded, alpha dropped. Scores take each image's own scale (255, 65535 or 1).
+    """
     img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ValueError(f'cannot read image: {path}')
+    if img.dtype == np.float64:
+        img = img.astype(np.float32)
+    if img.dtype not in (np.uint8, np.uint16, np.float32):
+        raise ValueError(f'unsupported image depth {img.dtype}: {path}')
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     elif img.shape[2] == 4:
         img = img[..., :3]
-    if img.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f'unsupported image depth {img.dtype}: {path}')
     return img
 
 
@@ -286,7 +304,11 @@ def _plot_b64(ev: Evaluation, metric: str) -> str:
 
 
 def _to_u8(img: np.ndarray) -> np.ndarray:
-    return (img / 257.0).round().astype(np.uint8) if img.dtype == np.uint16 else img
+    if img.dtype == np.uint16:
+        return (img / 257.0).round().astype(np.uint8)
+    if img.dtype.kind == 'f':
+        return (np.clip(np.nan_to_num(img), 0, 1) * 255).round().astype(np.uint8)
+    return img
 
 
 def _find(folder: str | None, stems: list[str]) -> str | None:
@@ -312,7 +334,7 @@ def _crops(pair: ImagePair, input_dir: str | None, unc_dir: str | None) -> list[
     cy, cx = np.unravel_index(int(np.argmax(err)), err.shape)
     window = (slice(cy, cy + ch), slice(cx, cx + cw))
     panels = []
-    stems = [pair.name, *gt_stem_candidates(pair.name)]
+    stems = [pair.name, *_candidates(pair.name)]
     for label, path in (
         ('input', _find(input_dir, stems)),
         ('output', pair.pred),

@@ -98,3 +98,26 @@ def test_unreadable_and_mismatched_images_are_skipped(dataset, capsys):
     assert list(doc['per_image']) == ['norain-1x2'] and set(doc['errors']) == {'norain-2x2', 'norain-3x2'}
     assert math.isfinite(doc['mean']['psnr'])
     assert 'cannot read' in capsys.readouterr().err
+
+
+def test_float_tiff_and_infer_double_extension_names_are_scored(tmp_path):
+    rng = np.random.default_rng(3)
+    (tmp_path / 'gt').mkdir()
+    (tmp_path / 'pred').mkdir()
+    gt = rng.integers(30, 220, (20, 24, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / 'gt' / 'a.png'), gt)
+    cv2.imwrite(str(tmp_path / 'gt' / 'b.png'), gt)
+    # infer writes float images as float TIFF, and '<name>.png' where two inputs share a stem (a.png + a.jpg).
+    pred = np.clip(gt / 255.0 + rng.normal(0, 0.01, gt.shape), 0, 1).astype(np.float32)
+    cv2.imwrite(str(tmp_path / 'pred' / 'a.png.tiff'), pred)
+    cv2.imwrite(str(tmp_path / 'pred' / 'a.jpg.png'), gt)
+    cv2.imwrite(str(tmp_path / 'pred' / 'b.png'), np.rint(pred * 255).astype(np.uint8))
+    assert report.read_image(str(tmp_path / 'pred' / 'a.png.tiff')).dtype == np.float32
+    pairs, unmatched = report.pair_images(str(tmp_path / 'pred'), str(tmp_path / 'gt'))
+    assert unmatched == []
+    assert {p.name: p.gt.rsplit('/', 1)[-1] for p in pairs} == {'a.png': 'a.png', 'a.jpg': 'a.png', 'b': 'b.png'}
+    ev = report.evaluate(pairs, ['psnr', 'ssim'], workers=1, progress=False)
+    assert not ev.errors
+    # The float prediction scores (close to) what its 8-bit rounding scores: the same pixels on another scale.
+    assert ev.per_image['a.png']['psnr'] == pytest.approx(ev.per_image['b']['psnr'], abs=0.2)
+    assert ev.per_image['a.jpg']['psnr'] > 60  # identical pixels
