@@ -11,7 +11,9 @@ Predictions are paired with ground truth by file stem: the exact stem first, the
 ``norain-3``...). Writes ``metrics.json`` (``{"mean": {...}, "per_image": {...}, "unavailable": {...}, ...}``),
 ``metrics.csv``, ``report.md`` and ``report.html`` (one self-contained page with a per-image plot and crops of the
 best and worst images). A metric that cannot be computed here (e.g. LPIPS without its weight files offline) is
-listed under ``unavailable`` with the reason; the others are still written.
+listed under ``unavailable`` with the reason; the others are still written. Means are over the finite values: an
+image identical to its ground truth (official PSNR ``inf``) is left out and counted under ``infinite``
+(``{metric: n}``, also a note in ``report.md``); when no value is finite the mean is ``inf``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,16 @@ import numpy as np
 from .data.layouts import IMAGE_EXTENSIONS, clean_stem_candidates, natural_key
 from .metrics import protocols
 
-__all__ = ['ImagePair', 'list_images', 'gt_stem_candidates', 'pair_images', 'evaluate', 'write_reports', 'main']
+__all__ = [
+    'ImagePair',
+    'finite_mean',
+    'list_images',
+    'gt_stem_candidates',
+    'pair_images',
+    'evaluate',
+    'write_reports',
+    'main',
+]
 
 CROP = 160
 
@@ -68,14 +79,36 @@ class Evaluation:
     def available(self) -> list[str]:
         return [m for m in self.metrics if m not in self.unavailable]
 
+    def _values(self, metric: str) -> list[float]:
+        return [v[metric] for v in self.per_image.values() if metric in v]
+
     @property
     def mean(self) -> dict[str, float]:
+        """Mean of the finite values per metric (see :func:`finite_mean`)."""
         out = {}
         for m in self.available:
-            vals = [v[m] for v in self.per_image.values() if m in v]
+            vals = self._values(m)
             if vals:
-                out[m] = float(np.mean(vals))
+                out[m] = finite_mean(vals)[0]
         return out
+
+    @property
+    def infinite(self) -> dict[str, int]:
+        """``{metric: number of non-finite values}`` (left out of :attr:`mean`), for metrics that have any."""
+        counts = {m: finite_mean(self._values(m))[1] for m in self.available}
+        return {m: n for m, n in counts.items() if n}
+
+
+def finite_mean(values: list[float]) -> tuple[float, int]:
+    """Mean of the finite values and the number of the others (``inf``: an image identical to its ground truth).
+
+    One identical image would make the plain mean ``inf``; it is left out and counted instead. When no value is
+    finite the plain mean is returned (``inf`` when every image is identical).
+    """
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return (float(np.mean(values)) if values else math.nan), len(values)
+    return float(np.mean(finite)), len(values) - len(finite)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -372,11 +405,12 @@ def write_reports(ev: Evaluation, out_dir: str, input_dir: str | None = None, un
     import html
 
     os.makedirs(out_dir, exist_ok=True)
-    mean = ev.mean
+    mean, infinite = ev.mean, ev.infinite
     doc: dict[str, Any] = {
         'protocol': ev.protocol,
         'count': len(ev.per_image),
         'mean': {m: _json_value(v) for m, v in mean.items()},
+        'infinite': infinite,
         'per_image': {n: {m: _json_value(v) for m, v in vals.items()} for n, vals in ev.per_image.items()},
         'unavailable': dict(ev.unavailable),
     }
@@ -406,6 +440,10 @@ def write_reports(ev: Evaluation, out_dir: str, input_dir: str | None = None, un
         *[f'| {m} | unavailable |' for m in ev.unavailable],
     ]
     notes = [f'- `{m}` unavailable: {r}' for m, r in ev.unavailable.items()]
+    notes += [
+        f'- `{m}`: {n} non-finite value(s) (inf: identical to the ground truth), left out of the mean'
+        for m, n in infinite.items()
+    ]
     notes += [f'- `{n}` skipped: {r}' for n, r in ev.errors.items()]
     notes += [f'- no ground truth for `{os.path.basename(p)}`' for p in ev.unmatched]
     md = ['# Evaluation report', '', *summary, '']

@@ -73,7 +73,23 @@ def test_official_protocol_and_identical_images(dataset):
     assert report.main([*argv, '--metrics', 'psnr,ssim,lpips', '--no-progress']) == 0
     doc = json.loads((out / 'metrics.json').read_text())
     assert doc['mean'] == {'psnr': 'inf', 'ssim': pytest.approx(1.0)}  # inf is written as a string (JSON)
+    assert doc['infinite'] == {'psnr': 3}
     assert 'official protocol' in doc['unavailable']['lpips']
+
+
+def test_one_identical_image_does_not_make_the_mean_infinite(dataset):
+    root, d = dataset
+    cv2.imwrite(str(d['pred'] / 'norain-2x2.png'), cv2.imread(str(d['gt'] / 'norain-2.png')))
+    out = root / 'out_inf'
+    argv = ['--pred', str(d['pred']), '--gt', str(d['gt']), '--out', str(out), '--protocol', 'official']
+    assert report.main([*argv, '--no-progress']) == 0
+    doc = json.loads((out / 'metrics.json').read_text())
+    assert doc['per_image']['norain-2x2']['psnr'] == 'inf'
+    finite = [doc['per_image'][n]['psnr'] for n in ('norain-1x2', 'norain-3x2')]
+    assert doc['mean']['psnr'] == pytest.approx(np.mean(finite)) and doc['infinite'] == {'psnr': 1}
+    assert doc['mean']['ssim'] == pytest.approx(np.mean([v['ssim'] for v in doc['per_image'].values()]))
+    assert '`psnr`: 1 non-finite value(s)' in (out / 'report.md').read_text()
+    assert report.finite_mean([1.0, math.inf, 3.0]) == (2.0, 1)
 
 
 def test_one_line_errors(dataset, capsys):
