@@ -115,3 +115,37 @@ def test_parse_pairs_and_training_log(tmp_path):
         'l_pix: -2.0000e+01 \n'
     )
     assert benchmark.parse_training_log(str(tmp_path)) == {'l_pix': [(5, -15.0), (1000, -20.0)]}
+
+
+@pytest.mark.parametrize(
+    ('change', 'message'),
+    [
+        (lambda o: o['train'].update(crops=8), 'train:crops: unknown option'),
+        (lambda o: o['eval'].update(tiles=8), 'eval:tiles: unknown option'),
+        (lambda o: o['speed'].update(run=3), 'speed:run: unknown option'),
+        (lambda o: o.update(loss={'s2former_mutliscale': True}), 'loss:s2former_mutliscale: unknown option'),
+        (lambda o: o['data'].update(data_root='/x'), 'data:data_root: unknown option'),
+        (lambda o: o['train'].update(batch_size=True), 'train:batch_size: must be an integer'),
+        (lambda o: o['train'].update(total_iter=True), 'train:total_iter: must be a number'),
+        (lambda o: o['eval'].update(tile=False), 'eval:tile: must be an integer'),
+        (lambda o: o['speed'].update(sizes=[16, True]), 'speed:sizes'),
+        (lambda o: o['train'].update(use_rot=1), 'train:use_rot: must be true or false'),
+        (lambda o: o['train'].update(crop=0), 'train:crop: must be an integer >= 1'),
+        (lambda o: o['eval'].update(tile=16, tile_overlap=16), 'eval:tile_overlap'),
+        (lambda o: o['archs'][0].update(loss={'s2former_udl': 1}), 'archs[0]:loss:s2former_udl: must be true'),
+    ],
+)
+def test_option_typos_and_bools_are_rejected(tmp_path, change, message):
+    opt = _options(tmp_path / 'data')
+    change(opt)
+    with pytest.raises(benchmark.BenchmarkError) as err:
+        benchmark.load_options(str(write_yaml(tmp_path / 'o.yml', opt)))
+    assert str(err.value).startswith(message) and '\n' not in str(err.value)
+
+
+def test_free_form_optimiser_and_scheduler_keys_are_kept(tmp_path):
+    opt = _options(tmp_path / 'data')
+    opt['train']['optim_g'] = {'type': 'AdamW', 'lr': 1e-3, 'weight_decay': 0.01}
+    opt['train']['scheduler'] = {'type': 'MultiStepLR', 'milestones': [1], 'gamma': 0.5}
+    loaded = benchmark.load_options(str(write_yaml(tmp_path / 'o.yml', opt)))
+    assert loaded['train']['optim_g']['weight_decay'] == 0.01 and loaded['train']['scheduler']['milestones'] == [1]
