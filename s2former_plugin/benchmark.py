@@ -5,10 +5,11 @@
 
 Every arch of the YAML ``archs:`` list is trained through the real BasicSR pipeline (``python -m basicsr.train``
 semantics via :func:`s2former_plugin.compat.train_main`, one subprocess per arch, ``--auto_resume``), unless it
-gives ``checkpoint:``; then it is evaluated on whole test images (tiled with :mod:`s2former_plugin.tiling`, scored
-with :func:`s2former_plugin.metrics.protocols.compute`) and measured (parameters, multiply-adds, latency, peak
-memory) in a fresh subprocess. Outputs, under ``--out`` (default ``benchmark_results/<name>`` in the working
-directory)::
+gives ``checkpoint:``; then it is evaluated on whole test images (tiled with :mod:`s2former_plugin.tiling`; read,
+converted and scored as ``infer`` + ``report`` would: :func:`s2former_plugin.report.read_image`,
+:func:`s2former_plugin.infer.derain_array`, :func:`s2former_plugin.report.score_images`, means of the finite values)
+and measured (parameters, multiply-adds, latency, peak memory) in a fresh subprocess. Outputs, under ``--out``
+(default ``benchmark_results/<name>`` in the working directory)::
 
     OUT/results.json  OUT/results.md  OUT/psnr_vs_latency.png  OUT/training_curves.png
     OUT/_data/{train,test}/{lq,gt}/     symlinks to the selected pairs (``paired`` layout)
@@ -727,7 +728,6 @@ def evaluate_child() -> None:
     """
     with open(sys.argv[1], encoding='utf-8') as f:
         spec = json.load(f)
-    import numpy as np
     import torch
 
     if spec['threads']:
@@ -735,7 +735,8 @@ def evaluate_child() -> None:
     import_modules(spec['imports'])
     from s2former_plugin.checkpoint import load_state_dict_any
     from s2former_plugin.data.layouts import find_pairs
-    from s2former_plugin.metrics.protocols import compute
+    from s2former_plugin.infer import derain_array
+    from s2former_plugin.report import finite_mean, read_image, score_images
     from s2former_plugin.tiling import tiled_forward
 
     device = spec['device']
@@ -751,23 +752,25 @@ def evaluate_child() -> None:
     result['speed'] = {str(s): measure_speed(net, s, spec['runs'], device) for s in sorted(spec['sizes'])}
     result.update({f'{k}@{spec["macs_size"]}': v for k, v in count_macs(net, spec['macs_size'], device).items()})
 
-    import cv2
+    def run(x: torch.Tensor):
+        with torch.no_grad():
+            return tiled_forward(net, x, spec['tile'], spec['tile_overlap'], device=device, out_device='cpu'), None
 
+    # The report's path: images read by report.read_image, converted to and from the network like
+    # python -m s2former_plugin.infer does (the prediction in the input's bit depth, as infer would save it: the
+    # deraining papers score saved PNGs), scored by report.score_images, averaged by report.finite_mean.
     scores: dict[str, list[float]] = {m: [] for m in spec['metrics']}
     start = time.perf_counter()
-    for pair in find_pairs('paired', spec['test_dir']).pairs:
-        lq = cv2.imread(pair.lq_path, cv2.IMREAD_COLOR)
-        gt = cv2.imread(pair.gt_path, cv2.IMREAD_COLOR)
-        x = torch.from_numpy(np.ascontiguousarray(lq[..., ::-1])).permute(2, 0, 1)[None].float() / 255
-        with torch.no_grad():
-            y = tiled_forward(net, x, spec['tile'], spec['tile_overlap'], device=device, out_device='cpu')
-        # Scored as the 8-bit image a user would save (the deraining papers score saved PNGs).
-        pred = (y[0].clamp(0, 1).permute(1, 2, 0).numpy()[..., ::-1] * 255).round().astype(np.uint8)
-        for m in spec['metrics']:
-            scores[m].append(compute(m, pred, gt, protocol=spec['protocol'], channel_order='bgr'))
+    pairs = find_pairs('paired', spec['test_dir']).pairs
+    for pair in pairs:
+        pred, _ = derain_array(read_image(pair.lq_path), run)
+        for m, v in score_images(pred, read_image(pair.gt_path), spec['metrics'], spec['protocol']).items():
+            scores[m].append(v)
     result['eval_seconds'] = round(time.perf_counter() - start, 2)
-    result['test_images'] = len(next(iter(scores.values()), []))
-    result['metrics'] = {m: _finite(float(np.mean(v))) for m, v in scores.items()}
+    result['test_images'] = len(pairs)
+    means = {m: finite_mean(v) for m, v in scores.items()}
+    result['metrics'] = {m: _finite(mean) for m, (mean, _) in means.items()}
+    result['metrics_infinite'] = {m: n for m, (_, n) in means.items() if n}
     with open(spec['out'], 'w', encoding='utf-8') as f:
         json.dump(result, f, indent=2)
 

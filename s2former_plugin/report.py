@@ -42,6 +42,8 @@ __all__ = [
     'list_images',
     'gt_stem_candidates',
     'pair_images',
+    'read_image',
+    'score_images',
     'evaluate',
     'write_reports',
     'main',
@@ -215,11 +217,22 @@ def _check_metric(metric: str, protocol: str) -> str | None:
     return None
 
 
-def _score(pair: ImagePair, metrics: list[str], protocol: str) -> dict[str, float]:
-    pred, gt = read_image(pair.pred), read_image(pair.gt)
+def score_images(pred: np.ndarray, gt: np.ndarray, metrics: list[str], protocol: str) -> dict[str, float]:
+    """``{metric: value}`` of one prediction against its ground truth, both as :func:`read_image` returns them.
+
+    The scoring path of this report and of :mod:`s2former_plugin.benchmark`: same reading, same metrics.
+
+    Raises:
+        ValueError: the sizes differ.
+        protocols.MetricUnavailable: a metric cannot be computed here.
+    """
     if pred.shape != gt.shape:
         raise ValueError(f'size {pred.shape[1]}x{pred.shape[0]} differs from ground truth {gt.shape[1]}x{gt.shape[0]}')
     return {m: protocols.compute(m, pred, gt, protocol) for m in metrics}
+
+
+def _score(pair: ImagePair, metrics: list[str], protocol: str) -> dict[str, float]:
+    return score_images(read_image(pair.pred), read_image(pair.gt), metrics, protocol)
 
 
 def evaluate(

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import TINY_BASICSR_ARCH, run, write_paired_folder, write_yaml
 
 from s2former_plugin import benchmark
@@ -149,3 +150,43 @@ def test_free_form_optimiser_and_scheduler_keys_are_kept(tmp_path):
     opt['train']['scheduler'] = {'type': 'MultiStepLR', 'milestones': [1], 'gamma': 0.5}
     loaded = benchmark.load_options(str(write_yaml(tmp_path / 'o.yml', opt)))
     assert loaded['train']['optim_g']['weight_decay'] == 0.01 and loaded['train']['scheduler']['milestones'] == [1]
+
+
+def test_evaluation_scores_like_infer_and_report(tmp_path, monkeypatch):
+    """The benchmark's evaluation reads, converts and scores test images as infer + report do: same numbers."""
+    from s2former_plugin import infer, report
+    from s2former_plugin.archs.s2former_arch import S2Former
+
+    data = write_paired_folder(tmp_path / 'data', n=2, size=(30, 37))
+    torch.manual_seed(0)
+    weights = tmp_path / 'w.pth'
+    torch.save(S2Former(preset='small').state_dict(), weights)
+    spec = {
+        'network_g': {'type': 'S2Former', 'preset': 'small'},
+        'imports': [],
+        'weights': str(weights),
+        'param_key': 'params',
+        'device': 'cpu',
+        'threads': None,
+        'sizes': [16],
+        'macs_size': 16,
+        'runs': 1,
+        'tile': 24,
+        'tile_overlap': 8,
+        'protocol': 'official',
+        'metrics': ['psnr', 'ssim'],
+        'test_dir': str(data),
+        'out': str(tmp_path / 'eval.json'),
+    }
+    (tmp_path / 'spec.json').write_text(json.dumps(spec))
+    monkeypatch.setattr('sys.argv', ['evaluate_child', str(tmp_path / 'spec.json')])
+    benchmark.evaluate_child()
+    result = json.loads((tmp_path / 'eval.json').read_text())
+    assert result['test_images'] == 2
+
+    argv = ['--weights', str(weights), '--input', str(data / 'lq'), '--output', str(tmp_path / 'pred')]
+    assert infer.main([*argv, '--tile', '24', '--tile-overlap', '8', '--device', 'cpu', '--no-progress']) == 0
+    argv = ['--pred', str(tmp_path / 'pred'), '--gt', str(data / 'gt'), '--out', str(tmp_path / 'report')]
+    assert report.main([*argv, '--protocol', 'official', '--workers', '1', '--no-progress']) == 0
+    doc = json.loads((tmp_path / 'report' / 'metrics.json').read_text())
+    assert result['metrics'] == pytest.approx(doc['mean'], rel=1e-6)
