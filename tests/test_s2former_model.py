@@ -120,6 +120,12 @@ def test_tiled_prediction_matches_whole_image_closely(setup):
     tiled, _ = model.predict(x)
     assert whole.shape == tiled.shape == x.shape
     assert (whole - tiled).abs().mean() < 0.05
+    # Validation runs exactly the shared tiling on the EMA network's final image and uncertainty.
+    from s2former_plugin.tiling import tiled_forward
+
+    ema = model.net_g_ema.eval()
+    expected = tiled_forward(lambda t: tuple(o[0] for o in ema(t, return_all=True)), x, 32, 16)
+    assert torch.equal(tiled, expected[0])
     model.opt['val']['tile_blend'] = 'official'
     official, _ = model.predict(x)
     assert official.shape == x.shape and not torch.equal(official, tiled)
