@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ci_guard import pytest_runtest_logreport, pytest_sessionfinish, pytest_terminal_summary  # noqa: F401
 
 DATA = Path(__file__).resolve().parent / 'data'
 

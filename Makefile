@@ -1,0 +1,37 @@
+# Two commands from a fresh clone: `make quickstart` (train the small preset on synthetic rain) and `make test`
+# (lint + the test suite). Both create .venv when it is missing and install exactly as README.md's manual steps do;
+# a second run reuses .venv and reinstalls only the project.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+EXTRAS ?= dev
+# The stamp records that the pinned dependencies are installed; delete .venv (or the stamp) to reinstall them.
+DEPS := $(VENV)/.deps-installed
+
+.PHONY: quickstart test lint install clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(DEPS): | $(BIN)/python
+	$(BIN)/pip install --upgrade pip setuptools wheel
+	$(BIN)/pip install torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --no-build-isolation basicsr==1.4.2
+	touch $@
+
+install: $(DEPS)
+	$(BIN)/pip install --no-build-isolation -e ".[$(EXTRAS)]"
+
+quickstart: install
+	$(BIN)/python -m basicsr.train -opt options/quickstart.yml
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)
