@@ -47,7 +47,7 @@ def load_state_dict_any(path: str, param_key: str | None = 'params') -> tuple[di
         raise ValueError(f'{path}: entry {bad[0]!r} is not a tensor; not a state dict')
     state = {k.removeprefix('module.'): v for k, v in state.items()}
 
-    from s2former_plugin.official import is_official_state_dict, official_state_dict_to_ours
+    from s2former_plugin.archs.s2former_keys import is_official_state_dict, official_state_dict_to_ours
 
     if is_official_state_dict(state):
         state = official_state_dict_to_ours(state)

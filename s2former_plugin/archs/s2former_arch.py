@@ -31,6 +31,7 @@ from .s2former_blocks import (
     SkipFusion,
     UncertaintyHead,
 )
+from .s2former_keys import official_key_to_ours
 
 __all__ = ['S2Former', 'PRESETS']
 
@@ -67,8 +68,6 @@ def _per_level(value: int | float | Sequence, n: int, name: str) -> list:
 
 def _convert_official_keys(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
     """``load_state_dict`` pre-hook: rename official UDR-S2Former keys in place, so official checkpoints load."""
-    from s2former_plugin.official import official_key_to_ours
-
     if prefix + 'embed.down.0.weight' not in state_dict:
         return
     for key in [k for k in state_dict if k.startswith(prefix)]:
