@@ -3,7 +3,7 @@
 Prints figures, never asserts. Example (the official files extracted from Owen718/UDR-S2Former_deraining into a
 folder of your own; nothing of them is in this repository)::
 
-    python benchmarks/arch_speed.py --official /tmp/official_s2former
+    python benchmarks/arch_speed.py --official PATH/TO/official_s2former
 
 CPU runs use ``--threads`` threads (2 by default); with CUDA, GPU fp32 and bf16-autocast latencies follow.
 """
