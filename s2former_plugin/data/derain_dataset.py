@@ -12,11 +12,12 @@ import os
 import cv2
 import numpy as np
 from basicsr.data.transforms import augment, paired_random_crop
-from basicsr.utils import FileClient, imfrombytes, img2tensor
+from basicsr.utils import FileClient, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 from torchvision.transforms.functional import normalize
 
+from .. import imageio
 from .layouts import LAYOUTS, LayoutError, find_pairs
 
 __all__ = ['DerainFolderDataset', 'pad_to']
@@ -104,13 +105,20 @@ class DerainFolderDataset(data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _read(self, path: str, client_key: str) -> np.ndarray:
+        """As basicsr's ``imfrombytes(..., float32=True)``, but a damaged or missing file raises naming it."""
+        try:
+            data = self.file_client.get(path, client_key)
+        except OSError as e:
+            raise imageio.ImageError(f'{path}: cannot read ({e.strerror})') from None
+        return imageio.decode(data, path, cv2.IMREAD_COLOR).astype(np.float32) / 255.0
+
     def __getitem__(self, index: int) -> dict:
         if self.file_client is None:
             opt = dict(self.io_backend_opt)
             self.file_client = FileClient(opt.pop('type', 'disk'), **opt)
         lq_path, gt_path = self.paths[index]['lq_path'], self.paths[index]['gt_path']
-        img_gt = imfrombytes(self.file_client.get(gt_path, 'gt'), float32=True)
-        img_lq = imfrombytes(self.file_client.get(lq_path, 'lq'), float32=True)
+        img_gt, img_lq = self._read(gt_path, 'gt'), self._read(lq_path, 'lq')
         if img_gt.shape != img_lq.shape:
             raise ValueError(
                 f'{lq_path}: size {img_lq.shape[:2]} differs from clean image {gt_path} {img_gt.shape[:2]}'

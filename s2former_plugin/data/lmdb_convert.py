@@ -8,9 +8,9 @@ Output (what ``basicsr.data.PairedImageDataset`` reads with ``io_backend: {type:
 
 Robustness:
 
-* Images are decoded in a process pool; the parent writes. Pairs whose images cannot be decoded, are truncated
-  (PNG without ``IEND``, JPEG without ``EOI``) or differ in size are reported by name and skipped (``strict``:
-  the conversion stops instead). Unmatched files are listed by name (``strict``: refused before writing).
+* Images are decoded in a process pool by :mod:`s2former_plugin.imageio`; the parent writes. Pairs whose images
+  cannot be decoded, are truncated or damaged, or differ in size are reported by name and skipped (``strict``: the
+  conversion stops instead). Unmatched files are listed by name (``strict``: refused before writing).
 * Every ``batch`` pairs both LMDBs are committed and the pairs' keys appended to ``OUT/.create_lmdb.ledger``.
   An interrupted run leaves the ledger and no ``meta_info.txt``; running the same command again skips the keys in
   the ledger and finishes, writing ``meta_info.txt`` from the ledger, so it lists exactly the stored entries.
@@ -36,6 +36,7 @@ import cv2
 import lmdb
 import numpy as np
 
+from .. import imageio
 from .layouts import LAYOUTS, LayoutError, Pair, PairScan, find_pairs
 
 __all__ = ['ConvertError', 'ConvertReport', 'convert', 'main', 'read_image', 'verify']
@@ -84,15 +85,6 @@ class ConvertReport:
 # ----------------------------------------------------------------------------------------------------------------
 # Reading (runs in the worker processes)
 # ----------------------------------------------------------------------------------------------------------------
-def _truncated(data: bytes) -> bool:
-    """True for a PNG without its IEND chunk or a JPEG without its EOI marker (cv2 may decode those partially)."""
-    if data[:8] == b'\x89PNG\r\n\x1a\n':
-        return b'IEND' not in data[-16:]
-    if data[:2] == b'\xff\xd8':
-        return not data.rstrip(b'\x00').endswith(b'\xff\xd9')
-    return False
-
-
 def read_image(path: str) -> np.ndarray:
     """Decode an image as 8-bit BGR, exactly as basicsr's ``imfrombytes`` does for the disk backend.
 
@@ -103,21 +95,10 @@ def read_image(path: str) -> np.ndarray:
         ``uint8`` array ``(h, w, 3)``.
 
     Raises:
-        ValueError: Unreadable, empty, truncated or undecodable file (message names the reason).
+        ValueError: Unreadable, empty, truncated, damaged or undecodable file (``imageio.ImageError``: the message
+            names the file and the reason).
     """
-    try:
-        with open(path, 'rb') as f:
-            data = f.read()
-    except OSError as e:
-        raise ValueError(f'cannot read ({e.strerror})') from None
-    if not data:
-        raise ValueError('empty file')
-    if _truncated(data):
-        raise ValueError('truncated file')
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError('not a decodable image')
-    return img
+    return imageio.read(path, cv2.IMREAD_COLOR)
 
 
 def _encode_pair(args: tuple[Pair, int]) -> tuple[str, bytes | None, bytes | None, tuple, tuple, str | None]:
@@ -128,7 +109,7 @@ def _encode_pair(args: tuple[Pair, int]) -> tuple[str, bytes | None, bytes | Non
         try:
             imgs.append(read_image(path))
         except ValueError as e:
-            return pair.key, None, None, (), (), f'{path}: {e}'
+            return pair.key, None, None, (), (), str(e)
     lq, gt = imgs
     if lq.shape != gt.shape:
         return (
@@ -447,7 +428,7 @@ def _verify_pair(args: tuple[str, Pair]) -> str | None:
         try:
             source = read_image(src)
         except ValueError as e:
-            return f'{src}: {e}'
+            return str(e)
         if stored is None or stored.shape != source.shape or not np.array_equal(stored, source):
             return f'{side}.lmdb: key {pair.key} differs from {src}'
     return None

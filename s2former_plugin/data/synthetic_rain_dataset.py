@@ -13,6 +13,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 from torchvision.transforms.functional import normalize
 
+from .. import imageio
 from .layouts import IMAGE_EXTENSIONS, natural_key
 from .synthetic_rain import SKIMAGE_PHOTOS, RainConfig, add_rain, load_skimage_photos
 
@@ -115,9 +116,10 @@ class SyntheticRainDataset(data.Dataset):
 
     def _image(self, i: int) -> np.ndarray:
         if i not in self._cache:
-            img = cv2.imdecode(np.fromfile(self.gt_paths[i], np.uint8), cv2.IMREAD_COLOR)
-            if img is None:
-                raise ValueError(f'SyntheticRainDataset: {self.gt_paths[i]}: not a decodable image')
+            try:
+                img = imageio.read(self.gt_paths[i], cv2.IMREAD_COLOR)
+            except imageio.ImageError as e:
+                raise ValueError(f'SyntheticRainDataset: {e}') from None
             img = self._fit(img)
             if len(self._cache) < 64:  # small folders stay in memory; big ones are read per access
                 self._cache[i] = img

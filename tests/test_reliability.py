@@ -1,0 +1,294 @@
+"""Bad inputs and faults across the commands: each ends in a clear refusal, never lost data or a wrong number.
+
+Each test (or parametrised case) is one row of the table in docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from s2former_plugin import imageio, infer
+from s2former_plugin.checkpoint import load_state_dict_any
+from s2former_plugin.data import synthetic_rain
+
+
+def _smooth(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([(xx * 3 + yy + seed) % 256, (xx * 2) % 256, (yy * 4 + seed) % 256], -1).astype(np.uint8)
+    return cv2.GaussianBlur(img, (5, 5), 2)
+
+
+def _digest(folder) -> dict[str, str]:
+    return {
+        os.path.relpath(os.path.join(d, f), folder): hashlib.sha256(open(os.path.join(d, f), 'rb').read()).hexdigest()
+        for d, _, files in os.walk(folder)
+        for f in files
+    }
+
+
+def _photos(folder, n: int = 2) -> None:
+    os.makedirs(folder, exist_ok=True)
+    for i in range(n):
+        cv2.imwrite(os.path.join(folder, f'p{i}.png'), _smooth(seed=i))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data loss: synthetic_rain never writes into or deletes its inputs
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    'output',
+    ['X', 'X/gt', 'X/gt/out', 'X/gt/out/deeper'],
+    ids=['parent-of-input', 'input-itself', 'inside-input', 'deep-inside-input'],
+)
+@pytest.mark.parametrize('overwrite', [False, True], ids=['plain', 'overwrite'])
+def test_synthetic_rain_never_writes_into_its_input(tmp_path, capsys, output, overwrite):
+    _photos(tmp_path / 'X' / 'gt')
+    before = _digest(tmp_path / 'X')
+    argv = ['--input', str(tmp_path / 'X' / 'gt'), '--output', str(tmp_path / output)]
+    rc = synthetic_rain.main(argv + (['--overwrite'] if overwrite else []))
+    err = capsys.readouterr().err
+    assert rc == 2 and 'overlap the input folder' in err and len(err.strip().splitlines()) == 1
+    assert _digest(tmp_path / 'X') == before
+
+
+def test_synthetic_rain_overwrite_removes_stale_pairs(tmp_path, capsys):
+    _photos(tmp_path / 'in', n=3)
+    out = tmp_path / 'out'
+    assert synthetic_rain.main(['--input', str(tmp_path / 'in'), '--output', str(out)]) == 0
+    os.remove(tmp_path / 'in' / 'p2.png')
+    assert synthetic_rain.main(['--input', str(tmp_path / 'in'), '--output', str(out)]) == 2  # not empty
+    assert synthetic_rain.main(['--input', str(tmp_path / 'in'), '--output', str(out), '--overwrite']) == 0
+    assert sorted(os.listdir(out / 'lq')) == sorted(os.listdir(out / 'gt')) == ['p0.png', 'p1.png']
+    assert 'removed 6 images of an earlier run' in capsys.readouterr().out
+
+
+def test_synthetic_rain_skips_and_names_empty_photo(tmp_path, capsys):
+    _photos(tmp_path / 'in', n=2)
+    (tmp_path / 'in' / 'zero.jpg').write_bytes(b'')
+    assert synthetic_rain.main(['--input', str(tmp_path / 'in'), '--output', str(tmp_path / 'out')]) == 0
+    assert 'zero.jpg: empty file' in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path / 'out' / 'gt')) == ['p0.png', 'p1.png']
+
+
+def test_synthetic_rain_output_that_is_a_file(tmp_path, capsys):
+    _photos(tmp_path / 'in', n=1)
+    (tmp_path / 'f').write_text('x')
+    assert synthetic_rain.main(['--input', str(tmp_path / 'in'), '--output', str(tmp_path / 'f')]) == 2
+    assert 'is not a folder' in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Garbage accepted as images: the one reader refuses damaged and truncated files by name
+# ----------------------------------------------------------------------------------------------------------------
+def _png() -> bytes:
+    return cv2.imencode('.png', _smooth(64, 80))[1].tobytes()
+
+
+def _jpeg(**params) -> bytes:
+    flags = []
+    for key, value in params.items():
+        flags += [getattr(cv2, key), value]
+    return cv2.imencode('.jpg', _smooth(96, 128), flags)[1].tobytes()
+
+
+def _overwrite(data: bytes, at: float, junk: bytes) -> bytes:
+    b = bytearray(data)
+    i = int(len(b) * at)
+    b[i : i + len(junk)] = junk
+    return bytes(b)
+
+
+def _junk(seed: int) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, 200, np.uint8).tobytes()
+
+
+def _png_without_iend(data: bytes) -> bytes:
+    return data[: data.rindex(b'IEND') - 4]
+
+
+def _png_short_idat(data: bytes) -> bytes:
+    """A PNG whose zlib stream stops early but whose chunks (and CRCs) are intact: a writer killed mid-image."""
+    start = data.index(b'IDAT') - 4
+    (length,) = struct.unpack('>I', data[start : start + 4])
+    body = data[start + 8 : start + 8 + length][: length // 2]
+    chunk = struct.pack('>I', len(body)) + b'IDAT' + body + struct.pack('>I', zlib.crc32(b'IDAT' + body))
+    return data[:start] + chunk + data[start + 12 + length :]
+
+
+def _rst_swapped(data: bytes) -> bytes:
+    b = bytearray(data)
+    i = b.index(b'\xff\xd0')
+    j = b.index(b'\xff\xd1')
+    b[i + 1], b[j + 1] = 0xD1, 0xD0
+    return bytes(b)
+
+
+DAMAGED = {
+    'empty-png': (lambda: b'', 'empty file'),
+    'png-cut-at-10pc': (lambda: _png()[: len(_png()) // 10], 'truncated PNG'),
+    'png-cut-at-half': (lambda: _png()[: len(_png()) // 2], 'truncated PNG'),
+    'png-cut-before-iend': (lambda: _png_without_iend(_png()), 'truncated PNG (no IEND chunk)'),
+    'png-short-zlib-stream': (lambda: _png_short_idat(_png()), 'truncated PNG (image data ends early)'),
+    'png-flipped-byte': (lambda: _overwrite(_png(), 0.5, b'\x00\x00\x00'), 'damaged PNG (CRC mismatch'),
+    'png-signature-only': (lambda: b'\x89PNG\r\n\x1a\n', 'truncated PNG'),
+    'text-named-png': (lambda: b'this is not an image', 'cannot read (not a decodable image)'),
+    'jpeg-cut-at-half': (lambda: _jpeg()[: len(_jpeg()) // 2], 'truncated JPEG'),
+    'jpeg-cut-at-90pc': (lambda: _jpeg()[: len(_jpeg()) * 9 // 10], 'truncated JPEG'),
+    'jpeg-cut-2-bytes': (lambda: _jpeg()[:-2], 'truncated JPEG'),
+    'jpeg-header-only': (lambda: _jpeg()[:200], 'truncated JPEG'),
+    'jpeg-random-middle': (lambda: _overwrite(_jpeg(), 0.5, _junk(3)), 'damaged JPEG (invalid marker'),
+    'jpeg-random-middle-2': (lambda: _overwrite(_jpeg(), 0.5, _junk(4)), 'extraneous bytes before marker'),
+    'jpeg-zeroed-middle': (lambda: _overwrite(_jpeg(), 0.3, b'\x00' * 2000), 'Corrupt JPEG data'),
+    'jpeg-bad-segment-length': (lambda: _jpeg()[:4] + b'\xff\xff' + _jpeg()[6:], 'damaged JPEG'),
+    'jpeg-restart-out-of-order': (
+        lambda: _rst_swapped(_jpeg(IMWRITE_JPEG_RST_INTERVAL=2)),
+        'restart marker out of sequence',
+    ),
+}
+
+
+@pytest.mark.parametrize('case', list(DAMAGED))
+def test_reader_refuses_damaged_image_naming_it(tmp_path, case):
+    make, reason = DAMAGED[case]
+    path = tmp_path / ('bad.jpg' if case.startswith('jpeg') else 'bad.png')
+    path.write_bytes(make())
+    with pytest.raises(imageio.ImageError) as info:
+        imageio.read(str(path))
+    assert str(info.value).startswith(f'{path}: ') and reason in str(info.value)
+    assert '\n' not in str(info.value)
+
+
+GOOD = {
+    'png-8bit': lambda p: cv2.imwrite(p + '.png', _smooth()),
+    'png-16bit': lambda p: cv2.imwrite(p + '.png', _smooth().astype(np.uint16) * 257),
+    'png-gray': lambda p: cv2.imwrite(p + '.png', _smooth()[..., 0]),
+    'png-alpha': lambda p: cv2.imwrite(p + '.png', np.dstack([_smooth(), _smooth()[..., :1]])),
+    'png-interlaced': lambda p: __import__('PIL.Image').Image.fromarray(_smooth()).save(p + '.png', interlace=1),
+    'jpeg-baseline': lambda p: cv2.imwrite(p + '.jpg', _smooth()),
+    'jpeg-progressive': lambda p: cv2.imwrite(p + '.jpg', _smooth(), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
+    'jpeg-restart-markers': lambda p: cv2.imwrite(p + '.jpg', _smooth(), [cv2.IMWRITE_JPEG_RST_INTERVAL, 1]),
+    'jpeg-pillow-exif': lambda p: __import__('PIL.Image').Image.fromarray(_smooth()).save(p + '.jpg', exif=b'Exif'),
+    'tiff-float': lambda p: cv2.imwrite(p + '.tiff', _smooth().astype(np.float32) / 255),
+    'bmp': lambda p: cv2.imwrite(p + '.bmp', _smooth()),
+    'webp': lambda p: cv2.imwrite(p + '.webp', _smooth()),
+}
+
+
+@pytest.mark.parametrize('case', list(GOOD))
+def test_reader_accepts_sound_images_unchanged(tmp_path, case):
+    stem = str(tmp_path / 'ok')
+    GOOD[case](stem)
+    (path,) = [str(tmp_path / n) for n in os.listdir(tmp_path)]
+    got = imageio.read(path)
+    ref = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    assert got.dtype == ref.dtype and np.array_equal(got, ref)
+
+
+def test_reader_names_missing_file_and_folder(tmp_path):
+    with pytest.raises(imageio.ImageError, match=r'nope\.png: cannot read \(No such file'):
+        imageio.read(str(tmp_path / 'nope.png'))
+    with pytest.raises(imageio.ImageError, match='cannot read'):
+        imageio.read(str(tmp_path))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Non-finite weights and outputs
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def tiny_weights(tmp_path_factory):
+    from s2former_plugin.archs.s2former_arch import S2Former
+
+    torch.manual_seed(0)
+    sd = S2Former(preset='small').state_dict()
+    d = tmp_path_factory.mktemp('w')
+    torch.save(sd, d / 'good.pth')
+    bad = dict(sd)
+    key = next(k for k, v in sd.items() if v.is_floating_point())
+    bad[key] = sd[key].clone()
+    bad[key].view(-1)[0] = float('nan')
+    torch.save(bad, d / 'nan.pth')
+    torch.save({'params': sd, 'params_ema': {**sd, key: torch.full_like(sd[key], float('inf'))}}, d / 'inf_ema.pth')
+    return d, key
+
+
+@pytest.mark.parametrize('name', ['nan.pth', 'inf_ema.pth'])
+def test_non_finite_weights_refused_naming_keys(tiny_weights, name):
+    d, key = tiny_weights
+    with pytest.raises(ValueError, match=rf'non-finite \(NaN/inf\) weights in 1 tensor\(s\): {key}'):
+        load_state_dict_any(str(d / name), 'params_ema')
+
+
+def test_infer_refuses_non_finite_weights(tiny_weights, tmp_path, capsys):
+    d, key = tiny_weights
+    _photos(tmp_path / 'in', n=1)
+    argv = ['--weights', str(d / 'nan.pth'), '--input', str(tmp_path / 'in'), '--output', str(tmp_path / 'out')]
+    assert infer.main([*argv, '--no-progress', '--device', 'cpu']) == 2
+    assert key in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_infer_non_finite_output_writes_nothing(tiny_weights, tmp_path, capsys, monkeypatch):
+    d, _ = tiny_weights
+    _photos(tmp_path / 'in', n=2)
+    real = infer.load_network
+
+    def nan_net(weights, config=None):
+        net, used = real(weights, config)
+        net.forward = lambda x, return_all=False: torch.full_like(x, float('nan'))
+        return net, used
+
+    monkeypatch.setattr(infer, 'load_network', nan_net)
+    argv = ['--weights', str(d / 'good.pth'), '--input', str(tmp_path / 'in'), '--output', str(tmp_path / 'out')]
+    assert infer.main([*argv, '--no-progress', '--device', 'cpu', '--tile', '0']) == 1
+    err = capsys.readouterr().err
+    assert 'p0.png: network output holds' in err and 'NaN/inf' in err
+    assert os.listdir(tmp_path / 'out') == []
+
+
+def test_derain_array_refuses_non_finite_output():
+    img = _smooth()
+
+    def run(x):
+        return x * float('inf'), None
+
+    with pytest.raises(infer.NonFiniteOutput, match='NaN/inf'):
+        infer.derain_array(img, run)
+
+
+def test_infer_skips_damaged_inputs_by_name(tiny_weights, tmp_path, capsys):
+    d, _ = tiny_weights
+    _photos(tmp_path / 'in', n=1)
+    (tmp_path / 'in' / 'cut.jpg').write_bytes(_jpeg()[:300])
+    (tmp_path / 'in' / 'junk.jpg').write_bytes(_overwrite(_jpeg(), 0.3, b'\x00' * 2000))
+    argv = ['--weights', str(d / 'good.pth'), '--input', str(tmp_path / 'in'), '--output', str(tmp_path / 'out')]
+    assert infer.main([*argv, '--no-progress', '--device', 'cpu', '--tile', '0']) == 1
+    err = capsys.readouterr().err
+    assert 'cut.jpg: truncated JPEG' in err and 'junk.jpg: damaged image' in err
+    assert sorted(os.listdir(tmp_path / 'out')) == ['p0.png']
+
+
+@pytest.mark.parametrize('kind', ['file', 'under-a-file', 'not-writable'])
+def test_infer_unusable_output_is_one_line(tiny_weights, tmp_path, capsys, monkeypatch, kind):
+    d, _ = tiny_weights
+    _photos(tmp_path / 'in', n=1)
+    out = tmp_path / 'out'
+    (tmp_path / 'f').write_text('x')
+    if kind == 'file':
+        out = tmp_path / 'f'
+    elif kind == 'under-a-file':
+        out = tmp_path / 'f' / 'out'
+    else:  # chmod does not stop root, so the permission check is what is tested
+        real = os.access
+        monkeypatch.setattr(os, 'access', lambda p, m: False if str(p) == str(out) else real(p, m))
+    argv = ['--weights', str(d / 'good.pth'), '--input', str(tmp_path / 'in'), '--output', str(out)]
+    assert infer.main([*argv, '--no-progress', '--device', 'cpu']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith('infer: error: --output:')
