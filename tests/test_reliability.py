@@ -292,3 +292,31 @@ def test_infer_unusable_output_is_one_line(tiny_weights, tmp_path, capsys, monke
     assert infer.main([*argv, '--no-progress', '--device', 'cpu']) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith('infer: error: --output:')
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# NaN never becomes a score (or "identical to the ground truth")
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('protocol', ['official', 'standard'])
+@pytest.mark.parametrize('metric', ['psnr', 'ssim'])
+@pytest.mark.parametrize('bad', [float('nan'), float('inf')], ids=['nan', 'inf'])
+def test_non_finite_prediction_is_not_scored(protocol, metric, bad):
+    from s2former_plugin.metrics import protocols
+
+    gt = _smooth().astype(np.float32) / 255
+    pred = gt.copy()
+    pred[3, 4, 1] = bad
+    with pytest.raises(protocols.NonFiniteImage, match='1 NaN/inf values'):
+        protocols.compute(metric, pred, gt, protocol)
+    tensor = torch.from_numpy(pred[..., ::-1].copy()).permute(2, 0, 1)[None]
+    with pytest.raises(protocols.NonFiniteImage):
+        protocols.compute(metric, tensor, gt, protocol)
+
+
+def test_validation_metric_bridge_refuses_nan_prediction():
+    from basicsr.metrics import calculate_metric
+
+    gt = _smooth().astype(np.float32) / 255
+    pred = np.full_like(gt, np.nan)
+    with pytest.raises(ValueError, match='NaN/inf'):
+        calculate_metric({'img': pred, 'img2': gt}, {'type': 'official_psnr'})
