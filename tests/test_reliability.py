@@ -320,3 +320,89 @@ def test_validation_metric_bridge_refuses_nan_prediction():
     pred = np.full_like(gt, np.nan)
     with pytest.raises(ValueError, match='NaN/inf'):
         calculate_metric({'img': pred, 'img2': gt}, {'type': 'official_psnr'})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Benchmark: no table mixes test sets, no overlap of train and test
+# ----------------------------------------------------------------------------------------------------------------
+def _bench_options(data, train='1-3', test=(4, 5)) -> dict:
+    (data / 'w.pth').write_bytes(b'')  # never read: the evaluation is stubbed
+    return {
+        'name': 'fp',
+        'device': 'cpu',
+        'data': {'layout': 'paired', 'dataroot': str(data), 'train': {'pairs': train}, 'test': {'pairs': list(test)}},
+        'train': {'batch_size': 1, 'crop': 16, 'total_iter': 1, 'threads': 1},
+        'eval': {'tile': 0, 'tile_overlap': 0},
+        'speed': {'sizes': [16], 'macs_size': 16, 'runs': 1, 'threads': 1},
+        'archs': [
+            {'name': 'given', 'network_g': {'type': 'S2Former', 'preset': 'small'}, 'checkpoint': str(data / 'w.pth')}
+        ],
+    }
+
+
+@pytest.fixture
+def fake_eval(monkeypatch):
+    """The benchmark's evaluation subprocess replaced by a stub result (the data checks happen before it)."""
+    import json
+
+    from s2former_plugin import benchmark
+
+    calls = []
+
+    def child(cmd, cwd, log_path, threads, what):
+        with open(cmd[-1]) as f:
+            spec = json.load(f)
+        with open(spec['out'], 'w') as f:
+            stub = {'params': 1, 'macs@16': 1, 'speed': {}, 'metrics': {'psnr': 30.0}, 'test_images': 2}
+            json.dump(stub, f)
+        calls.append(what)
+
+    monkeypatch.setattr(benchmark, '_run_child', child)
+    monkeypatch.setattr(benchmark, 'write_plots', lambda *a: None)
+    return calls
+
+
+def test_benchmark_refuses_finished_arch_after_test_data_changed(tmp_path, capsys, fake_eval):
+    from helpers import write_paired_folder, write_yaml
+
+    from s2former_plugin import benchmark
+
+    data = write_paired_folder(tmp_path / 'data', n=5, size=(16, 16))
+    argv = ['-opt', str(write_yaml(tmp_path / 'b.yml', _bench_options(data))), '--out', str(tmp_path / 'o')]
+    assert benchmark.main(argv) == 0 and fake_eval == ['given: evaluation']
+    result = __import__('json').loads((tmp_path / 'o' / 'given' / 'result.json').read_text())
+    assert result['data']['test_pairs'] == 2 and len(result['data']['test']) == 16
+    cv2.imwrite(str(data / 'gt' / '004.png'), np.zeros((16, 16, 3), np.uint8))  # same name, other content
+    assert benchmark.main(argv) == 2
+    err = capsys.readouterr().err
+    assert 'archs:given:' in err and 'test set changed' in err and 'mix test sets' in err
+    assert fake_eval == ['given: evaluation']  # the stale result was not reused
+
+
+@pytest.mark.parametrize('how', ['same-positions', 'copied-file'])
+def test_benchmark_refuses_overlapping_train_and_test(tmp_path, capsys, fake_eval, how):
+    import shutil
+
+    from helpers import write_paired_folder, write_yaml
+
+    from s2former_plugin import benchmark
+
+    data = write_paired_folder(tmp_path / 'data', n=5, size=(16, 16))
+    if how == 'same-positions':
+        opt = _bench_options(data, train='1-4', test=(4, 5))
+    else:
+        shutil.copy(data / 'gt' / '001.png', data / 'gt' / '004.png')
+        opt = _bench_options(data)
+    argv = ['-opt', str(write_yaml(tmp_path / 'b.yml', opt)), '--out', str(tmp_path / 'o')]
+    assert benchmark.main(argv) == 2
+    err = capsys.readouterr().err
+    assert 'share images with training pairs' in err and len(err.strip().splitlines()) == 1
+    assert fake_eval == []
+
+
+def test_benchmark_report_refuses_mixed_test_sets():
+    from s2former_plugin import benchmark
+
+    results = [{'name': 'a', 'data': {'test': 'x'}}, {'name': 'b', 'data': {'test': 'y'}}]
+    with pytest.raises(benchmark.BenchmarkError, match='2 different test sets'):
+        benchmark.write_reports(results, {'name': 'n'}, '.')
