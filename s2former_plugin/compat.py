@@ -73,10 +73,33 @@ class _RunPluginEntry:
 
 
 def train_main(root_path: str | None = None) -> None:
-    """Run basicsr's training pipeline with outputs under ``root_path`` (default: the working directory)."""
+    """Run basicsr's training pipeline with outputs under ``root_path`` (default: the working directory).
+
+    Option errors the plugin raises (``one_line``) end in one ``error:`` line and exit status 2, not a traceback.
+    """
     import basicsr.train
 
-    basicsr.train.train_pipeline(os.path.abspath(root_path or os.getcwd()))
+    try:
+        basicsr.train.train_pipeline(os.path.abspath(root_path or os.getcwd()))
+    except Exception as exc:
+        if not getattr(exc, 'one_line', False):
+            raise
+        print(f'train: error: {exc}', file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _checked_parse_options(func: Callable) -> Callable:
+    """basicsr's ``parse_options``, then the S2FormerModel option checks: typos stop before any data is read."""
+
+    def parse_options(*args, **kwargs):
+        opt, parsed = func(*args, **kwargs)
+        if opt.get('model_type') == 'S2FormerModel':
+            from s2former_plugin.models.s2former_model import check_training_options
+
+            check_training_options(opt)
+        return opt, parsed
+
+    return parse_options
 
 
 def test_main(root_path: str | None = None) -> None:
@@ -300,6 +323,7 @@ def apply() -> None:
     _ORIGINAL.update(init_dist=options.init_dist, setup_schedulers=BaseModel.setup_schedulers)
     _reroute_entry_points()
     basicsr.train.load_resume_state = load_resume_state
+    basicsr.train.parse_options = _checked_parse_options(basicsr.train.parse_options)
     basicsr.train.get_root_logger = _wrap_get_root_logger(basicsr.train.get_root_logger)
     options.init_dist = init_dist
     BaseModel.model_to_device = _model_to_device

@@ -406,3 +406,98 @@ def test_benchmark_report_refuses_mixed_test_sets():
     results = [{'name': 'a', 'data': {'test': 'x'}}, {'name': 'b', 'data': {'test': 'y'}}]
     with pytest.raises(benchmark.BenchmarkError, match='2 different test sets'):
         benchmark.write_reports(results, {'name': 'n'}, '.')
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Typos and wrongly typed values in the training options
+# ----------------------------------------------------------------------------------------------------------------
+def _set(opt: dict, dotted: str, value) -> dict:
+    *path, last = dotted.split('.')
+    node = opt
+    for key in path:
+        node = node[key]
+    node[last] = value
+    return opt
+
+
+def _rename(opt: dict, dotted: str, new: str) -> dict:
+    *path, last = dotted.split('.')
+    node = opt
+    for key in path:
+        node = node[key]
+    node[new] = node.pop(last)
+    return opt
+
+
+OPTION_TYPOS = {
+    'train-ema_decy': (
+        lambda o: _rename(o, 'train.ema_decay', 'ema_decy'),
+        "train:ema_decy: unknown key; did you mean 'ema_decay'?",
+    ),
+    'train-udl_otp': (
+        lambda o: _rename(o, 'train.udl_opt', 'udl_otp'),
+        "train:udl_otp: unknown key; did you mean 'udl_opt'?",
+    ),
+    'train-max_grad_nrom': (lambda o: _set(o, 'train.max_grad_nrom', 1.0), "did you mean 'max_grad_norm'?"),
+    'train-optim': (
+        lambda o: _rename(o, 'train.optim_g', 'optim'),
+        "train:optim: unknown key; did you mean 'optim_g'?",
+    ),
+    'train-schedular': (lambda o: _rename(o, 'train.scheduler', 'schedular'), "did you mean 'scheduler'?"),
+    'train-totl_iter': (lambda o: _rename(o, 'train.total_iter', 'totl_iter'), "did you mean 'total_iter'?"),
+    'train-unrelated-key': (lambda o: _set(o, 'train.colour', 1), 'train:colour: unknown key; the keys are'),
+    'val-tile_overlp': (lambda o: _rename(o, 'val.tile_overlap', 'tile_overlp'), "did you mean 'tile_overlap'?"),
+    'val-save_images': (lambda o: _rename(o, 'val.save_img', 'save_images'), "did you mean 'save_img'?"),
+    'logger-print_frq': (lambda o: _rename(o, 'logger.print_freq', 'print_frq'), "did you mean 'print_freq'?"),
+    'lr-7e-4-text': (lambda o: _set(o, 'train.optim_g.lr', '7e-4'), "train:optim_g:lr: '7e-4' is text, not a number"),
+    'betas-text': (lambda o: _set(o, 'train.optim_g.betas', ['0.9', 0.99]), "train:optim_g:betas[0]: '0.9' is text"),
+    'total_iter-3e5-text': (lambda o: _set(o, 'train.total_iter', '3e5'), "train:total_iter: '3e5' is text"),
+    'scheduler-max_lr-text': (lambda o: _set(o, 'train.scheduler.max_lr', '2e-3'), "train:scheduler:max_lr: '2e-3'"),
+    'loss_weight-text': (lambda o: _set(o, 'train.psnr_opt.loss_weight', '1e0'), "train:psnr_opt:loss_weight: '1e0'"),
+    'ema_decay-above-1': (lambda o: _set(o, 'train.ema_decay', 1.5), 'train:ema_decay: expected a number in [0, 1]'),
+    'ema_decay-bool': (lambda o: _set(o, 'train.ema_decay', True), 'train:ema_decay: expected a number'),
+    'lr-negative': (lambda o: _set(o, 'train.optim_g.lr', -1e-3), 'train:optim_g:lr: expected a number >= 0'),
+    'optim_g-not-mapping': (lambda o: _set(o, 'train.optim_g', 'Adam'), 'train:optim_g: expected a mapping'),
+    'train-not-mapping': (lambda o: _set(o, 'train', ['a']), 'train: expected a mapping'),
+}
+
+
+@pytest.mark.parametrize('case', list(OPTION_TYPOS))
+def test_training_option_typos_and_types_are_refused(tmp_path, case):
+    from helpers import tiny_s2former_options
+
+    from s2former_plugin.models.s2former_model import OptionError, check_training_options
+
+    opt = tiny_s2former_options(tmp_path, None)
+    check_training_options(opt)  # the untouched options pass
+    change, message = OPTION_TYPOS[case]
+    with pytest.raises(OptionError) as info:
+        check_training_options(change(opt))
+    assert message in str(info.value) and '\n' not in str(info.value)
+
+
+def test_train_cli_typo_is_one_line_before_any_work(tmp_path):
+    from helpers import REPO, run, tiny_s2former_options, write_paired_folder, write_yaml
+
+    write_paired_folder(tmp_path / 'data', n=2, size=(16, 16))
+    opt = _rename(tiny_s2former_options(tmp_path / 'data', None, name='typo'), 'train.ema_decay', 'ema_decy')
+    write_yaml(tmp_path / 't.yml', opt)
+    proc = run(['-m', 'basicsr.train', '-opt', 't.yml'], cwd=tmp_path, PYTHONPATH=str(REPO))  # this checkout's code
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "train: error: train:ema_decy: unknown key; did you mean 'ema_decay'?"
+    )
+    assert 'Traceback' not in proc.stderr
+    assert not list((tmp_path / 'experiments' / 'typo').glob('models/*.pth'))
+
+
+@pytest.mark.parametrize('path', sorted(str(p) for p in __import__('helpers').REPO.glob('options/*.yml')))
+def test_shipped_options_pass_the_checks(path):
+    import yaml
+
+    from s2former_plugin.models.s2former_model import check_training_options
+
+    with open(path) as f:
+        opt = yaml.safe_load(f)
+    if opt.get('model_type') == 'S2FormerModel':
+        check_training_options(opt)

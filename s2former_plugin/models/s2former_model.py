@@ -15,7 +15,9 @@ are all-reduced.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from collections import OrderedDict
 
 import cv2
@@ -34,6 +36,78 @@ from s2former_plugin.tiling import BLENDS, tiled_forward
 from s2former_plugin.visualize import uncertainty_to_color
 
 LOSS_KEYS = ('psnr_opt', 'perceptual_opt', 'udl_opt')
+# The keys S2FormerModel and basicsr's training loop read from each block: anything else is a typo that would
+# silently change the experiment (``ema_decy`` trains without EMA, ``udl_otp`` drops a loss).
+OPTION_KEYS = {
+    'train': (*LOSS_KEYS, 'optim_g', 'scheduler', 'ema_decay', 'max_grad_norm', 'total_iter', 'warmup_iter'),
+    'val': ('val_freq', 'save_img', 'suffix', 'metrics', 'pbar', 'tile', 'tile_overlap', 'tile_blend'),
+    'logger': ('print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'),
+}
+_NUMBER_TEXT = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?')
+_TEXT_KEYS = ('type', 'name', 'suffix', 'project', 'resume_id')  # strings by nature
+
+
+class OptionError(ValueError):
+    """A typo'd key or a wrongly typed value in the training options; ``str()`` is one line naming it."""
+
+    one_line = True  # compat.train_main prints it without a traceback
+
+
+def _check_values(value, where: str) -> None:
+    """Refuse numbers that YAML read as text (``lr: 7e-4`` without a dot), anywhere in a block."""
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            if key not in _TEXT_KEYS:
+                _check_values(sub, f'{where}:{key}')
+    elif isinstance(value, list):
+        for i, sub in enumerate(value):
+            _check_values(sub, f'{where}[{i}]')
+    elif isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+        raise OptionError(
+            f'{where}: {value!r} is text, not a number (YAML reads 7e-4 without a dot as a string); write it as '
+            f'{float(value)!r}'
+        )
+
+
+def _check_number(block: dict, key: str, where: str, low: float | None = None, high: float | None = None) -> None:
+    value = block.get(key)
+    if value is None:
+        return
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or (low is not None and value < low) or (high is not None and value > high):
+        bounds = f' in [{low}, {high}]' if high is not None else (f' >= {low}' if low is not None else '')
+        raise OptionError(f'{where}:{key}: expected a number{bounds}, got {value!r}')
+
+
+def check_training_options(opt: dict) -> None:
+    """Refuse unknown keys (with a "did you mean") and wrongly typed values in ``train:``, ``val:``, ``logger:``.
+
+    Raises:
+        OptionError: One line naming the option.
+    """
+    for block, known in OPTION_KEYS.items():
+        sub = opt.get(block)
+        if sub is None:
+            continue
+        if not isinstance(sub, dict):
+            raise OptionError(f'{block}: expected a mapping, got {type(sub).__name__}')
+        for key in sub:
+            if key not in known and block == 'train' and str(key).endswith('_opt'):
+                raise OptionError(f'S2FormerModel: train:{key} is not used; the losses are {", ".join(LOSS_KEYS)}')
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+                hint = f'; did you mean {close[0]!r}?' if close else f'; the keys are {", ".join(known)}'
+                raise OptionError(f'{block}:{key}: unknown key{hint}')
+        _check_values(sub, block)
+    train = opt.get('train') or {}
+    _check_number(train, 'ema_decay', 'train', 0, 1)
+    _check_number(train, 'max_grad_norm', 'train', 0)
+    _check_number(train, 'total_iter', 'train', 1)
+    _check_number(train, 'warmup_iter', 'train', -1)
+    for key in ('optim_g', 'scheduler', *LOSS_KEYS):
+        if train.get(key) is not None and not isinstance(train[key], dict):
+            raise OptionError(f'train:{key}: expected a mapping with a type, got {train[key]!r}')
+    _check_number(train.get('optim_g') or {}, 'lr', 'train:optim_g', 0)
 
 
 def check_val_options(val_opt: dict) -> None:
@@ -52,6 +126,7 @@ class S2FormerModel(SRModel):
     """Multi-output training (final image, four decoder scales, five uncertainty maps) of a UDR-S2Former net."""
 
     def __init__(self, opt: dict):
+        check_training_options(opt)
         check_val_options(opt.get('val') or {})  # fail at start-up, not at the first validation hours later
         super().__init__(opt)
 
