@@ -507,3 +507,115 @@ def test_shipped_options_pass_the_checks(path):
 
     with open(path) as f:
         check_training_options(yaml.safe_load(f))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resume
+# ----------------------------------------------------------------------------------------------------------------
+def _states(tmp_path, iters=(5, 10)):
+    from s2former_plugin import compat
+
+    exp = tmp_path / 'experiments' / 'run'
+    (exp / 'training_states').mkdir(parents=True)
+    (exp / 'models').mkdir()
+    for it in iters:
+        compat.atomic_torch_save(
+            {'epoch': 1, 'iter': it, 'optimizers': [], 'schedulers': []}, str(exp / 'training_states' / f'{it}.state')
+        )
+    opt = {
+        'auto_resume': True,
+        'name': 'run',
+        'network_g': {},
+        'path': {'experiments_root': str(exp), 'models': str(exp / 'models')},
+    }
+    return exp, opt
+
+
+def _truncate(path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'empty'])
+def test_auto_resume_skips_unreadable_newest_state(tmp_path, capsys, damage):
+    from s2former_plugin import compat
+
+    exp, opt = _states(tmp_path)
+    _truncate(exp / 'training_states' / '10.state', 0.5 if damage == 'truncated' else 0)
+    state = compat.load_resume_state(opt)
+    assert state['iter'] == 5 and opt['path']['resume_state'].endswith('5.state')
+    assert opt['path']['pretrain_network_g'].endswith('net_g_5.pth')
+    err = capsys.readouterr().err
+    assert '10.state: unreadable training state' in err and 'resuming from' in err and '5.state instead' in err
+    assert any('10.state' in m for m in compat._pending_log)  # written to the training log once it exists
+    compat._pending_log.clear()
+
+
+def test_auto_resume_with_no_readable_state_is_one_line(tmp_path):
+    from s2former_plugin import compat
+
+    exp, opt = _states(tmp_path)
+    for it in (5, 10):
+        _truncate(exp / 'training_states' / f'{it}.state')
+    with pytest.raises(compat.ResumeError, match=r'no readable training state in .*10\.state: unreadable'):
+        compat.load_resume_state(opt)
+    compat._pending_log.clear()
+
+
+@pytest.mark.parametrize('problem', ['truncated', 'missing'])
+def test_explicit_resume_state_problems_name_the_file(tmp_path, problem):
+    from s2former_plugin import compat
+
+    exp, opt = _states(tmp_path)
+    path = exp / 'training_states' / ('10.state' if problem == 'truncated' else '99.state')
+    if problem == 'truncated':
+        _truncate(path)
+    opt.update(auto_resume=False)
+    opt['path']['resume_state'] = str(path)
+    with pytest.raises(compat.ResumeError, match=str(path)):
+        compat.load_resume_state(opt)
+
+
+@pytest.fixture
+def s2f_model(tmp_path):
+    from basicsr.data import build_dataset
+    from basicsr.models import build_model
+    from helpers import parsed_options, tiny_s2former_options, write_paired_folder
+    from torch.utils.data import DataLoader
+
+    torch.manual_seed(0)
+    write_paired_folder(tmp_path / 'data', n=2, size=(24, 24))
+    opt = parsed_options(tiny_s2former_options(tmp_path / 'data', None), tmp_path)
+    batch = next(iter(DataLoader(build_dataset(opt['datasets']['train']), batch_size=2)))
+    return opt, build_model, batch
+
+
+def test_nan_stop_advice_works(s2f_model):
+    from s2former_plugin.models.s2former_model import NonFiniteLoss
+
+    opt, build_model, batch = s2f_model
+    model = build_model(opt)
+    model.feed_data(batch)
+    model.optimize_parameters(1)
+    model.save(0, 1)
+    model.save_training_state(0, 1)
+    model.feed_data({**batch, 'lq': torch.full_like(batch['lq'], float('nan'))})
+    with pytest.raises(NonFiniteLoss) as info:
+        model.optimize_parameters(2)
+    message = str(info.value)
+    weights = message.split('path:pretrain_network_g: ')[1]
+    assert os.path.isfile(weights) and weights.endswith('net_g_1.pth') and 'train:max_grad_norm' in message
+    # What the advice rests on: a resumed run keeps the saved learning rate but reads max_grad_norm from the YAML.
+    state = torch.load(os.path.join(opt['path']['training_states'], '1.state'), weights_only=True)
+    opt['train']['optim_g']['lr'] = opt['train']['optim_g']['lr'] / 10
+    opt['train']['max_grad_norm'] = 0.5
+    resumed = build_model(opt)
+    resumed.resume_training(state)
+    assert resumed.optimizers[0].param_groups[0]['lr'] == model.optimizers[0].param_groups[0]['lr']
+    assert resumed.max_grad_norm == 0.5
+    # The advice's fine-tuning route does take the lowered learning rate.
+    assert "scheduler's base_lr/max_lr" in message  # a CyclicLR sets the lr itself
+    opt['train']['scheduler'].update(base_lr=1e-4, max_lr=2e-4)
+    opt['path']['pretrain_network_g'] = weights
+    fresh = build_model(opt)
+    assert fresh.optimizers[0].param_groups[0]['lr'] == pytest.approx(1e-4)

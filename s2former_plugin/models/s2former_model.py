@@ -16,6 +16,7 @@ are all-reduced.
 from __future__ import annotations
 
 import difflib
+import glob
 import os
 import re
 from collections import OrderedDict
@@ -45,6 +46,13 @@ OPTION_KEYS = {
 }
 _NUMBER_TEXT = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?')
 _TEXT_KEYS = ('type', 'name', 'suffix', 'project', 'resume_id')  # strings by nature
+
+
+class NonFiniteLoss(FloatingPointError):
+    """Training stopped before an update with a NaN/inf loss; ``str()`` is one line with advice that works."""
+
+    one_line = True  # compat.train_main prints it without a traceback
+    exit_code = 1
 
 
 class OptionError(ValueError):
@@ -203,10 +211,16 @@ class S2FormerModel(SRModel):
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         if finite.item() < 1:
             values = ', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())
-            raise FloatingPointError(
-                f'Non-finite loss at iteration {current_iter} ({values}); stopped before the update. '
-                f'The last good checkpoint is in {self.opt["path"].get("models", "experiments/<name>/models")}: '
-                'lower the learning rate or set train:max_grad_norm, then resume with --auto_resume'
+            models = self.opt['path'].get('models', 'experiments/<name>/models')
+            saved = glob.glob(os.path.join(models, 'net_g_[0-9]*.pth'))
+            last = max(saved, key=lambda p: int(os.path.basename(p)[6:-4])) if saved else f'{models}/net_g_<iter>.pth'
+            # A resumed run restores the optimizer's and scheduler's learning rates, so a lowered
+            # train:optim_g:lr would be ignored there; train:max_grad_norm is read from the YAML and does apply.
+            raise NonFiniteLoss(
+                f'Non-finite loss at iteration {current_iter} ({values}); stopped before the update. Either set '
+                'train:max_grad_norm (e.g. 0.5) and resume with --auto_resume, or, to lower the learning rate '
+                '(a resumed run keeps the saved one), start a new run (new name) with a lower train:optim_g:lr '
+                f"(and the scheduler's base_lr/max_lr) and path:pretrain_network_g: {last}"
             )
 
     # ------------------------------------------------------------------------------------------------------------
