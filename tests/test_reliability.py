@@ -714,3 +714,52 @@ def test_create_lmdb_verify_only_refuses_non_outputs(tmp_path, capsys, what):
         (out / 'lq.lmdb' / 'meta_info.txt').write_text('a.png (1,1,3) 1\n')
     assert _create_lmdb('--verify-only', str(out)) == 2
     assert capsys.readouterr().err.startswith('create_lmdb: error: --verify-only:')
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training inputs: VGG file, folder dataset, synthetic dataset
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('content', [b'', b'garbage' * 100, b'PK\x03\x04truncated zip'], ids=['empty', 'text', 'zip'])
+def test_garbage_vgg_file_names_the_path(tmp_path, content):
+    from s2former_plugin.losses.s2former_loss import S2FormerPerceptualLoss
+
+    path = tmp_path / 'vgg19.pth'
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf'{path} is not a torchvision VGG19 state dict \(unreadable'):
+        S2FormerPerceptualLoss(vgg_weights=str(path))
+
+
+@pytest.mark.parametrize('damage', ['empty', 'truncated', 'damaged-jpeg'])
+@pytest.mark.parametrize('side', ['lq', 'gt'])
+def test_folder_dataset_names_a_bad_image(tmp_path, damage, side):
+    from basicsr.data import build_dataset
+    from helpers import write_paired_folder
+
+    root = write_paired_folder(tmp_path / 'd', n=2, size=(24, 24))
+    bad = root / side / '001.png'
+    if damage == 'empty':
+        bad.write_bytes(b'')
+    elif damage == 'truncated':
+        _truncate(bad)
+    else:
+        bad.unlink()
+        bad = root / side / '001.jpg'
+        bad.write_bytes(_overwrite(_jpeg(), 0.3, b'\x00' * 2000))
+    opt = {'name': 'F', 'type': 'DerainFolderDataset', 'layout': 'paired', 'dataroot': str(root), 'phase': 'val',
+           'scale': 1, 'io_backend': {'type': 'disk'}}  # fmt: skip
+    ds = build_dataset(opt)
+    assert ds[0]['lq'].shape == (3, 24, 24)
+    with pytest.raises(imageio.ImageError, match=str(bad)):
+        ds[1]
+
+
+def test_synthetic_dataset_names_a_bad_image(tmp_path):
+    from basicsr.data import build_dataset
+
+    _photos(tmp_path / 'clean', n=1)
+    (tmp_path / 'clean' / 'p9.png').write_bytes(_png()[:100])
+    opt = {'name': 'S', 'type': 'SyntheticRainDataset', 'dataroot_gt': str(tmp_path / 'clean'), 'phase': 'val',
+           'scale': 1, 'io_backend': {'type': 'disk'}}  # fmt: skip
+    ds = build_dataset(opt)
+    with pytest.raises(ValueError, match=r'SyntheticRainDataset: .*p9\.png: truncated PNG'):
+        [ds[i] for i in range(len(ds))]
