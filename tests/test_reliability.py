@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
 import zlib
 
@@ -763,3 +764,63 @@ def test_synthetic_dataset_names_a_bad_image(tmp_path):
     ds = build_dataset(opt)
     with pytest.raises(ValueError, match=r'SyntheticRainDataset: .*p9\.png: truncated PNG'):
         [ds[i] for i in range(len(ds))]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Damaged images through each command's reading path; full disks
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('strict', [False, True], ids=['skip', 'strict'])
+def test_create_lmdb_does_not_store_a_damaged_jpeg(tmp_path, strict):
+    from s2former_plugin.data.lmdb_convert import ConvertError, convert
+
+    src = _lmdb_source(tmp_path / 'src')
+    os.remove(src / 'lq' / '001.png')
+    (src / 'lq' / '001.jpg').write_bytes(_overwrite(_jpeg(), 0.3, b'\x00' * 2000))
+    cv2.imwrite(str(src / 'gt' / '001.png'), _smooth(96, 128))
+    lines = []
+    kw = {'workers': 0, 'progress': False, 'log': lines.append, 'strict': strict, 'verify_output': True}
+    if strict:
+        with pytest.raises(ConvertError, match=r'--strict: .*001\.jpg: damaged image \(decoder: Corrupt JPEG data'):
+            convert('paired', str(src), str(tmp_path / 'o'), **kw)
+        return
+    report = convert('paired', str(src), str(tmp_path / 'o'), **kw)
+    assert report.written == 2 and not report.verify_errors
+    assert any('001.jpg: damaged image' in line for line in report.skipped)
+
+
+@pytest.mark.parametrize('case', ['jpeg-cut-at-90pc', 'jpeg-zeroed-middle', 'png-cut-before-iend'])
+def test_report_and_benchmark_reader_refuses_damaged_images(tmp_path, case):
+    from s2former_plugin import report
+
+    make, reason = DAMAGED[case]
+    path = tmp_path / ('x.jpg' if case.startswith('jpeg') else 'x.png')
+    path.write_bytes(make())
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        report.read_image(str(path))
+
+
+def test_write_on_a_full_disk_says_disk_full():
+    # /dev/full (Linux) fails every write with ENOSPC
+    with pytest.raises(OSError, match=r'/dev/full: cannot write \(disk full\)'):
+        imageio.write('/dev/full', _smooth())
+
+
+def _disk_full(path, img, params=None):
+    raise OSError(f'{path}: cannot write (disk full)')
+
+
+def test_infer_stops_on_a_full_disk(tiny_weights, tmp_path, capsys, monkeypatch):
+    d, _ = tiny_weights
+    _photos(tmp_path / 'in', n=2)
+    monkeypatch.setattr(imageio, 'write', _disk_full)
+    argv = ['--weights', str(d / 'good.pth'), '--input', str(tmp_path / 'in'), '--output', str(tmp_path / 'out')]
+    assert infer.main([*argv, '--no-progress', '--device', 'cpu', '--tile', '0']) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith('infer: error: ') and 'p0.png: cannot write (disk full); stopped' in err[-1]
+
+
+def test_synthetic_rain_stops_on_a_full_disk(tmp_path, capsys, monkeypatch):
+    _photos(tmp_path / 'in', n=2)
+    monkeypatch.setattr(imageio, 'write', _disk_full)
+    assert synthetic_rain.main(['--input', str(tmp_path / 'in'), '--output', str(tmp_path / 'out')]) == 1
+    assert 'cannot write (disk full) (after 0 pairs)' in capsys.readouterr().err
