@@ -824,3 +824,19 @@ def test_synthetic_rain_stops_on_a_full_disk(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(imageio, 'write', _disk_full)
     assert synthetic_rain.main(['--input', str(tmp_path / 'in'), '--output', str(tmp_path / 'out')]) == 1
     assert 'cannot write (disk full) (after 0 pairs)' in capsys.readouterr().err
+
+
+def test_every_row_of_the_reliability_table_names_a_test():
+    import importlib
+    import sys
+    from pathlib import Path
+
+    from helpers import REPO
+
+    rows = [ln for ln in (REPO / 'docs' / 'reliability.md').read_text().splitlines() if re.match(r'\| \d+ \|', ln)]
+    assert len(rows) >= 70
+    sys.path.insert(0, str(REPO / 'tests'))
+    for row in rows:
+        path, name = re.search(r'`(tests/[\w/]+\.py)::(\w+)', row).groups()
+        module = importlib.import_module(Path(path).stem)
+        assert callable(getattr(module, name, None)), row
