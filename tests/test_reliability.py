@@ -458,6 +458,10 @@ OPTION_TYPOS = {
     'ema_decay-above-1': (lambda o: _set(o, 'train.ema_decay', 1.5), 'train:ema_decay: expected a number in [0, 1]'),
     'ema_decay-bool': (lambda o: _set(o, 'train.ema_decay', True), 'train:ema_decay: expected a number'),
     'lr-negative': (lambda o: _set(o, 'train.optim_g.lr', -1e-3), 'train:optim_g:lr: expected a number >= 0'),
+    'lr-list': (lambda o: _set(o, 'train.optim_g.lr', [1e-3]), 'train:optim_g:lr: expected a number >= 0, got [0.001]'),
+    'betas-one-number': (lambda o: _set(o, 'train.optim_g.betas', 0.9), 'train:optim_g:betas: expected a list of 2'),
+    'betas-three': (lambda o: _set(o, 'train.optim_g.betas', [0.9, 0.99, 0.999]), 'expected a list of 2 numbers'),
+    'step_size-text-word': (lambda o: _set(o, 'train.scheduler.base_lr', 'low'), 'train:scheduler:base_lr: expected'),
     'optim_g-not-mapping': (lambda o: _set(o, 'train.optim_g', 'Adam'), 'train:optim_g: expected a mapping'),
     'train-not-mapping': (lambda o: _set(o, 'train', ['a']), 'train: expected a mapping'),
 }

@@ -87,6 +87,29 @@ def _check_number(block: dict, key: str, where: str, low: float | None = None, h
         raise OptionError(f'{where}:{key}: expected a number{bounds}, got {value!r}')
 
 
+# Values torch would otherwise reject with a traceback from inside the optimizer or scheduler.
+_NUMBERS = ('lr', 'weight_decay', 'eps', 'momentum', 'gamma', 'eta_min', 'base_lr', 'max_lr', 'loss_weight')
+_NUMBER_LISTS = {'betas': 2, 'milestones': None, 'periods': None, 'restart_weights': None}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_kind(name: str, value, where: str) -> None:
+    if name in _NUMBERS and not (_is_number(value) and value >= 0):
+        raise OptionError(f'{where}:{name}: expected a number >= 0, got {value!r}')
+    if name in _NUMBER_LISTS:
+        size = _NUMBER_LISTS[name]
+        if (
+            not isinstance(value, list | tuple)
+            or not all(_is_number(v) for v in value)
+            or size not in (None, len(value))
+        ):
+            shape = f'a list of {size} numbers' if size else 'a list of numbers'
+            raise OptionError(f'{where}:{name}: expected {shape}, got {value!r}')
+
+
 def check_training_options(opt: dict) -> None:
     """Refuse unknown keys (with a "did you mean") and wrongly typed values in ``train:``, ``val:``, ``logger:``.
 
@@ -115,7 +138,9 @@ def check_training_options(opt: dict) -> None:
     for key in ('optim_g', 'scheduler', *LOSS_KEYS):
         if train.get(key) is not None and not isinstance(train[key], dict):
             raise OptionError(f'train:{key}: expected a mapping with a type, got {train[key]!r}')
-    _check_number(train.get('optim_g') or {}, 'lr', 'train:optim_g', 0)
+    for key in ('optim_g', 'scheduler', *LOSS_KEYS):
+        for name, value in (train.get(key) or {}).items():
+            _check_kind(name, value, f'train:{key}')
 
 
 def check_val_options(val_opt: dict) -> None:
