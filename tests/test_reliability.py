@@ -137,7 +137,10 @@ DAMAGED = {
     'png-cut-at-10pc': (lambda: _png()[: len(_png()) // 10], 'truncated PNG'),
     'png-cut-at-half': (lambda: _png()[: len(_png()) // 2], 'truncated PNG'),
     'png-cut-before-iend': (lambda: _png_without_iend(_png()), 'truncated PNG (no IEND chunk)'),
-    'png-short-zlib-stream': (lambda: _png_short_idat(_png()), 'truncated PNG (image data ends early)'),
+    'png-short-zlib-stream': (
+        lambda: _png_short_idat(_png()),
+        'damaged image (decoder: libpng error: Not enough image',
+    ),
     'png-flipped-byte': (lambda: _overwrite(_png(), 0.5, b'\x00\x00\x00'), 'damaged PNG (CRC mismatch'),
     'png-signature-only': (lambda: b'\x89PNG\r\n\x1a\n', 'truncated PNG'),
     'text-named-png': (lambda: b'this is not an image', 'cannot read (not a decodable image)'),
