@@ -130,9 +130,17 @@ def check_bytes(data: bytes, name: str) -> None:
         raise ImageError(f'{name}: {problem}')
 
 
+_sink: dict[int, object] = {}  # one capture file per process (pid: a forked worker must not share the parent's)
+
+
 def _decode_watching_stderr(buf: np.ndarray, flags: int) -> tuple[np.ndarray | None, str]:
     """``cv2.imdecode`` with file descriptor 2 redirected: libjpeg and libpng report damage only there."""
-    with _stderr_lock, tempfile.TemporaryFile() as sink:
+    with _stderr_lock:
+        sink = _sink.get(os.getpid())
+        if sink is None:
+            sink = _sink[os.getpid()] = tempfile.TemporaryFile()
+        sink.seek(0)
+        sink.truncate()
         sys.stderr.flush()
         saved = os.dup(2)
         try:
