@@ -847,3 +847,11 @@ def test_every_row_of_the_reliability_table_names_a_test():
         path, name = re.search(r'`(tests/[\w/]+\.py)::(\w+)', row).groups()
         module = importlib.import_module(Path(path).stem)
         assert callable(getattr(module, name, None)), row
+
+
+def test_official_checkpoint_loader_refuses_non_finite_weights(tmp_path):
+    from s2former_plugin.official import load_official_checkpoint
+
+    torch.save({'module.conv.weight': torch.tensor([1.0, float('inf')]), 'step': torch.tensor(3)}, tmp_path / 'o.pth')
+    with pytest.raises(ValueError, match=r'o\.pth: non-finite \(NaN/inf\) weights in 1 tensor\(s\): conv\.weight'):
+        load_official_checkpoint(tmp_path / 'o.pth')
