@@ -84,7 +84,10 @@ def train_main(root_path: str | None = None) -> None:
     except Exception as exc:
         if not getattr(exc, 'one_line', False):
             raise
-        print(f'train: error: {exc}', file=sys.stderr)
+        message = str(exc).strip()
+        if 'Original Traceback' in message:  # re-raised by a DataLoader worker: its last line is the error
+            message = message.splitlines()[-1].split(': ', 1)[-1]
+        print(f'train: error: {message}', file=sys.stderr)
         raise SystemExit(getattr(exc, 'exit_code', 2)) from None
 
 

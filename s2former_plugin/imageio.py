@@ -36,6 +36,8 @@ _stderr_lock = threading.Lock()
 class ImageError(ValueError):
     """A file that is not a complete, undamaged image; the message names the file and the reason."""
 
+    one_line = True  # compat.train_main prints it without a traceback (e.g. from a DataLoader worker)
+
 
 def _png_problem(data: bytes) -> str | None:
     view = memoryview(data)

@@ -855,3 +855,29 @@ def test_official_checkpoint_loader_refuses_non_finite_weights(tmp_path):
     torch.save({'module.conv.weight': torch.tensor([1.0, float('inf')]), 'step': torch.tensor(3)}, tmp_path / 'o.pth')
     with pytest.raises(ValueError, match=r'o\.pth: non-finite \(NaN/inf\) weights in 1 tensor\(s\): conv\.weight'):
         load_official_checkpoint(tmp_path / 'o.pth')
+
+
+@pytest.mark.parametrize('where', ['main-process', 'dataloader-worker'])
+def test_training_on_a_damaged_image_ends_in_one_line(tmp_path, capsys, monkeypatch, where):
+    import basicsr.train
+    from torch.utils.data import DataLoader
+
+    from s2former_plugin import compat
+
+    (tmp_path / 'bad.png').write_bytes(_png()[:100])
+
+    class Images(torch.utils.data.Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return imageio.read(str(tmp_path / 'bad.png'))
+
+    def pipeline(root):
+        next(iter(DataLoader(Images(), num_workers=1 if where == 'dataloader-worker' else 0)))
+
+    monkeypatch.setattr(basicsr.train, 'train_pipeline', pipeline)
+    with pytest.raises(SystemExit) as info:
+        compat.train_main(str(tmp_path))
+    assert info.value.code == 2
+    assert capsys.readouterr().err == f'train: error: {tmp_path / "bad.png"}: truncated PNG (IDAT chunk cut short)\n'
