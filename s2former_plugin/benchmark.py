@@ -1065,6 +1065,11 @@ def run_benchmark(opt: dict, out: str) -> list[dict]:
         build_net(entry['network_g'], f'archs[{i}]:network_g')  # fail on a bad arch before any training
     device = _device(opt)
     opt['_device'] = device
+    for side in ('train', 'test'):  # the benchmark writes symlinks, options and results: never into its data
+        root = (opt['data'].get(side) or {}).get('dataroot') or opt['data'].get('dataroot')
+        real_out, real_root = os.path.realpath(out), os.path.realpath(root) if root else None
+        if real_root and (real_out == real_root or real_out.startswith(real_root + os.sep)):
+            raise BenchmarkError(f'--out: {out} is inside the data folder {root}; choose another output folder')
     os.makedirs(out, exist_ok=True)
     train_pairs, test_pairs = select_pairs(opt['data'], 'train'), select_pairs(opt['data'], 'test')
     opt['_data_fingerprint'] = data_fingerprint(train_pairs, test_pairs)

@@ -881,3 +881,17 @@ def test_training_on_a_damaged_image_ends_in_one_line(tmp_path, capsys, monkeypa
         compat.train_main(str(tmp_path))
     assert info.value.code == 2
     assert capsys.readouterr().err == f'train: error: {tmp_path / "bad.png"}: truncated PNG (IDAT chunk cut short)\n'
+
+
+@pytest.mark.parametrize('out', ['data', 'data/results'])
+def test_benchmark_never_writes_into_its_data(tmp_path, capsys, fake_eval, out):
+    from helpers import write_paired_folder, write_yaml
+
+    from s2former_plugin import benchmark
+
+    data = write_paired_folder(tmp_path / 'data', n=5, size=(16, 16))
+    opt_file = write_yaml(tmp_path / 'b.yml', _bench_options(data))
+    before = _digest(data)
+    assert benchmark.main(['-opt', str(opt_file), '--out', str(tmp_path / out)]) == 2
+    assert 'is inside the data folder' in capsys.readouterr().err
+    assert _digest(data) == before and fake_eval == []
