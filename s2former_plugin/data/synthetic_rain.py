@@ -369,7 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--per-image', type=int, default=1, help='rainy versions per clean image')
     p.add_argument('--crop', type=int, default=0, help='random square crop of this size (0: whole image)')
     p.add_argument('--max-side', type=int, default=0, help='downscale so the longer side is at most this (0: keep)')
-    p.add_argument('--overwrite', action='store_true')
+    p.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='first remove the images an earlier run left in OUTPUT/lq and OUTPUT/gt',
+    )
     args = p.parse_args(argv)
     err = 'python -m s2former_plugin.data.synthetic_rain: error:'
     if args.per_image < 1 or args.crop < 0 or args.max_side < 0:
