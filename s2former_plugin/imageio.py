@@ -14,6 +14,7 @@ Both raise :class:`ImageError`, whose message names the file and the reason in o
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import sys
@@ -207,18 +208,22 @@ def read(path: str, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
 
 
 def write(path: str, img: np.ndarray, params: list[int] | None = None) -> None:
-    """Encode ``img`` by ``path``'s extension and write it in one go.
+    """Encode ``img`` by ``path``'s extension and write it atomically (a failed write leaves no partial file).
 
     Raises:
-        OSError: The file cannot be encoded or written (the message names it; a full disk says so).
+        OSError: The file cannot be encoded or written (the message names it; a full disk says ``disk full``).
     """
     ext = os.path.splitext(path)[1] or '.png'
     ok, buf = cv2.imencode(ext, img, params or [])
     if not ok:
         raise OSError(f'{path}: cannot encode the image as {ext}')
+    tmp = f'{path}.tmp{os.getpid()}'
     try:
-        with open(path, 'wb') as f:
+        with open(tmp, 'wb') as f:
             f.write(buf.tobytes())
+        os.replace(tmp, path)
     except OSError as e:
-        reason = 'disk full' if e.errno == 28 else e.strerror
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        reason = 'disk full' if e.errno == errno.ENOSPC else e.strerror
         raise OSError(f'{path}: cannot write ({reason})') from None

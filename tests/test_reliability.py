@@ -806,10 +806,31 @@ def test_report_and_benchmark_reader_refuses_damaged_images(tmp_path, case):
         report.read_image(str(path))
 
 
-def test_write_on_a_full_disk_says_disk_full():
-    # /dev/full (Linux) fails every write with ENOSPC
-    with pytest.raises(OSError, match=r'/dev/full: cannot write \(disk full\)'):
-        imageio.write('/dev/full', _smooth())
+def test_write_on_a_full_disk_says_disk_full(tmp_path, monkeypatch):
+    import errno
+
+    real_open = open
+
+    class Full:  # a real file that fills up after 10 bytes
+        def __init__(self, path, mode):
+            self.f = real_open(path, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[:10])
+            raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(imageio, 'open', Full, raising=False)
+    target = tmp_path / 'out.png'
+    target.write_bytes(b'earlier')
+    with pytest.raises(OSError, match=r'out\.png: cannot write \(disk full\)'):
+        imageio.write(str(target), _smooth())
+    assert os.listdir(tmp_path) == ['out.png'] and target.read_bytes() == b'earlier'  # no partial file
 
 
 def _disk_full(path, img, params=None):
