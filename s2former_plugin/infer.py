@@ -352,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         return res if args.save_uncertainty else (res, None)
 
     failed = []
+    earlier = set(list_images(args.output))  # to name what an earlier run left beside this run's outputs
     start = time.perf_counter()
     for path in bar:
         try:
@@ -384,6 +385,15 @@ def main(argv: list[str] | None = None) -> int:
         f'infer: {done}/{len(inputs)} images -> {args.output} ({used}, {device.type}'
         f'{", fp16" if fp16 else ""}, tile {args.tile or "off"}, {time.perf_counter() - start:.1f}s)'
     )
+    written = {os.path.join(args.output, n) for n in names.values()}
+    written |= {os.path.join(args.output, _float_name(n)) for n in names.values()}
+    stale = sorted(earlier - written)
+    if stale:  # a report on this folder would score them along with this run's images
+        print(
+            f'infer: warning: {args.output} also holds {len(stale)} image(s) this run did not write (e.g. '
+            f'{os.path.basename(stale[0])}); use an empty --output folder before scoring it',
+            file=sys.stderr,
+        )
     if failed:
         print(f'infer: {len(failed)} file(s) skipped: {", ".join(failed)}', file=sys.stderr)
         return 1

@@ -916,3 +916,15 @@ def test_benchmark_never_writes_into_its_data(tmp_path, capsys, fake_eval, out):
     assert benchmark.main(['-opt', str(opt_file), '--out', str(tmp_path / out)]) == 2
     assert 'is inside the data folder' in capsys.readouterr().err
     assert _digest(data) == before and fake_eval == []
+
+
+def test_infer_warns_about_images_an_earlier_run_left(tiny_weights, tmp_path, capsys):
+    d, _ = tiny_weights
+    _photos(tmp_path / 'in', n=2)
+    (tmp_path / 'out').mkdir()
+    cv2.imwrite(str(tmp_path / 'out' / 'old.png'), _smooth())
+    cv2.imwrite(str(tmp_path / 'out' / 'p0.png'), _smooth())  # replaced by this run: not stale
+    argv = ['--weights', str(d / 'good.pth'), '--input', str(tmp_path / 'in'), '--output', str(tmp_path / 'out')]
+    assert infer.main([*argv, '--no-progress', '--device', 'cpu', '--tile', '0']) == 0
+    err = capsys.readouterr().err
+    assert 'also holds 1 image(s) this run did not write (e.g. old.png)' in err
