@@ -928,3 +928,25 @@ def test_infer_warns_about_images_an_earlier_run_left(tiny_weights, tmp_path, ca
     assert infer.main([*argv, '--no-progress', '--device', 'cpu', '--tile', '0']) == 0
     err = capsys.readouterr().err
     assert 'also holds 1 image(s) this run did not write (e.g. old.png)' in err
+
+
+@pytest.mark.parametrize(
+    ('dataset', 'typo', 'known'),
+    [
+        ('DerainFolderDataset', 'use_hfilp', 'use_hflip'),
+        ('DerainFolderDataset', 'gt_szie', 'gt_size'),
+        ('DerainFolderDataset', 'filename_tmpel', 'filename_tmpl'),
+        ('SyntheticRainDataset', 'num_sample', 'num_samples'),
+        ('SyntheticRainDataset', 'use_rott', 'use_rot'),
+    ],
+)
+def test_dataset_key_typos_are_refused(tmp_path, dataset, typo, known):
+    from basicsr.data import build_dataset
+    from helpers import write_paired_folder
+
+    root = write_paired_folder(tmp_path / 'd', n=1, size=(16, 16))
+    where = {'dataroot': str(root)} if dataset == 'DerainFolderDataset' else {'dataroot_gt': str(root / 'gt')}
+    opt = {'name': 'x', 'type': dataset, 'phase': 'val', 'scale': 1, **where}
+    build_dataset(dict(opt, comment='copied from elsewhere'))  # an unrelated extra key is logged, not refused
+    with pytest.raises(ValueError, match=f"{dataset}:{typo}: unknown key; did you mean '{known}'"):
+        build_dataset(dict(opt, **{typo: 1}))

@@ -6,6 +6,7 @@ For LMDBs made by ``datasets_prep/create_lmdb.py`` use basicsr's own ``PairedIma
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 
@@ -34,6 +35,32 @@ def pad_to(img: np.ndarray, size: int) -> np.ndarray:
     return cv2.copyMakeBorder(img, 0, ph, 0, pw, cv2.BORDER_REFLECT_101)
 
 
+#: Keys basicsr sets on, or its dataloader builder reads from, every dataset block.
+BASICSR_DATASET_KEYS = frozenset({
+    'name', 'type', 'phase', 'scale', 'io_backend', 'batch_size_per_gpu', 'num_worker_per_gpu', 'use_shuffle',
+    'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory', 'persistent_workers', 'num_prefetch_queue',
+})  # fmt: skip
+_FOLDER_KEYS = frozenset({
+    'layout', 'dataroot', 'dataroot_lq', 'dataroot_gt', 'split', 'subset', 'lq_dir', 'gt_dir', 'filename_tmpl',
+    'template', 'strict', 'gt_size', 'use_hflip', 'use_rot', 'mean', 'std',
+})  # fmt: skip
+
+
+def check_dataset_keys(opt: dict, known: frozenset | set, where: str) -> None:
+    """A key one letter off a known one (``use_hfilp``) is a typo that changes the experiment: refused.
+
+    Other unknown keys are logged and ignored (option files copied from other datasets carry extra keys).
+
+    Raises:
+        ValueError: ``'<where>:<key>: unknown key; did you mean <known>?'``.
+    """
+    for key in sorted(set(opt) - set(known), key=str):
+        close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.8)
+        if close:
+            raise ValueError(f'{where}:{key}: unknown key; did you mean {close[0]!r}?')
+        logger.warning(f'{where}:{key}: unknown option, ignored (see docs/data.md)')
+
+
 @DATASET_REGISTRY.register()
 class DerainFolderDataset(data.Dataset):
     """Input/clean pairs of any layout in :mod:`s2former_plugin.data.layouts`, read from disk.
@@ -59,6 +86,7 @@ class DerainFolderDataset(data.Dataset):
 
     def __init__(self, opt: dict):
         super().__init__()
+        check_dataset_keys(opt, _FOLDER_KEYS | BASICSR_DATASET_KEYS, 'DerainFolderDataset')
         self.opt = opt
         self.io_backend_opt = dict(opt.get('io_backend') or {'type': 'disk'})
         if self.io_backend_opt.get('type', 'disk') != 'disk':
