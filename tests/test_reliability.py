@@ -950,3 +950,17 @@ def test_dataset_key_typos_are_refused(tmp_path, dataset, typo, known):
     build_dataset(dict(opt, comment='copied from elsewhere'))  # an unrelated extra key is logged, not refused
     with pytest.raises(ValueError, match=f"{dataset}:{typo}: unknown key; did you mean '{known}'"):
         build_dataset(dict(opt, **{typo: 1}))
+
+
+def test_validation_refuses_a_nan_prediction(s2f_model, monkeypatch):
+    from basicsr.data import build_dataloader, build_dataset
+
+    from s2former_plugin.models.s2former_model import NonFiniteLoss
+
+    opt, build_model, _ = s2f_model
+    model = build_model(opt)
+    val_set = build_dataset(opt['datasets']['val'])
+    loader = build_dataloader(val_set, opt['datasets']['val'], num_gpu=0, dist=False)
+    monkeypatch.setattr(model, 'predict', lambda lq: (torch.full_like(lq, float('nan')), torch.zeros_like(lq)))
+    with pytest.raises(NonFiniteLoss, match=r'validation: the network output for .*000\.png holds NaN/inf'):
+        model.validation(loader, 1, None, False)

@@ -49,7 +49,7 @@ _TEXT_KEYS = ('type', 'name', 'suffix', 'project', 'resume_id')  # strings by na
 
 
 class NonFiniteLoss(FloatingPointError):
-    """Training stopped before an update with a NaN/inf loss; ``str()`` is one line with advice that works."""
+    """A NaN/inf loss (stopped before the update) or validation output; ``str()`` is one line."""
 
     one_line = True  # compat.train_main prints it without a traceback
     exit_code = 1
@@ -299,6 +299,8 @@ class S2FormerModel(SRModel):
             data = dataset[idx]
             lq = data['lq'].unsqueeze(0)
             output, uncertainty = self.predict(lq)
+            if not torch.isfinite(output).all():  # tensor2img would turn NaN into black pixels and score them
+                raise NonFiniteLoss(f'validation: the network output for {data["lq_path"]} holds NaN/inf values')
             sr_img = tensor2img(output)
             if metrics_opt:
                 if 'gt' not in data:
