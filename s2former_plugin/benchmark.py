@@ -16,6 +16,7 @@ and measured (parameters, multiply-adds, latency, peak memory) in a fresh subpro
     OUT/<arch>/options.yml              the BasicSR training options written for the arch
     OUT/<arch>/experiments/<arch>/      BasicSR's training outputs (logs, models, training states)
     OUT/<arch>/result.json              the arch's result: also the "done" marker
+    OUT/<arch>/data_fingerprint.json    names, sizes and content hashes of the selected train/test files
 
 YAML schema (see ``options/benchmark.yml``)::
 
@@ -75,7 +76,8 @@ set and sizes measured earlier do not hide the later ones' peaks.
 
 Resuming: an arch with ``OUT/<arch>/result.json`` is skipped; one with a trained ``net_g_latest.pth`` is only
 evaluated; an interrupted training resumes from its last training state (``--auto_resume``). Changing an arch's
-options with an existing ``OUT/<arch>/`` is refused (delete that folder or use another ``--out``).
+options, or the selected train/test files (names, sizes, contents), with an existing ``OUT/<arch>/`` is refused
+(delete that folder or use another ``--out``); so are test pairs that share images with training pairs.
 """
 
 from __future__ import annotations
@@ -410,6 +412,49 @@ def select_pairs(data_opt: dict, side: str) -> list:
     if not scan.pairs:
         raise BenchmarkError(f'data:{side}: no image pairs in {scan.root} (layout {spec.get("layout", "paired")})')
     return [scan.pairs[i] for i in parse_pairs(spec.get('pairs'), len(scan.pairs), f'data:{side}:pairs')]
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_fingerprint(train: list, test: list) -> dict:
+    """Fingerprints of the selected train and test files (names, sizes, contents); refuses overlapping splits.
+
+    Stored with every result, so a table never mixes results on different test sets and an arch finished on other
+    data is not reused.
+
+    Raises:
+        BenchmarkError: A test pair shares a file, or a file's content, with a training pair.
+    """
+    digests: dict[str, str] = {}
+
+    def side(pairs: list) -> tuple[str, list[tuple[str, str]]]:
+        h, files = hashlib.sha1(), []
+        for p in pairs:
+            for path in (p.lq_path, p.gt_path):
+                real = os.path.realpath(path)
+                if real not in digests:
+                    digests[real] = _file_digest(real)
+                h.update(f'{p.key}\0{os.path.basename(path)}\0{os.path.getsize(real)}\0{digests[real]}\n'.encode())
+                files.append((p.key, digests[real]))
+        return h.hexdigest()[:16], files
+
+    train_fp, train_files = side(train)
+    test_fp, test_files = side(test)
+    seen = {digest: key for key, digest in train_files}
+    shared = [(key, seen[d]) for key, d in test_files if d in seen]
+    if shared:
+        keys = sorted({k for k, _ in shared})
+        raise BenchmarkError(
+            f'data: {len(keys)} test pair(s) share images with training pairs (first: test {shared[0][0]} = train '
+            f'{shared[0][1]}); make data:train and data:test disjoint'
+        )
+    return {'train': train_fp, 'test': test_fp, 'train_pairs': len(train), 'test_pairs': len(test)}
 
 
 def materialise(pairs: list, folder: str) -> str:
@@ -913,6 +958,20 @@ def run_arch(opt: dict, entry: dict, out: str, train_dir: str, test_dir: str, de
             raise BenchmarkError(
                 f'archs:{name}: options changed since {adir} was made; delete that folder or use another --out'
             )
+    data_fp = opt.get('_data_fingerprint')
+    data_path = os.path.join(adir, 'data_fingerprint.json')
+    if data_fp is not None and os.path.isdir(adir) and os.listdir(adir):
+        old_data = None
+        if os.path.isfile(data_path):
+            with open(data_path, encoding='utf-8') as f:
+                old_data = json.load(f)
+        if old_data != data_fp:
+            what = 'has no record of its data' if old_data is None else 'was made on other train/test images'
+            changed = [k for k in ('train', 'test') if old_data and old_data.get(k) != data_fp[k]]
+            raise BenchmarkError(
+                f'archs:{name}: {adir} {what}{" (" + " and ".join(changed) + " set changed)" if changed else ""}; '
+                'its results would mix test sets: delete that folder or use another --out'
+            )
     if os.path.isfile(result_path):
         _log(f'skip {name}: done ({result_path})')
         with open(result_path, encoding='utf-8') as f:
@@ -920,6 +979,9 @@ def run_arch(opt: dict, entry: dict, out: str, train_dir: str, test_dir: str, de
     os.makedirs(adir, exist_ok=True)
     with open(fp_path, 'w', encoding='utf-8') as f:
         f.write(fp + '\n')
+    if data_fp is not None:
+        with open(data_path, 'w', encoding='utf-8') as f:
+            json.dump(data_fp, f)
 
     exp_dir = os.path.join(adir, 'experiments', name)
     latest = os.path.join(exp_dir, 'models', 'net_g_latest.pth')
@@ -984,6 +1046,7 @@ def run_arch(opt: dict, entry: dict, out: str, train_dir: str, test_dir: str, de
     _run_child(cmd, adir, os.path.join(adir, 'eval_stdout.log'), opt['speed']['threads'], f'{name}: evaluation')
     with open(spec['out'], encoding='utf-8') as f:
         result = {'name': name, 'network_g': entry['network_g'], **json.load(f), 'train': train_info}
+    result['data'] = data_fp
     tmp = result_path + '.tmp'
     with open(tmp, 'w', encoding='utf-8') as f:
         json.dump(result, f, indent=2)
@@ -1002,16 +1065,28 @@ def run_benchmark(opt: dict, out: str) -> list[dict]:
         build_net(entry['network_g'], f'archs[{i}]:network_g')  # fail on a bad arch before any training
     device = _device(opt)
     opt['_device'] = device
+    for side in ('train', 'test'):  # the benchmark writes symlinks, options and results: never into its data
+        root = (opt['data'].get(side) or {}).get('dataroot') or opt['data'].get('dataroot')
+        real_out, real_root = os.path.realpath(out), os.path.realpath(root) if root else None
+        if real_root and (real_out == real_root or real_out.startswith(real_root + os.sep)):
+            raise BenchmarkError(f'--out: {out} is inside the data folder {root}; choose another output folder')
     os.makedirs(out, exist_ok=True)
-    train_dir = materialise(select_pairs(opt['data'], 'train'), os.path.join(out, '_data', 'train'))
-    test_dir = materialise(select_pairs(opt['data'], 'test'), os.path.join(out, '_data', 'test'))
+    train_pairs, test_pairs = select_pairs(opt['data'], 'train'), select_pairs(opt['data'], 'test')
+    opt['_data_fingerprint'] = data_fingerprint(train_pairs, test_pairs)
+    train_dir = materialise(train_pairs, os.path.join(out, '_data', 'train'))
+    test_dir = materialise(test_pairs, os.path.join(out, '_data', 'test'))
     results = [run_arch(opt, entry, out, train_dir, test_dir, device) for entry in opt['archs']]
     write_reports(results, opt, out)
     return results
 
 
 def write_reports(results: list[dict], opt: dict, out: str) -> None:
-    """``results.json``, ``results.md`` and the two plots."""
+    """``results.json``, ``results.md`` and the two plots; refuses results measured on different test images."""
+    tests = {json.dumps((r.get('data') or {}).get('test')) for r in results}
+    if len(tests) > 1:
+        raise BenchmarkError(
+            f'results: the archs were evaluated on {len(tests)} different test sets; one table cannot mix them'
+        )
     summary = {
         'name': opt['name'],
         'device': opt.get('_device'),

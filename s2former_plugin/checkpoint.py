@@ -14,6 +14,18 @@ import torch
 BASICSR_KEYS = ('params_ema', 'params')
 
 
+def check_finite(state: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse weights holding NaN or inf (e.g. saved right before a NaN stop): they give black images silently.
+
+    Raises:
+        ValueError: ``'<where>: non-finite weights in N tensor(s): key1, key2, ...'``.
+    """
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        shown = ', '.join(bad[:5]) + (f', ... ({len(bad) - 5} more)' if len(bad) > 5 else '')
+        raise ValueError(f'{where}: non-finite (NaN/inf) weights in {len(bad)} tensor(s): {shown}')
+
+
 def load_state_dict_any(path: str, param_key: str | None = 'params') -> tuple[dict[str, torch.Tensor], str]:
     """Read a checkpoint of any supported kind and return ``(state_dict, what_was_used)``.
 
@@ -27,7 +39,7 @@ def load_state_dict_any(path: str, param_key: str | None = 'params') -> tuple[di
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: The file is not a weights-only loadable state dict.
+        ValueError: The file is not a weights-only loadable state dict, or holds NaN/inf weights (named).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
@@ -46,6 +58,7 @@ def load_state_dict_any(path: str, param_key: str | None = 'params') -> tuple[di
     if bad:
         raise ValueError(f'{path}: entry {bad[0]!r} is not a tensor; not a state dict')
     state = {k.removeprefix('module.'): v for k, v in state.items()}
+    check_finite(state, f'{path} ({used})')
 
     from s2former_plugin.archs.s2former_keys import is_official_state_dict, official_state_dict_to_ours
 

@@ -73,10 +73,36 @@ class _RunPluginEntry:
 
 
 def train_main(root_path: str | None = None) -> None:
-    """Run basicsr's training pipeline with outputs under ``root_path`` (default: the working directory)."""
+    """Run basicsr's training pipeline with outputs under ``root_path`` (default: the working directory).
+
+    Option errors the plugin raises (``one_line``) end in one ``error:`` line and exit status 2, not a traceback.
+    """
     import basicsr.train
 
-    basicsr.train.train_pipeline(os.path.abspath(root_path or os.getcwd()))
+    try:
+        basicsr.train.train_pipeline(os.path.abspath(root_path or os.getcwd()))
+    except Exception as exc:
+        if not getattr(exc, 'one_line', False):
+            raise
+        message = str(exc).strip()
+        if 'Original Traceback' in message:  # re-raised by a DataLoader worker: its last line is the error
+            message = message.splitlines()[-1].split(': ', 1)[-1]
+        print(f'train: error: {message}', file=sys.stderr)
+        raise SystemExit(getattr(exc, 'exit_code', 2)) from None
+
+
+def _checked_parse_options(func: Callable) -> Callable:
+    """basicsr's ``parse_options``, then the S2FormerModel option checks: typos stop before any data is read."""
+
+    def parse_options(*args, **kwargs):
+        opt, parsed = func(*args, **kwargs)
+        if opt.get('model_type') == 'S2FormerModel':
+            from s2former_plugin.models.s2former_model import check_training_options
+
+            check_training_options(opt)
+        return opt, parsed
+
+    return parse_options
 
 
 def test_main(root_path: str | None = None) -> None:
@@ -98,26 +124,72 @@ def _reroute_entry_points() -> None:
 # ----------------------------------------------------------------------------------------------------------------
 # Resume
 # ----------------------------------------------------------------------------------------------------------------
-def load_resume_state(opt: dict) -> dict | None:
-    """basicsr's ``load_resume_state`` without CUDA: newest ``*.state`` under ``experiments/<name>``, on CPU."""
+class ResumeError(RuntimeError):
+    """No readable training state to resume from; ``str()`` is one line naming the file(s)."""
+
+    one_line = True  # train_main prints it without a traceback
+
+
+# Messages for the training log, written once basicsr has created its logger (resume happens before that).
+_pending_log: list[str] = []
+
+
+def _read_state(path: str) -> dict:
     import torch
+
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a truncated file raises OSError, RuntimeError, EOFError, ...
+        first = (str(exc).strip().splitlines() or [''])[0][:160]
+        raise ResumeError(f'{path}: unreadable training state ({type(exc).__name__}: {first})') from None
+    if not isinstance(state, dict) or not isinstance(state.get('iter'), int):
+        raise ResumeError(f'{path}: not a basicsr training state (no iteration number)')
+    return state
+
+
+def load_resume_state(opt: dict) -> dict | None:
+    """basicsr's ``load_resume_state`` without CUDA: newest ``*.state`` under ``experiments/<name>``, on CPU.
+
+    With ``--auto_resume``, an unreadable newest state (e.g. cut short by a full disk or a kill) is named and the
+    newest readable one is used instead; the training log says so.
+
+    Raises:
+        ResumeError: ``path:resume_state`` is unreadable, or no state under ``training_states`` is readable.
+    """
     from basicsr.utils import check_resume, scandir
 
     path = None
+    state = None
     if opt['auto_resume']:
         state_dir = os.path.join(os.path.dirname(opt['path']['experiments_root']), opt['name'], 'training_states')
         if os.path.isdir(state_dir):
             iters = [int(v[: -len('.state')]) for v in scandir(state_dir, suffix='.state') if v[:-6].isdigit()]
-            if iters:
-                path = os.path.join(state_dir, f'{max(iters)}.state')
+            problems = []
+            for it in sorted(iters, reverse=True):
+                candidate = os.path.join(state_dir, f'{it}.state')
+                try:
+                    state = _read_state(candidate)
+                except ResumeError as exc:
+                    problems.append(str(exc))
+                    continue
+                path = candidate
+                break
+            for line in problems:
+                message = f'skipped {line}' + (f'; resuming from {path} instead' if path else '')
+                print(f'train: warning: {message}', file=sys.stderr)
+                _pending_log.append(message)
+            if problems and path is None:
+                raise ResumeError(f'--auto_resume: no readable training state in {state_dir} ({problems[0]})')
+            if path is not None:
                 opt['path']['resume_state'] = path
     else:
         path = opt['path'].get('resume_state')
     if path is None:
         return None
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'path:resume_state: {path} does not exist')
-    state = torch.load(path, map_location='cpu', weights_only=True)
+        raise ResumeError(f'path:resume_state: {path} does not exist')
+    if state is None:
+        state = _read_state(path)
     check_resume(opt, state['iter'])
     return state
 
@@ -275,6 +347,8 @@ def _wrap_get_root_logger(func: Callable) -> Callable:
         if not announced and kwargs.get('log_file') is not None:
             announced.append(True)
             log.info(active_message())
+            while _pending_log:
+                log.warning(_pending_log.pop(0))
         return log
 
     return get_root_logger
@@ -300,6 +374,7 @@ def apply() -> None:
     _ORIGINAL.update(init_dist=options.init_dist, setup_schedulers=BaseModel.setup_schedulers)
     _reroute_entry_points()
     basicsr.train.load_resume_state = load_resume_state
+    basicsr.train.parse_options = _checked_parse_options(basicsr.train.parse_options)
     basicsr.train.get_root_logger = _wrap_get_root_logger(basicsr.train.get_root_logger)
     options.init_dist = init_dist
     BaseModel.model_to_device = _model_to_device

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 import torch
 
+from . import imageio
 from .report import list_images
 from .tiling import BLENDS, tiled_forward
 from .visualize import uncertainty_to_color
@@ -45,6 +46,10 @@ __all__ = ['InferError', 'load_network', 'list_inputs', 'derain_array', 'main']
 
 class InferError(Exception):
     """A problem with the command's arguments; reported as one line, exit status 2."""
+
+
+class NonFiniteOutput(ValueError):
+    """The network produced NaN or inf for an image (no output is written for it)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -189,6 +194,9 @@ def derain_array(
 
     Returns:
         The derained image (alpha copied from the input) and the uncertainty (``H x W x 3`` float) or ``None``.
+
+    Raises:
+        NonFiniteOutput: The network produced NaN or inf.
     """
     scale = _scale(img.dtype)
     gray = img.ndim == 2 or img.shape[2] == 1
@@ -200,6 +208,8 @@ def derain_array(
     rgb = np.ascontiguousarray(bgr[..., ::-1]).astype(np.float32) / scale
     x = torch.from_numpy(rgb).permute(2, 0, 1)[None]
     out, unc = run(x)
+    if not torch.isfinite(out).all():  # would be cast to black or white pixels without a word
+        raise NonFiniteOutput(f'network output holds {int((~torch.isfinite(out)).sum())} NaN/inf values')
     out_rgb = out[0].permute(1, 2, 0).float().numpy()
     out_bgr = out_rgb[..., ::-1]
     if gray:
@@ -307,9 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.fp16 and not fp16:
         print('infer: warning: --fp16 needs CUDA; running in float32', file=sys.stderr)
     net = net.to(device)
-    os.makedirs(args.output, exist_ok=True)
-    if args.save_uncertainty:
-        os.makedirs(unc_dir, exist_ok=True)
+    try:
+        os.makedirs(args.output, exist_ok=True)
+        if args.save_uncertainty:
+            os.makedirs(unc_dir, exist_ok=True)
+    except OSError as exc:
+        print(f'infer: error: --output: cannot create {exc.filename or args.output} ({exc.strerror})', file=sys.stderr)
+        return 2
+    if not os.access(args.output, os.W_OK):
+        print(f'infer: error: --output: {args.output} is not writable', file=sys.stderr)
+        return 2
 
     def forward(t: torch.Tensor):
         with torch.autocast(device.type, dtype=torch.float16, enabled=fp16):
@@ -335,27 +352,48 @@ def main(argv: list[str] | None = None) -> int:
         return res if args.save_uncertainty else (res, None)
 
     failed = []
+    earlier = set(list_images(args.output))  # to name what an earlier run left beside this run's outputs
     start = time.perf_counter()
     for path in bar:
-        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        try:
+            img = imageio.read(path)
+        except imageio.ImageError as exc:
+            failed.append(path)
+            tqdm.write(f'infer: {exc}; skipped', file=sys.stderr)
+            continue
         problem = _image_problem(img, args.tile, args.tile_overlap, args.blend)
         if problem is not None:
             failed.append(path)
             tqdm.write(f'infer: {problem}, skipped: {path}', file=sys.stderr)
             continue
-        out, unc = derain_array(img, run)
-        out_name = _float_name(names[path]) if out.dtype.kind == 'f' else names[path]
-        if not cv2.imwrite(os.path.join(args.output, out_name), out):
+        try:
+            out, unc = derain_array(img, run)
+        except NonFiniteOutput as exc:
             failed.append(path)
-            tqdm.write(f'infer: cannot write output for {path}', file=sys.stderr)
+            tqdm.write(f'infer: {path}: {exc}; no output written', file=sys.stderr)
             continue
-        if unc is not None:
-            cv2.imwrite(os.path.join(unc_dir, names[path]), uncertainty_to_color(unc))
+        out_name = _float_name(names[path]) if out.dtype.kind == 'f' else names[path]
+        try:
+            imageio.write(os.path.join(args.output, out_name), out)
+            if unc is not None:
+                imageio.write(os.path.join(unc_dir, names[path]), uncertainty_to_color(unc))
+        except OSError as exc:
+            print(f'infer: error: {exc}; stopped (the outputs written before are complete)', file=sys.stderr)
+            return 1
     done = len(inputs) - len(failed)
     print(
         f'infer: {done}/{len(inputs)} images -> {args.output} ({used}, {device.type}'
         f'{", fp16" if fp16 else ""}, tile {args.tile or "off"}, {time.perf_counter() - start:.1f}s)'
     )
+    written = {os.path.join(args.output, n) for n in names.values()}
+    written |= {os.path.join(args.output, _float_name(n)) for n in names.values()}
+    stale = sorted(earlier - written)
+    if stale:  # a report on this folder would score them along with this run's images
+        print(
+            f'infer: warning: {args.output} also holds {len(stale)} image(s) this run did not write (e.g. '
+            f'{os.path.basename(stale[0])}); use an empty --output folder before scoring it',
+            file=sys.stderr,
+        )
     if failed:
         print(f'infer: {len(failed)} file(s) skipped: {", ".join(failed)}', file=sys.stderr)
         return 1

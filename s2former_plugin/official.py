@@ -113,7 +113,11 @@ def load_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
         if isinstance(sd, dict) and isinstance(sd.get(container), dict):
             sd = sd[container]
             break
-    return {k[len('module.') :] if k.startswith('module.') else k: v for k, v in sd.items()}
+    sd = {k[len('module.') :] if k.startswith('module.') else k: v for k, v in sd.items()}
+    from .checkpoint import check_finite
+
+    check_finite(sd, str(path))  # NaN/inf weights would derain to black images without a word
+    return sd
 
 
 def infer_config(state_dict: Mapping[str, Any]) -> dict[str, Any]:

@@ -188,9 +188,9 @@ def read_image(path: str) -> np.ndarray:
     """``H x W x 3`` BGR image: ``uint8``, ``uint16`` or ``float32`` (0-1, e.g. the float TIFFs infer writes; float64
     is converted); grayscale is expanded, alpha dropped. Scores take each image's own scale (255, 65535 or 1).
     """
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f'cannot read image: {path}')
+    from s2former_plugin import imageio
+
+    img = imageio.read(path)  # ImageError (a ValueError) names the file: missing, empty, truncated or damaged
     if img.dtype == np.float64:
         img = img.astype(np.float32)
     if img.dtype not in (np.uint8, np.uint16, np.float32):

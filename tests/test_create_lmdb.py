@@ -100,9 +100,9 @@ def test_unmatched_mismatch_and_corrupt_are_reported_and_skipped(tmp_path):
     assert report.written == 2 and sorted(read_lmdb(tmp_path / 'out' / 'lq.lmdb')) == ['0', '4']
     skipped = '\n'.join(report.skipped)
     assert 'gt/1.png (10x14)' in skipped and 'size 10x12' in skipped
-    assert 'lq/2.png: truncated file' in skipped
-    assert 'gt/3.png: not a decodable image' in skipped
-    assert 'lq/5.jpg: truncated file' in skipped
+    assert 'lq/2.png: truncated PNG' in skipped
+    assert 'gt/3.png: cannot read (not a decodable image)' in skipped
+    assert 'lq/5.jpg: truncated JPEG' in skipped
     assert any('extra.png' in u for u in report.unmatched)
     assert any(line.startswith('warning: unmatched input') and 'extra.png' in line for line in lines)
     assert len(meta_lines(tmp_path / 'out' / 'gt.lmdb')) == 2

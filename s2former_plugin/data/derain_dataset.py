@@ -6,17 +6,19 @@ For LMDBs made by ``datasets_prep/create_lmdb.py`` use basicsr's own ``PairedIma
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 
 import cv2
 import numpy as np
 from basicsr.data.transforms import augment, paired_random_crop
-from basicsr.utils import FileClient, imfrombytes, img2tensor
+from basicsr.utils import FileClient, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 from torchvision.transforms.functional import normalize
 
+from .. import imageio
 from .layouts import LAYOUTS, LayoutError, find_pairs
 
 __all__ = ['DerainFolderDataset', 'pad_to']
@@ -31,6 +33,32 @@ def pad_to(img: np.ndarray, size: int) -> np.ndarray:
     if not (ph or pw):
         return img
     return cv2.copyMakeBorder(img, 0, ph, 0, pw, cv2.BORDER_REFLECT_101)
+
+
+#: Keys basicsr sets on, or its dataloader builder reads from, every dataset block.
+BASICSR_DATASET_KEYS = frozenset({
+    'name', 'type', 'phase', 'scale', 'io_backend', 'batch_size_per_gpu', 'num_worker_per_gpu', 'use_shuffle',
+    'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory', 'persistent_workers', 'num_prefetch_queue',
+})  # fmt: skip
+_FOLDER_KEYS = frozenset({
+    'layout', 'dataroot', 'dataroot_lq', 'dataroot_gt', 'split', 'subset', 'lq_dir', 'gt_dir', 'filename_tmpl',
+    'template', 'strict', 'gt_size', 'use_hflip', 'use_rot', 'mean', 'std',
+})  # fmt: skip
+
+
+def check_dataset_keys(opt: dict, known: frozenset | set, where: str) -> None:
+    """A key one letter off a known one (``use_hfilp``) is a typo that changes the experiment: refused.
+
+    Other unknown keys are logged and ignored (option files copied from other datasets carry extra keys).
+
+    Raises:
+        ValueError: ``'<where>:<key>: unknown key; did you mean <known>?'``.
+    """
+    for key in sorted(set(opt) - set(known), key=str):
+        close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.8)
+        if close:
+            raise ValueError(f'{where}:{key}: unknown key; did you mean {close[0]!r}?')
+        logger.warning(f'{where}:{key}: unknown option, ignored (see docs/data.md)')
 
 
 @DATASET_REGISTRY.register()
@@ -58,6 +86,7 @@ class DerainFolderDataset(data.Dataset):
 
     def __init__(self, opt: dict):
         super().__init__()
+        check_dataset_keys(opt, _FOLDER_KEYS | BASICSR_DATASET_KEYS, 'DerainFolderDataset')
         self.opt = opt
         self.io_backend_opt = dict(opt.get('io_backend') or {'type': 'disk'})
         if self.io_backend_opt.get('type', 'disk') != 'disk':
@@ -104,13 +133,20 @@ class DerainFolderDataset(data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _read(self, path: str, client_key: str) -> np.ndarray:
+        """As basicsr's ``imfrombytes(..., float32=True)``, but a damaged or missing file raises naming it."""
+        try:
+            data = self.file_client.get(path, client_key)
+        except OSError as e:
+            raise imageio.ImageError(f'{path}: cannot read ({e.strerror})') from None
+        return imageio.decode(data, path, cv2.IMREAD_COLOR).astype(np.float32) / 255.0
+
     def __getitem__(self, index: int) -> dict:
         if self.file_client is None:
             opt = dict(self.io_backend_opt)
             self.file_client = FileClient(opt.pop('type', 'disk'), **opt)
         lq_path, gt_path = self.paths[index]['lq_path'], self.paths[index]['gt_path']
-        img_gt = imfrombytes(self.file_client.get(gt_path, 'gt'), float32=True)
-        img_lq = imfrombytes(self.file_client.get(lq_path, 'lq'), float32=True)
+        img_gt, img_lq = self._read(gt_path, 'gt'), self._read(lq_path, 'lq')
         if img_gt.shape != img_lq.shape:
             raise ValueError(
                 f'{lq_path}: size {img_lq.shape[:2]} differs from clean image {gt_path} {img_gt.shape[:2]}'

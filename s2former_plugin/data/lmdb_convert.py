@@ -8,9 +8,9 @@ Output (what ``basicsr.data.PairedImageDataset`` reads with ``io_backend: {type:
 
 Robustness:
 
-* Images are decoded in a process pool; the parent writes. Pairs whose images cannot be decoded, are truncated
-  (PNG without ``IEND``, JPEG without ``EOI``) or differ in size are reported by name and skipped (``strict``:
-  the conversion stops instead). Unmatched files are listed by name (``strict``: refused before writing).
+* Images are decoded in a process pool by :mod:`s2former_plugin.imageio`; the parent writes. Pairs whose images
+  cannot be decoded, are truncated or damaged, or differ in size are reported by name and skipped (``strict``: the
+  conversion stops instead). Unmatched files are listed by name (``strict``: refused before writing).
 * Every ``batch`` pairs both LMDBs are committed and the pairs' keys appended to ``OUT/.create_lmdb.ledger``.
   An interrupted run leaves the ledger and no ``meta_info.txt``; running the same command again skips the keys in
   the ledger and finishes, writing ``meta_info.txt`` from the ledger, so it lists exactly the stored entries.
@@ -23,6 +23,7 @@ Usage: ``python datasets_prep/create_lmdb.py --help`` (or ``python -m s2former_p
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import multiprocessing
 import os
@@ -36,6 +37,7 @@ import cv2
 import lmdb
 import numpy as np
 
+from .. import imageio
 from .layouts import LAYOUTS, LayoutError, Pair, PairScan, find_pairs
 
 __all__ = ['ConvertError', 'ConvertReport', 'convert', 'main', 'read_image', 'verify']
@@ -84,15 +86,6 @@ class ConvertReport:
 # ----------------------------------------------------------------------------------------------------------------
 # Reading (runs in the worker processes)
 # ----------------------------------------------------------------------------------------------------------------
-def _truncated(data: bytes) -> bool:
-    """True for a PNG without its IEND chunk or a JPEG without its EOI marker (cv2 may decode those partially)."""
-    if data[:8] == b'\x89PNG\r\n\x1a\n':
-        return b'IEND' not in data[-16:]
-    if data[:2] == b'\xff\xd8':
-        return not data.rstrip(b'\x00').endswith(b'\xff\xd9')
-    return False
-
-
 def read_image(path: str) -> np.ndarray:
     """Decode an image as 8-bit BGR, exactly as basicsr's ``imfrombytes`` does for the disk backend.
 
@@ -103,21 +96,10 @@ def read_image(path: str) -> np.ndarray:
         ``uint8`` array ``(h, w, 3)``.
 
     Raises:
-        ValueError: Unreadable, empty, truncated or undecodable file (message names the reason).
+        ValueError: Unreadable, empty, truncated, damaged or undecodable file (``imageio.ImageError``: the message
+            names the file and the reason).
     """
-    try:
-        with open(path, 'rb') as f:
-            data = f.read()
-    except OSError as e:
-        raise ValueError(f'cannot read ({e.strerror})') from None
-    if not data:
-        raise ValueError('empty file')
-    if _truncated(data):
-        raise ValueError('truncated file')
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError('not a decodable image')
-    return img
+    return imageio.read(path, cv2.IMREAD_COLOR)
 
 
 def _encode_pair(args: tuple[Pair, int]) -> tuple[str, bytes | None, bytes | None, tuple, tuple, str | None]:
@@ -128,7 +110,7 @@ def _encode_pair(args: tuple[Pair, int]) -> tuple[str, bytes | None, bytes | Non
         try:
             imgs.append(read_image(path))
         except ValueError as e:
-            return pair.key, None, None, (), (), f'{path}: {e}'
+            return pair.key, None, None, (), (), str(e)
     lq, gt = imgs
     if lq.shape != gt.shape:
         return (
@@ -246,6 +228,14 @@ def _options_record(layout, input_root, split, subset, lq_dir, gt_dir, template,
     }
 
 
+def _reason(e: BaseException) -> str:
+    return 'disk full' if _is_disk_full(e) else (getattr(e, 'strerror', None) or str(e).strip().splitlines()[0])
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    return getattr(e, 'errno', None) == errno.ENOSPC or 'No space left on device' in str(e)
+
+
 def _prepare_output(out: str, options: dict, overwrite: bool) -> dict[str, tuple]:
     """Create, resume or refuse ``out``; returns the ledger of an interrupted run with the same options."""
     state_path, ledger_path = os.path.join(out, STATE), os.path.join(out, LEDGER)
@@ -262,15 +252,20 @@ def _prepare_output(out: str, options: dict, overwrite: bool) -> dict[str, tuple
         os.path.exists(os.path.join(out, n)) for n in ('lq.lmdb', 'gt.lmdb', STATE, LEDGER)
     )
     if not existing:
-        os.makedirs(out, exist_ok=True)
-        with open(state_path, 'w') as f:
-            json.dump({'status': 'running', 'options': options}, f, indent=1)
+        try:
+            os.makedirs(out, exist_ok=True)
+            with open(state_path, 'w') as f:
+                json.dump({'status': 'running', 'options': options}, f, indent=1)
+        except OSError as e:
+            raise ConvertError(f'output: cannot write to {out} ({_reason(e)})') from None
         return {}
     try:
         with open(state_path) as f:
             state = json.load(f)
     except (OSError, ValueError):
         raise ConvertError(f'output: {out} already holds LMDB files; pass --overwrite to replace them') from None
+    if state.get('status') == 'verify_failed':
+        raise ConvertError(f'output: {out} holds a conversion that failed --verify; pass --overwrite to redo it')
     if state.get('status') != 'running':
         raise ConvertError(f'output: {out} already holds a finished conversion; pass --overwrite to replace it')
     changed = [k for k, v in options.items() if state.get('options', {}).get(k) != v]
@@ -398,6 +393,13 @@ def convert(
         flush()
     except BaseException as e:
         writer.close()
+        if _is_disk_full(e):
+            raise ConvertError(
+                f'disk full while writing {output}: {len(done)} pairs are safely stored; free some space, then rerun '
+                'the same command to resume'
+            ) from None
+        if isinstance(e, OSError | lmdb.Error):
+            raise ConvertError(f'cannot write {output} ({_reason(e)}); {len(done)} pairs are safely stored') from None
         if not isinstance(e, ConvertError):  # a --strict stop is not resumable by rerunning as is
             log(f'interrupted: {len(done)} pairs are safely stored; rerun the same command to resume')
         raise
@@ -420,7 +422,8 @@ def convert(
     report.seconds = time.time() - start
     with open(os.path.join(output, STATE), 'w') as f:
         record = asdict(report)
-        record.update(status='done', options=options)
+        # A failed --verify is not a finished conversion: a rerun says so and --verify-only can check again.
+        record.update(status='verify_failed' if report.verify_errors else 'done', options=options)
         json.dump(record, f, indent=1)
     os.remove(os.path.join(output, LEDGER))
     return report
@@ -447,7 +450,7 @@ def _verify_pair(args: tuple[str, Pair]) -> str | None:
         try:
             source = read_image(src)
         except ValueError as e:
-            return f'{src}: {e}'
+            return str(e)
         if stored is None or stored.shape != source.shape or not np.array_equal(stored, source):
             return f'{side}.lmdb: key {pair.key} differs from {src}'
     return None
@@ -471,6 +474,42 @@ def verify(output: str, pairs: list[Pair], workers: int = 0, progress: bool = Tr
     return errors
 
 
+def verify_existing(output: str, workers: int = 0, progress: bool = True) -> ConvertReport:
+    """Check a finished conversion in ``output`` against its sources (options from ``output/create_lmdb.json``).
+
+    Every key of ``meta_info.txt`` must have its source pair, and every stored image must equal its source.
+
+    Returns:
+        A report with ``verified`` and ``verify_errors`` (one line per missing or differing pair).
+
+    Raises:
+        ConvertError: ``output`` is not a finished conversion of this tool, or its sources cannot be listed.
+    """
+    try:
+        with open(os.path.join(output, STATE)) as f:
+            state = json.load(f)
+        with open(os.path.join(output, 'lq.lmdb', 'meta_info.txt'), encoding='ascii') as f:
+            keys = [line.split(' ')[0].rsplit('.', 1)[0] for line in f if line.strip()]
+    except (OSError, ValueError) as e:
+        raise ConvertError(f'--verify-only: {output} is not a finished create_lmdb output ({_reason(e)})') from None
+    if state.get('status') not in ('done', 'verify_failed'):
+        raise ConvertError(f'--verify-only: {output} holds an unfinished conversion; rerun it first')
+    o = state.get('options', {})
+    try:
+        scan = find_pairs(
+            o['layout'], o['input'], split=o['split'], subset=o['subset'], lq_dir=o['lq_dir'], gt_dir=o['gt_dir'],
+            template=o['template'],
+        )  # fmt: skip
+    except (LayoutError, KeyError) as e:
+        raise ConvertError(f'--verify-only: cannot list the sources of {output} ({e})') from None
+    by_key = {p.key: p for p in scan.pairs}
+    report = ConvertReport(output=output, pairs_found=len(scan.pairs), written=len(keys))
+    report.verify_errors = [f'key {k}: its source pair is gone from {scan.root}' for k in keys if k not in by_key]
+    report.verify_errors += verify(output, [by_key[k] for k in keys if k in by_key], workers, progress)
+    report.verified = len(keys)
+    return report
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------------------------
@@ -481,9 +520,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         description='Convert a deraining dataset into BasicSR LMDBs (OUT/lq.lmdb, OUT/gt.lmdb).',
         epilog='Layouts: rainds (RainDS_syn/real), rain200 (Rain200H/L, Rain100H/L), agan (Raindrop), paired.',
     )
-    p.add_argument('--layout', required=True, choices=LAYOUTS)
-    p.add_argument('--input', required=True, help='dataset folder')
-    p.add_argument('--output', required=True, help='output folder; lq.lmdb and gt.lmdb are written inside')
+    p.add_argument('--layout', choices=LAYOUTS, help='required unless --verify-only')
+    p.add_argument('--input', help='dataset folder (required unless --verify-only)')
+    p.add_argument('--output', help='output folder; lq.lmdb and gt.lmdb are written inside')
     p.add_argument('--split', help='split folder: train, test (agan: test_a, test_b)')
     p.add_argument('--subset', help='rainds: rs, rd, rsrd or all (default all)')
     p.add_argument('--lq-dir', help='paired: input folder (default lq)')
@@ -495,13 +534,30 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument('--overwrite', action='store_true', help='replace existing LMDBs in --output')
     p.add_argument('--verify', action='store_true', help='decode every entry afterwards and compare with source')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
+    p.add_argument(
+        '--verify-only', metavar='OUT', help='check an existing conversion in OUT against its sources; writes nothing'
+    )
     return p
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 verification failed, 2 bad input, 130 interrupted)."""
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
     name = prog or 'create_lmdb'
+    if args.verify_only:
+        try:
+            report = verify_existing(args.verify_only, args.workers, not args.no_progress)
+        except ConvertError as e:
+            print(f'{name}: error: {e}', file=sys.stderr)
+            return 2
+        for line in report.verify_errors:
+            print(f'verify: {line}', file=sys.stderr)
+        print(f'verified: {report.verified} pairs, {len(report.verify_errors)} missing or differ from their source')
+        return 1 if report.verify_errors else 0
+    missing = [f'--{k}' for k in ('layout', 'input', 'output') if getattr(args, k) is None]
+    if missing:
+        parser.error(f'the following arguments are required: {", ".join(missing)}')
     try:
         report = convert(
             args.layout,

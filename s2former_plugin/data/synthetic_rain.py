@@ -32,6 +32,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .. import imageio
+
 __all__ = [
     'MODES',
     'SKIMAGE_PHOTOS',
@@ -305,6 +307,33 @@ def load_skimage_photos(names: tuple[str, ...] | list[str] = SKIMAGE_PHOTOS) -> 
     return photos
 
 
+def _output_problem(source: str, output: str) -> str | None:
+    """Why ``output`` may not be written for ``source`` (``None``: it may): no run may write into its input."""
+    if os.path.exists(output) and not os.path.isdir(output):
+        return f'--output: {output} exists and is not a folder'
+    if source == 'skimage':
+        return None
+    src = os.path.realpath(source)
+    for sub in ('lq', 'gt'):
+        out = os.path.realpath(os.path.join(output, sub))
+        if out == src or out.startswith(src + os.sep) or src.startswith(out + os.sep):
+            return f'--output: {os.path.join(output, sub)} would overlap the input folder {source}; choose another'
+    return None
+
+
+def _clear_previous(folder: str) -> int:
+    """Delete the images a previous run left in ``folder`` (``--overwrite``), so no stale pair lingers."""
+    from .layouts import IMAGE_EXTENSIONS
+
+    removed = 0
+    for name in os.listdir(folder) if os.path.isdir(folder) else ():
+        path = os.path.join(folder, name)
+        if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(path):
+            os.remove(path)
+            removed += 1
+    return removed
+
+
 def _load_sources(source: str) -> list[tuple[str, np.ndarray]]:
     if source == 'skimage':
         return load_skimage_photos()
@@ -316,9 +345,10 @@ def _load_sources(source: str) -> list[tuple[str, np.ndarray]]:
     for name in sorted(os.listdir(source), key=natural_key):
         if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
             path = os.path.join(source, name)
-            img = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
-            if img is None:
-                print(f'skipped: {path}: not a decodable image', file=sys.stderr)
+            try:
+                img = imageio.read(path, cv2.IMREAD_COLOR)
+            except imageio.ImageError as e:
+                print(f'skipped: {e}', file=sys.stderr)
                 continue
             out.append((os.path.splitext(name)[0], img))
     if not out:
@@ -339,24 +369,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--per-image', type=int, default=1, help='rainy versions per clean image')
     p.add_argument('--crop', type=int, default=0, help='random square crop of this size (0: whole image)')
     p.add_argument('--max-side', type=int, default=0, help='downscale so the longer side is at most this (0: keep)')
-    p.add_argument('--overwrite', action='store_true')
+    p.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='first remove the images an earlier run left in OUTPUT/lq and OUTPUT/gt',
+    )
     args = p.parse_args(argv)
     err = 'python -m s2former_plugin.data.synthetic_rain: error:'
     if args.per_image < 1 or args.crop < 0 or args.max_side < 0:
         print(f'{err} --per-image must be >= 1, --crop and --max-side >= 0', file=sys.stderr)
         return 2
+    problem = _output_problem(args.input, args.output)
+    if problem:
+        print(f'{err} {problem}', file=sys.stderr)
+        return 2
     for sub in ('lq', 'gt'):
         folder = os.path.join(args.output, sub)
         if os.path.isdir(folder) and os.listdir(folder) and not args.overwrite:
-            print(f'{err} --output: {folder} is not empty; pass --overwrite', file=sys.stderr)
+            print(f'{err} --output: {folder} is not empty; pass --overwrite to replace its images', file=sys.stderr)
             return 2
     try:
         sources = _load_sources(args.input)
     except ValueError as e:
         print(f'{err} {e}', file=sys.stderr)
         return 2
-    os.makedirs(os.path.join(args.output, 'lq'), exist_ok=True)
-    os.makedirs(os.path.join(args.output, 'gt'), exist_ok=True)
+    try:
+        removed = sum(_clear_previous(os.path.join(args.output, sub)) for sub in ('lq', 'gt'))
+        os.makedirs(os.path.join(args.output, 'lq'), exist_ok=True)
+        os.makedirs(os.path.join(args.output, 'gt'), exist_ok=True)
+    except OSError as e:
+        print(f'{err} --output: cannot prepare {e.filename or args.output} ({e.strerror})', file=sys.stderr)
+        return 2
+    if removed:
+        print(f'--overwrite: removed {removed} images of an earlier run from {args.output}')
     count = 0
     for i, (name, clean) in enumerate(sources):
         if args.max_side and max(clean.shape[:2]) > args.max_side:
@@ -371,8 +416,12 @@ def main(argv: list[str] | None = None) -> int:
                 gt = clean[top : top + c, left : left + c]
             lq = add_rain(gt, rng, mode=args.mode)
             stem = name if args.per_image == 1 else f'{name}_{k}'
-            cv2.imwrite(os.path.join(args.output, 'gt', f'{stem}.png'), gt)
-            cv2.imwrite(os.path.join(args.output, 'lq', f'{stem}.png'), lq)
+            try:
+                imageio.write(os.path.join(args.output, 'gt', f'{stem}.png'), gt)
+                imageio.write(os.path.join(args.output, 'lq', f'{stem}.png'), lq)
+            except OSError as e:
+                print(f'{err} {e} (after {count} pairs)', file=sys.stderr)
+                return 1
             count += 1
     print(f'wrote {count} pairs to {os.path.join(args.output, "lq")} and {os.path.join(args.output, "gt")}')
     return 0

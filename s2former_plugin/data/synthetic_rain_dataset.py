@@ -13,6 +13,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 from torchvision.transforms.functional import normalize
 
+from .. import imageio
 from .layouts import IMAGE_EXTENSIONS, natural_key
 from .synthetic_rain import SKIMAGE_PHOTOS, RainConfig, add_rain, load_skimage_photos
 
@@ -20,13 +21,9 @@ __all__ = ['SyntheticRainDataset']
 
 logger = logging.getLogger('basicsr')
 
-_KNOWN_KEYS = {
-    # ours
+_OWN_KEYS = {  # and derain_dataset.BASICSR_DATASET_KEYS
     'source', 'dataroot_gt', 'skimage_images', 'gt_size', 'num_samples', 'rain', 'seed', 'use_hflip', 'use_rot',
     'max_side', 'mean', 'std',
-    # set by basicsr or used by its dataloader builder
-    'name', 'type', 'phase', 'scale', 'io_backend', 'batch_size_per_gpu', 'num_worker_per_gpu', 'use_shuffle',
-    'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory', 'persistent_workers', 'num_prefetch_queue',
 }  # fmt: skip
 
 
@@ -65,8 +62,9 @@ class SyntheticRainDataset(data.Dataset):
     def __init__(self, opt: dict):
         super().__init__()
         self.opt = opt
-        for key in sorted(set(opt) - _KNOWN_KEYS):  # a warning, not an error: option files carry extra keys
-            logger.warning(f'SyntheticRainDataset:{key}: unknown option, ignored (see docs/data.md)')
+        from .derain_dataset import BASICSR_DATASET_KEYS, check_dataset_keys  # not at import: the two register together
+
+        check_dataset_keys(opt, _OWN_KEYS | BASICSR_DATASET_KEYS, 'SyntheticRainDataset')
         self.phase = opt.get('phase', 'train')
         self.train = self.phase == 'train'
         self.gt_size = opt.get('gt_size')
@@ -115,9 +113,10 @@ class SyntheticRainDataset(data.Dataset):
 
     def _image(self, i: int) -> np.ndarray:
         if i not in self._cache:
-            img = cv2.imdecode(np.fromfile(self.gt_paths[i], np.uint8), cv2.IMREAD_COLOR)
-            if img is None:
-                raise ValueError(f'SyntheticRainDataset: {self.gt_paths[i]}: not a decodable image')
+            try:
+                img = imageio.read(self.gt_paths[i], cv2.IMREAD_COLOR)
+            except imageio.ImageError as e:
+                raise ValueError(f'SyntheticRainDataset: {e}') from None
             img = self._fit(img)
             if len(self._cache) < 64:  # small folders stay in memory; big ones are read per access
                 self._cache[i] = img

@@ -25,6 +25,7 @@ float in [0, 1].
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ __all__ = [
     'PROTOCOLS',
     'OFFICIAL_METRICS',
     'MetricUnavailable',
+    'NonFiniteImage',
     'compute',
     'official_psnr',
     'official_ssim',
@@ -54,6 +56,10 @@ _Y_DEFAULTS = {
     'ssim': {'test_y_channel': True, 'color_space': 'ycbcr'},
 }
 ALLOW_DOWNLOAD_ENV = 'S2FORMER_ALLOW_DOWNLOAD'
+
+
+class NonFiniteImage(ValueError):
+    """An image (usually a prediction) holds NaN or inf: no score is computed for it."""
 
 
 class MetricUnavailable(RuntimeError):
@@ -73,8 +79,21 @@ def _scale_of(arr: np.ndarray) -> float:
     raise TypeError(f'unsupported image dtype {arr.dtype}; expected uint8, uint16 or float')
 
 
+def _check_finite(arr: np.ndarray) -> np.ndarray:
+    """Refuse NaN/inf pixels: a NaN score would be left out of a mean (or pass as 'identical', like ``inf``)."""
+    if arr.dtype.kind == 'f':
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise NonFiniteImage(f'image holds {bad} NaN/inf values; it cannot be scored')
+    return arr
+
+
 def _hwc(img: Any, channel_order: str) -> tuple[np.ndarray, float]:
-    """``H x W x C`` RGB numpy array (original dtype) and the value of white for it."""
+    """``H x W x C`` RGB numpy array (original dtype) and the value of white for it.
+
+    Raises:
+        NonFiniteImage: The image holds NaN or inf.
+    """
     if isinstance(img, torch.Tensor):
         t = img.detach().cpu()
         if t.dim() == 4:
@@ -83,9 +102,9 @@ def _hwc(img: Any, channel_order: str) -> tuple[np.ndarray, float]:
             t = t[0]
         if t.dim() == 2:
             t = t[None]
-        arr = t.permute(1, 2, 0).numpy()
+        arr = _check_finite(t.permute(1, 2, 0).numpy())
         return arr, 1.0 if arr.dtype.kind == 'f' else _scale_of(arr)
-    arr = np.asarray(img)
+    arr = _check_finite(np.asarray(img))
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3:
@@ -331,7 +350,8 @@ def compute(metric: str, pred: Any, gt: Any = None, protocol: str = 'standard', 
         The score.
 
     Raises:
-        ValueError: unknown protocol, or an option the official protocol does not have.
+        ValueError: unknown protocol, or an option the official protocol does not have; a NaN score.
+        NonFiniteImage: an image holds NaN or inf.
         MetricUnavailable: the metric cannot be computed here.
     """
     if protocol not in PROTOCOLS:
@@ -349,5 +369,9 @@ def compute(metric: str, pred: Any, gt: Any = None, protocol: str = 'standard', 
                 f'test_y_channel={y}, crop_border={crop}, others={sorted(opts)}'
             )
         fn = official_psnr if metric == 'psnr' else official_ssim
-        return fn(pred, gt, channel_order)
-    return standard_metric(metric, pred, gt, channel_order, **opts)
+        value = fn(pred, gt, channel_order)
+    else:
+        value = standard_metric(metric, pred, gt, channel_order, **opts)
+    if math.isnan(value):  # never passed on: a mean would drop it or turn NaN without saying why
+        raise ValueError(f'{protocol} {metric} is NaN for this image')
+    return value

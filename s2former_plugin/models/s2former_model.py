@@ -15,7 +15,10 @@ are all-reduced.
 
 from __future__ import annotations
 
+import difflib
+import glob
 import os
+import re
 from collections import OrderedDict
 
 import cv2
@@ -34,6 +37,110 @@ from s2former_plugin.tiling import BLENDS, tiled_forward
 from s2former_plugin.visualize import uncertainty_to_color
 
 LOSS_KEYS = ('psnr_opt', 'perceptual_opt', 'udl_opt')
+# The keys S2FormerModel and basicsr's training loop read from each block: anything else is a typo that would
+# silently change the experiment (``ema_decy`` trains without EMA, ``udl_otp`` drops a loss).
+OPTION_KEYS = {
+    'train': (*LOSS_KEYS, 'optim_g', 'scheduler', 'ema_decay', 'max_grad_norm', 'total_iter', 'warmup_iter'),
+    'val': ('val_freq', 'save_img', 'suffix', 'metrics', 'pbar', 'tile', 'tile_overlap', 'tile_blend'),
+    'logger': ('print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'),
+}
+_NUMBER_TEXT = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?')
+_TEXT_KEYS = ('type', 'name', 'suffix', 'project', 'resume_id')  # strings by nature
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A NaN/inf loss (stopped before the update) or validation output; ``str()`` is one line."""
+
+    one_line = True  # compat.train_main prints it without a traceback
+    exit_code = 1
+
+
+class OptionError(ValueError):
+    """A typo'd key or a wrongly typed value in the training options; ``str()`` is one line naming it."""
+
+    one_line = True  # compat.train_main prints it without a traceback
+
+
+def _check_values(value, where: str) -> None:
+    """Refuse numbers that YAML read as text (``lr: 7e-4`` without a dot), anywhere in a block."""
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            if key not in _TEXT_KEYS:
+                _check_values(sub, f'{where}:{key}')
+    elif isinstance(value, list):
+        for i, sub in enumerate(value):
+            _check_values(sub, f'{where}[{i}]')
+    elif isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+        raise OptionError(
+            f'{where}: {value!r} is text, not a number (YAML reads 7e-4 without a dot as a string); write it as '
+            f'{float(value)!r}'
+        )
+
+
+def _check_number(block: dict, key: str, where: str, low: float | None = None, high: float | None = None) -> None:
+    value = block.get(key)
+    if value is None:
+        return
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or (low is not None and value < low) or (high is not None and value > high):
+        bounds = f' in [{low}, {high}]' if high is not None else (f' >= {low}' if low is not None else '')
+        raise OptionError(f'{where}:{key}: expected a number{bounds}, got {value!r}')
+
+
+# Values torch would otherwise reject with a traceback from inside the optimizer or scheduler.
+_NUMBERS = ('lr', 'weight_decay', 'eps', 'momentum', 'gamma', 'eta_min', 'base_lr', 'max_lr', 'loss_weight')
+_NUMBER_LISTS = {'betas': 2, 'milestones': None, 'periods': None, 'restart_weights': None}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_kind(name: str, value, where: str) -> None:
+    if name in _NUMBERS and not (_is_number(value) and value >= 0):
+        raise OptionError(f'{where}:{name}: expected a number >= 0, got {value!r}')
+    if name in _NUMBER_LISTS:
+        size = _NUMBER_LISTS[name]
+        if (
+            not isinstance(value, list | tuple)
+            or not all(_is_number(v) for v in value)
+            or size not in (None, len(value))
+        ):
+            shape = f'a list of {size} numbers' if size else 'a list of numbers'
+            raise OptionError(f'{where}:{name}: expected {shape}, got {value!r}')
+
+
+def check_training_options(opt: dict) -> None:
+    """Refuse unknown keys (with a "did you mean") and wrongly typed values in ``train:``, ``val:``, ``logger:``.
+
+    Raises:
+        OptionError: One line naming the option.
+    """
+    for block, known in OPTION_KEYS.items():
+        sub = opt.get(block)
+        if sub is None:
+            continue
+        if not isinstance(sub, dict):
+            raise OptionError(f'{block}: expected a mapping, got {type(sub).__name__}')
+        for key in sub:
+            if key not in known and block == 'train' and str(key).endswith('_opt'):
+                raise OptionError(f'S2FormerModel: train:{key} is not used; the losses are {", ".join(LOSS_KEYS)}')
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+                hint = f'; did you mean {close[0]!r}?' if close else f'; the keys are {", ".join(known)}'
+                raise OptionError(f'{block}:{key}: unknown key{hint}')
+        _check_values(sub, block)
+    train = opt.get('train') or {}
+    _check_number(train, 'ema_decay', 'train', 0, 1)
+    _check_number(train, 'max_grad_norm', 'train', 0)
+    _check_number(train, 'total_iter', 'train', 1)
+    _check_number(train, 'warmup_iter', 'train', -1)
+    for key in ('optim_g', 'scheduler', *LOSS_KEYS):
+        if train.get(key) is not None and not isinstance(train[key], dict):
+            raise OptionError(f'train:{key}: expected a mapping with a type, got {train[key]!r}')
+    for key in ('optim_g', 'scheduler', *LOSS_KEYS):
+        for name, value in (train.get(key) or {}).items():
+            _check_kind(name, value, f'train:{key}')
 
 
 def check_val_options(val_opt: dict) -> None:
@@ -52,6 +159,7 @@ class S2FormerModel(SRModel):
     """Multi-output training (final image, four decoder scales, five uncertainty maps) of a UDR-S2Former net."""
 
     def __init__(self, opt: dict):
+        check_training_options(opt)
         check_val_options(opt.get('val') or {})  # fail at start-up, not at the first validation hours later
         super().__init__(opt)
 
@@ -128,10 +236,16 @@ class S2FormerModel(SRModel):
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         if finite.item() < 1:
             values = ', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())
-            raise FloatingPointError(
-                f'Non-finite loss at iteration {current_iter} ({values}); stopped before the update. '
-                f'The last good checkpoint is in {self.opt["path"].get("models", "experiments/<name>/models")}: '
-                'lower the learning rate or set train:max_grad_norm, then resume with --auto_resume'
+            models = self.opt['path'].get('models', 'experiments/<name>/models')
+            saved = glob.glob(os.path.join(models, 'net_g_[0-9]*.pth'))
+            last = max(saved, key=lambda p: int(os.path.basename(p)[6:-4])) if saved else f'{models}/net_g_<iter>.pth'
+            # A resumed run restores the optimizer's and scheduler's learning rates, so a lowered
+            # train:optim_g:lr would be ignored there; train:max_grad_norm is read from the YAML and does apply.
+            raise NonFiniteLoss(
+                f'Non-finite loss at iteration {current_iter} ({values}); stopped before the update. Either set '
+                'train:max_grad_norm (e.g. 0.5) and resume with --auto_resume, or, to lower the learning rate '
+                '(a resumed run keeps the saved one), start a new run (new name) with a lower train:optim_g:lr '
+                f"(and the scheduler's base_lr/max_lr) and path:pretrain_network_g: {last}"
             )
 
     # ------------------------------------------------------------------------------------------------------------
@@ -185,6 +299,8 @@ class S2FormerModel(SRModel):
             data = dataset[idx]
             lq = data['lq'].unsqueeze(0)
             output, uncertainty = self.predict(lq)
+            if not torch.isfinite(output).all():  # tensor2img would turn NaN into black pixels and score them
+                raise NonFiniteLoss(f'validation: the network output for {data["lq_path"]} holds NaN/inf values')
             sr_img = tensor2img(output)
             if metrics_opt:
                 if 'gt' not in data:
