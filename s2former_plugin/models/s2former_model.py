@@ -34,6 +34,8 @@ from s2former_plugin.tiling import BLENDS, tiled_forward
 from s2former_plugin.visualize import uncertainty_to_color
 
 LOSS_KEYS = ('psnr_opt', 'perceptual_opt', 'udl_opt')
+#: What each loss reads of the network's outputs: (the four side outputs, the uncertainty maps).
+LOSS_READS = {'psnr_opt': (True, False), 'perceptual_opt': (False, False), 'udl_opt': (True, True)}
 
 
 def check_val_options(val_opt: dict) -> None:
@@ -54,6 +56,31 @@ class S2FormerModel(SRModel):
     def __init__(self, opt: dict):
         check_val_options(opt.get('val') or {})  # fail at start-up, not at the first validation hours later
         super().__init__(opt)
+
+    def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
+        """Freeze the heads that no configured loss reaches, then move (and wrap for DDP/DataParallel).
+
+        Such parameters would get no gradient anyway (Adam skips them, so single-process training is unchanged),
+        but DDP without ``find_unused_parameters`` stops at the second iteration waiting for theirs, and finding
+        them on every iteration costs a graph traversal. Frozen, they keep their initial or loaded values.
+        """
+        train_opt = (self.opt.get('train') or {}) if self.is_train else {}
+        used = [LOSS_READS[k] for k in LOSS_KEYS if train_opt.get(k)]
+        if used and hasattr(net, 'heads_without_gradient'):
+            names = net.heads_without_gradient(any(u[0] for u in used), any(u[1] for u in used))
+            for name in names:
+                net.get_submodule(name).requires_grad_(False)
+            if names:
+                get_root_logger().info(f'No loss reaches {", ".join(names)}: frozen (kept as initialised or loaded)')
+        return super().model_to_device(net)
+
+    def setup_optimizers(self) -> None:
+        """basicsr's, without its one warning line per frozen parameter (:meth:`model_to_device` logs them once)."""
+        train_opt = self.opt['train']
+        params = [p for p in self.net_g.parameters() if p.requires_grad]
+        optim_type = train_opt['optim_g'].pop('type')
+        self.optimizer_g = self.get_optimizer(optim_type, params, **train_opt['optim_g'])
+        self.optimizers.append(self.optimizer_g)
 
     def init_training_settings(self) -> None:
         self.net_g.train()
