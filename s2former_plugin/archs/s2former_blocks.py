@@ -87,14 +87,18 @@ def window_reverse(windows: Tensor, ws: int, b: int, h: int, w: int) -> Tensor:
     return x.reshape(b, h, w, -1)
 
 
-@functools.lru_cache(maxsize=64)
-def _sampling_grid(h: int, w: int, ws: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Reference sampling grid of :class:`SparseSamplingAttention` for an ``h x w`` map, cached per size/device.
+@functools.lru_cache(maxsize=256)
+def _sampling_axes(h: int, w: int, ws: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, ...]:
+    """Reference sampling grid of :class:`SparseSamplingAttention` for an ``h x w`` map, per axis, cached.
 
-    Returns ``(base, offsets)``, both ``(1, h/ws, ws, w/ws, ws, 2)`` with ``(x, y)`` in the last dim, in
-    ``grid_sample(align_corners=True)`` coordinates: ``base`` is each window's centre plus ``offsets``, the
-    pixel offsets inside the window (which the predicted scales stretch). Built in float32 with the official
-    operation order (so the rounding matches), then cast.
+    The grid is separable (its x coordinates depend only on the column, its y coordinates only on the row), so
+    only per-axis vectors are cached: O(h + w) bytes per size and device instead of two full-size grids (which,
+    over photos of many sizes, pinned GBs of device memory). Returns ``(base_x, local_x, base_y, local_y,
+    divisor)``: ``base_x``/``local_x`` ``(1, 1, 1, w/ws, ws)`` and ``base_y``/``local_y`` ``(1, h/ws, ws, 1, 1)``
+    in ``grid_sample(align_corners=True)`` coordinates (``base`` is each window's centre plus ``local``, the pixel
+    offsets inside the window, which the predicted scales stretch), and ``divisor = [w/ws, h/ws]`` on the device
+    (built here once, not per call: a host-to-device copy synchronises the CUDA stream). Built in float32 with
+    the official operation order (so the rounding matches), then cast.
     """
     with torch.inference_mode(False), torch.no_grad():
         nh, nw = h // ws, w // ws
@@ -106,10 +110,12 @@ def _sampling_grid(h: int, w: int, ws: int, device: torch.device, dtype: torch.d
         step_h, step_w = step_h - step_h.mean(), step_w - step_w.mean()
         offsets = torch.stack(torch.meshgrid(step_w.repeat(nw), step_h.repeat(nh), indexing='ij'), 0)
         offsets = offsets.permute(0, 2, 1).reshape(1, 2, nh, ws, nw, ws)
-        base = centres + offsets
-        # (1, 2, nh, ws, nw, ws) -> (1, nh, ws, nw, ws, 2)
-        base, offsets = (t.permute(0, 2, 3, 4, 5, 1).contiguous().to(device, dtype) for t in (base, offsets))
-    return base, offsets
+        base = centres + offsets  # (1, 2, nh, ws, nw, ws)
+        # x varies only along (nw, ws), y only along (nh, ws): keep one row / one column of each.
+        axes = (base[0, 0, 0, 0], offsets[0, 0, 0, 0], base[0, 1, :, :, 0, 0], offsets[0, 1, :, :, 0, 0])
+        axes = [t.reshape(shape) for t, shape in zip(axes, [(1, 1, 1, nw, ws)] * 2 + [(1, nh, ws, 1, 1)] * 2)]
+        divisor = torch.tensor([nw, nh])
+        return tuple(t.contiguous().to(device, dtype) for t in (*axes, divisor))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -368,11 +374,14 @@ class SparseSamplingAttention(WindowAttentionBase):
         # (B, nh, nw, heads*2) -> (B*heads, nh, 1, nw, 1, 2): (x, y) per window and head
         offsets = pointwise(pooled, self.offset_head).view(b, nh, nw, heads, 2).permute(0, 3, 1, 2, 4)
         scales = pointwise(pooled, self.scale_head).view(b, nh, nw, heads, 2).permute(0, 3, 1, 2, 4)
-        offsets = offsets / torch.tensor([nw, nh], dtype=x.dtype, device=x.device)
-        offsets = offsets.reshape(b * heads, nh, 1, nw, 1, 2)
+        base_x, local_x, base_y, local_y, divisor = _sampling_axes(h, w, ws, x.device, x.dtype)
+        offsets = (offsets / divisor).reshape(b * heads, nh, 1, nw, 1, 2)
         scales = scales.reshape(b * heads, nh, 1, nw, 1, 2)
-        base, local = _sampling_grid(h, w, ws, x.device, x.dtype)  # (1, nh, ws, nw, ws, 2)
-        return (base + (local * scales + offsets)).reshape(b * heads, h, w, 2)
+        # base + (local * scale + offset), per axis; broadcast to (B*heads, nh, ws, nw, ws) by the one stack.
+        gx = base_x + (local_x * scales[..., 0] + offsets[..., 0])  # (B*heads, nh, 1, nw, ws)
+        gy = base_y + (local_y * scales[..., 1] + offsets[..., 1])  # (B*heads, nh, ws, nw, 1)
+        shape = (b * heads, nh, ws, nw, ws)
+        return torch.stack([gx.expand(shape), gy.expand(shape)], dim=-1).reshape(b * heads, h, w, 2)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """``softmax(q k^T * scale + bias) v`` per window and head, ``(B*nW, heads, N, d)`` each."""
