@@ -81,3 +81,70 @@ def test_warm_forward_copies_nothing_from_the_host(train):
         with _HostToDevice() as rec:
             net(x, return_all=True)
     assert rec.calls == []
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Half precision: the rankings and the normalisation statistics stay float32 under autocast
+# ----------------------------------------------------------------------------------------------------------------
+def test_ranking_guide_keeps_its_top_k_under_bf16_autocast():
+    torch.manual_seed(0)
+    head = blocks.UncertaintyHead(16)
+    with torch.no_grad():  # pre-activations in [-5.2, -3.7]: distinct ELU values in float32, ties in bfloat16
+        head.conv1.weight.mul_(0.3)
+        head.conv1.bias.fill_(-4.5)
+    x = torch.rand(2, 16, 16, 16) * 4 - 2
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        guide = head.features(x)
+        constraint = blocks.SparseSamplingAttention.constraint(guide)
+    assert guide.dtype == torch.float32
+    kept = (constraint == 1).sum((1, 2))  # per image and channel
+    assert torch.equal(kept, torch.full_like(kept, int(blocks.RANK_KEEP_RATIO * 16 * 16)))
+
+
+def test_local_modulation_is_the_float32_one_under_bf16_autocast():
+    torch.manual_seed(0)
+    var = torch.randn(2, 16, 32, 32) * 3
+    expected = blocks.LocalReconstruction.modulation(var, 8, 0.25)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = blocks.LocalReconstruction.modulation(var, 8, 0.25)
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize('grad', [False, True])
+def test_bias_free_layer_norm_is_float32_under_fp16_autocast(grad):
+    torch.manual_seed(0)
+    norm = blocks.BiasFreeLayerNorm(8)
+    x = (torch.randn(2, 8, 4, 4) * 600).half().float().requires_grad_(grad)  # |x| > 256: x^2 overflows float16
+    expected = norm(x)
+    with torch.autocast('cpu', dtype=torch.float16), torch.set_grad_enabled(grad):
+        got = norm(x.half())
+    assert got.dtype == torch.float32 and torch.allclose(got, expected, atol=1e-5)
+    if grad:
+        got.square().sum().backward()
+        assert torch.isfinite(x.grad).all()
+
+
+def test_local_reconstruction_logits_do_not_overflow_fp16():
+    torch.manual_seed(0)
+    lr = blocks.LocalReconstruction(16, 1, 8)
+    with torch.no_grad():
+        lr.qkv.weight.mul_(400)  # q.k ~ 1e5 unscaled: inf in float16 (the scale is folded into the modulation)
+    x = torch.randn(1, 8, 8, 16)
+    modulation = blocks.LocalReconstruction.modulation(torch.randn(1, 16, 8, 8), 8, lr.scale)
+    with torch.autocast('cpu', dtype=torch.float16), torch.no_grad():
+        out = lr(x, modulation)
+    assert torch.isfinite(out).all()
+
+
+def test_network_trains_under_bf16_autocast():
+    torch.manual_seed(0)
+    net = S2Former('small')
+    x = torch.rand(1, 3, 64, 64)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        outputs, uncertainties = net(x, return_all=True)
+        loss = sum(o.float().mean() + u.float().mean() for o, u in zip(outputs, uncertainties))
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is None or torch.isfinite(p.grad).all() for p in net.parameters())
+    with torch.no_grad():
+        reference = net(x)
+    assert (outputs[0].float() - reference).abs().mean() < 0.05

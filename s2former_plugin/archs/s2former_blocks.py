@@ -9,6 +9,7 @@ these. Layout conventions: ``(B, C, H, W)`` is "channel-first", ``(B, H, W, C)``
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
@@ -44,6 +45,29 @@ def linear_gelu(x: Tensor, fc: nn.Linear) -> Tensor:
         return F.gelu(fc(x))
     out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), fc.weight, fc.bias, 'gelu', [], 'none')
     return out.view(*x.shape[:-1], -1)
+
+
+def autocast_on(x: Tensor) -> bool:
+    """Whether autocast (to float16/bfloat16) is active for ``x``'s device."""
+    try:
+        return torch.is_autocast_enabled(x.device.type)
+    except RuntimeError:  # a device type autocast does not know (e.g. meta)
+        return False
+
+
+def float32_under_autocast(x: Tensor) -> contextlib.AbstractContextManager:
+    """Autocast switched off while active for ``x``'s device (a no-op otherwise).
+
+    For the numerically sensitive parts: the uncertainty rankings (in half precision near -1 ELU values tie, the
+    top-k threshold then keeps every position and the damping silently switches off; the ``v @ v^T`` affinity
+    can overflow float16) and the normalisation statistics (a float16 variance overflows for |x| > 256).
+    Callers cast their 16-bit inputs to float32 inside.
+    """
+    return torch.autocast(x.device.type, enabled=False) if autocast_on(x) else contextlib.nullcontext()
+
+
+def _float32(x: Tensor) -> Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def topk_mask(scores: Tensor, keep_ratio: float = RANK_KEEP_RATIO) -> Tensor:
@@ -133,6 +157,9 @@ class BiasFreeLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
+        if autocast_on(x):  # statistics in float32 under autocast, as autocast runs F.layer_norm
+            with float32_under_autocast(x):
+                return self.forward(_float32(x))
         x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
         if needs_grad and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):  # tracers: plain ops
@@ -435,7 +462,11 @@ class LocalReconstruction(WindowAttentionBase):
         """
         b, c, h, w = var.shape
         v = var.reshape(b, c // ws, ws, h // ws, ws, w).transpose(2, 3).reshape(-1, ws * ws, c)
-        affinity = v @ v.transpose(1, 2)  # (B*nW, N, N)
+        if autocast_on(var):
+            with float32_under_autocast(var):
+                affinity = _float32(v) @ _float32(v).transpose(1, 2)
+        else:
+            affinity = v @ v.transpose(1, 2)  # (B*nW, N, N)
         keep = topk_mask(affinity)
         one = torch.full((), scale, dtype=var.dtype, device=var.device)
         return torch.where(keep, one, one * LR_SHARPENING).unsqueeze(1)
@@ -448,8 +479,14 @@ class LocalReconstruction(WindowAttentionBase):
         qkv = self.qkv(windows).view(windows.shape[0], ws * ws, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B*nW, heads, N, d)
         # In-place ops are autograd-safe here: matmul does not save its output, mul_ saves only `modulation`.
-        logits = torch.matmul(q, k.transpose(-2, -1)).mul_(modulation).add_(self.relative_position_bias())
-        out = logits.softmax(dim=-1) @ v  # (B*nW, heads, N, d)
+        if autocast_on(x):  # the unscaled logits (scale folded into modulation) can overflow float16
+            with float32_under_autocast(x):
+                logits = torch.matmul(q.float(), k.float().transpose(-2, -1)).mul_(modulation)
+                attn = logits.add_(self.relative_position_bias()).softmax(dim=-1).to(v.dtype)
+        else:
+            logits = torch.matmul(q, k.transpose(-2, -1)).mul_(modulation).add_(self.relative_position_bias())
+            attn = logits.softmax(dim=-1)
+        out = attn @ v  # (B*nW, heads, N, d)
         out = self.proj(out.transpose(1, 2).reshape(-1, ws * ws, c))
         return window_reverse(out, ws, b, h, w)
 
@@ -528,6 +565,10 @@ class UncertaintyHead(nn.Module):
         self.conv2 = nn.Conv2d(dim, out_channels, 3, padding=1)
 
     def features(self, x: Tensor) -> Tensor:
+        """The ranking guide ``elu(conv1(x))``; float32 under autocast (half-precision ELU values tie near -1)."""
+        if autocast_on(x):
+            with float32_under_autocast(x):
+                return F.elu(self.conv1(_float32(x)))
         return F.elu(self.conv1(x))
 
     def forward(self, features: Tensor) -> Tensor:
