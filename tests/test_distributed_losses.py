@@ -101,3 +101,47 @@ def test_frozen_heads_are_exactly_those_the_losses_cannot_reach(tmp_path, vgg19_
     model.feed_data(_batch(0))
     model.optimize_parameters(1)
     assert {n for n, p in model.net_g.named_parameters() if p.grad is None} == frozen
+
+
+def _validation_worker(rank: int, world: int, init_file: str, root, results) -> None:
+    import time
+
+    from basicsr.data import build_dataset
+    from basicsr.models import build_model
+    from torch.utils.data import DataLoader
+
+    dist.init_process_group(
+        'gloo', init_method=f'file://{init_file}', rank=rank, world_size=world, timeout=datetime.timedelta(seconds=30)
+    )
+    try:
+        model = build_model(_options(root, None, ('psnr_opt', 'udl_opt'), dist=True, rank=rank, world_size=world))
+        loader = DataLoader(build_dataset(model.opt['datasets']['val']))
+        if rank == 1:
+
+            def broken(lq):
+                raise MemoryError('out of memory on this rank')
+
+            model.predict = broken
+        start = time.monotonic()
+        try:
+            model.validation(loader, current_iter=1, tb_logger=None, save_img=False)
+            results[rank] = ('no error', time.monotonic() - start)
+        except Exception as exc:  # noqa: BLE001 - what each rank saw is the test's subject
+            results[rank] = (f'{type(exc).__name__}: {exc}', time.monotonic() - start)
+        deadline = time.monotonic() + 45  # the failed rank stays alive (as under a launcher that does not kill)
+        while len(results) < world and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_validation_failure_on_one_rank_stops_all_ranks_at_once(tmp_path):
+    write_paired_folder(tmp_path / 'data', n=3, size=(16, 16))
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_validation_worker, args=(2, str(tmp_path / 'init'), tmp_path, results), nprocs=2, join=True)
+        results = dict(results)
+    assert results[1][0] == 'MemoryError: out of memory on this rank'
+    assert results[0][0] == 'RuntimeError: validation of tiny_val failed on another rank; see its error'
+    assert results[0][1] < 20  # not the 30 s collective timeout

@@ -148,3 +148,48 @@ def test_network_trains_under_bf16_autocast():
     with torch.no_grad():
         reference = net(x)
     assert (outputs[0].float() - reference).abs().mean() < 0.05
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Process groups on a GPU host (CUDA mocked: the choices are made before any CUDA call)
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture()
+def gpu_host(monkeypatch):
+    """Two visible GPUs; records ``set_device`` and ``init_process_group`` instead of calling them."""
+    import torch.distributed as dist
+
+    calls = {'set_device': []}
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    monkeypatch.setattr(torch.cuda, 'set_device', lambda i: calls['set_device'].append(i))
+    monkeypatch.setattr(dist, 'init_process_group', lambda backend, **kw: calls.setdefault('backend', backend))
+    return calls
+
+
+def test_process_group_backend_is_device_aware(gpu_host, monkeypatch):
+    from s2former_plugin import compat
+
+    monkeypatch.setenv('RANK', '1')
+    monkeypatch.setenv('LOCAL_RANK', '1')
+    compat.init_dist('pytorch')
+    # CPU tensors (a num_gpu: 0 run, the CPU-side reductions) go through gloo, CUDA tensors through NCCL
+    assert gpu_host == {'set_device': [1], 'backend': 'cpu:gloo,cuda:nccl'}
+
+
+def test_more_ranks_than_gpus_stops_every_rank(gpu_host, monkeypatch):
+    from basicsr.models.base_model import BaseModel
+
+    from s2former_plugin import compat
+
+    monkeypatch.setenv('RANK', '2')
+    monkeypatch.setenv('LOCAL_RANK', '2')
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', '3')
+    compat.init_dist('pytorch')
+    assert gpu_host['set_device'] == []  # not GPU 2 % 2 = 0, shared with rank 0
+    for rank in (0, 2):  # every rank reaches the same verdict, so none waits for the others
+        monkeypatch.setenv('LOCAL_RANK', str(rank))
+        model = BaseModel({'num_gpu': 1, 'is_train': True, 'dist': True})
+        with pytest.raises(RuntimeError, match='3 processes on this node but 2 visible GPU'):
+            model.model_to_device(torch.nn.Linear(1, 1))
+    cpu_model = BaseModel({'num_gpu': 0, 'is_train': True, 'dist': False})
+    assert isinstance(cpu_model.model_to_device(torch.nn.Linear(1, 1)), torch.nn.Linear)  # CPU runs unaffected

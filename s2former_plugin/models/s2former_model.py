@@ -194,10 +194,23 @@ class S2FormerModel(SRModel):
         self.output, self.uncertainty = self.predict(self.lq)
 
     def dist_validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
-        self._validate(dataloader, current_iter, tb_logger, save_img)
+        """Validate this rank's share; a rank that fails still joins the one all-reduce, with a NaN image count,
+        so every rank raises at once instead of the others waiting in it until the timeout."""
+        self._pending_reduce = None
+        try:
+            self._validate(dataloader, current_iter, tb_logger, save_img)
+        except Exception:
+            if self._pending_reduce is not None:
+                nan = torch.full((self._pending_reduce,), float('nan'), dtype=torch.float64)
+                dist.all_reduce(nan.to(self._reduce_device()))
+            raise
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
         self._validate(dataloader, current_iter, tb_logger, save_img)
+
+    def _reduce_device(self) -> torch.device:
+        """Where validation sums are all-reduced: the model's device under NCCL, else the CPU (gloo)."""
+        return self.device if dist.get_backend() == 'nccl' else torch.device('cpu')
 
     def _validate(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
         dataset = dataloader.dataset
@@ -206,6 +219,7 @@ class S2FormerModel(SRModel):
         rank, world = (self.opt['rank'], self.opt['world_size']) if self.opt['dist'] else (0, 1)
         indices = range(rank, len(dataset), world)  # each rank validates its share
         sums = torch.zeros(len(metrics_opt) + 1, dtype=torch.float64)
+        self._pending_reduce = sums.numel() if self.opt['dist'] else None
         pbar = tqdm(total=len(indices), unit='image') if self.opt['val'].get('pbar') and rank == 0 else None
 
         for idx in indices:
@@ -231,10 +245,12 @@ class S2FormerModel(SRModel):
             pbar.close()
 
         if self.opt['dist']:
-            device = self.device if dist.get_backend() == 'nccl' else torch.device('cpu')
-            sums = sums.to(device)
+            self._pending_reduce = None
+            sums = sums.to(self._reduce_device())
             dist.all_reduce(sums)
             sums = sums.cpu()
+            if not torch.isfinite(sums[-1]):
+                raise RuntimeError(f'validation of {dataset_name} failed on another rank; see its error')
         if metrics_opt:
             self._initialize_best_metric_results(dataset_name)
             count = max(sums[-1].item(), 1)
