@@ -18,6 +18,7 @@ through untouched.
 Invalid tiling arguments (``--tile-batch 0``, an overlap not smaller than the tile, an unknown ``--blend``) are
 refused before anything is read or written (one line naming the option, exit status 2). Unreadable files (and
 images too thin for ``--blend official`` tiles) are reported one line each and skipped; the exit status is then 1.
+An image that runs out of GPU memory is retried with smaller tiles (each retry reported), else skipped by name.
 Outputs never overwrite inputs: an output folder that is an input folder (or would write over an input file) is
 refused.
 """
@@ -25,6 +26,7 @@ refused.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -213,6 +215,39 @@ def derain_array(
     return np.ascontiguousarray(res), unc_np
 
 
+#: Smallest tile an out-of-memory retry goes down to (the paper network pads tiles to multiples of 64).
+MIN_RETRY_TILE = 64
+
+
+def derain_retrying_oom(
+    img: np.ndarray, run: Callable[..., Any], tile: int, overlap: int, name: str
+) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """:func:`derain_array` with ``run(x, tile)``; after an out-of-memory error (CUDA), free the cache and retry
+    with half the tile (the whole image: half its longer side), down to :data:`MIN_RETRY_TILE`.
+
+    Each retry is reported on stderr, one line naming the image. Returns ``None`` (reported) when even the
+    smallest tile does not fit, so the caller skips this image and goes on with the others.
+    """
+    from tqdm import tqdm
+
+    while True:
+        try:
+            return derain_array(img, functools.partial(run, tile=tile))
+        except torch.OutOfMemoryError:
+            pass  # leave the except block first: its traceback holds the failed pass's tensors
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        smaller = (tile or max(img.shape[:2])) // 2
+        if smaller < MIN_RETRY_TILE or smaller <= overlap:
+            tqdm.write(f'infer: out of GPU memory even with tile {tile or "off"}, skipped: {name}', file=sys.stderr)
+            return None
+        tqdm.write(
+            f'infer: out of GPU memory with tile {tile or "off"} on {name}: cache freed, retrying with tile {smaller}',
+            file=sys.stderr,
+        )
+        tile = smaller
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------------------------
@@ -320,11 +355,11 @@ def main(argv: list[str] | None = None) -> int:
 
     bar = tqdm(inputs, desc='derain', unit='img', disable=args.no_progress)
 
-    def run(x: torch.Tensor):
+    def run(x: torch.Tensor, tile: int = args.tile):
         res = tiled_forward(
             forward,
             x,
-            args.tile or None,
+            tile or None,
             args.tile_overlap,
             device=device,
             out_device='cpu',
@@ -343,7 +378,11 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(path)
             tqdm.write(f'infer: {problem}, skipped: {path}', file=sys.stderr)
             continue
-        out, unc = derain_array(img, run)
+        result = derain_retrying_oom(img, run, args.tile, args.tile_overlap, path)
+        if result is None:
+            failed.append(path)
+            continue
+        out, unc = result
         out_name = _float_name(names[path]) if out.dtype.kind == 'f' else names[path]
         if not cv2.imwrite(os.path.join(args.output, out_name), out):
             failed.append(path)

@@ -193,3 +193,55 @@ def test_more_ranks_than_gpus_stops_every_rank(gpu_host, monkeypatch):
             model.model_to_device(torch.nn.Linear(1, 1))
     cpu_model = BaseModel({'num_gpu': 0, 'is_train': True, 'dist': False})
     assert isinstance(cpu_model.model_to_device(torch.nn.Linear(1, 1)), torch.nn.Linear)  # CPU runs unaffected
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# infer: out of GPU memory on one image (simulated on CPU by a network that refuses large inputs)
+# ----------------------------------------------------------------------------------------------------------------
+class _MemoryLimited(torch.nn.Module):
+    def __init__(self, net: torch.nn.Module, max_pixels: int):
+        super().__init__()
+        self.net, self.max_pixels = net, max_pixels
+
+    def forward(self, x, return_all=False):
+        if x.shape[-2] * x.shape[-1] > self.max_pixels:
+            raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')
+        return self.net(x, return_all)
+
+
+@pytest.fixture()
+def photos(tmp_path):
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    (tmp_path / 'in').mkdir()
+    cv2.imwrite(str(tmp_path / 'in' / 'big.png'), rng.integers(0, 256, (150, 130, 3), dtype=np.uint8))
+    cv2.imwrite(str(tmp_path / 'in' / 'small.png'), rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    return tmp_path
+
+
+def _infer(monkeypatch, root, out, max_pixels, *extra):
+    from s2former_plugin import infer
+
+    torch.manual_seed(0)
+    net = S2Former('small').eval()
+    monkeypatch.setattr(infer, 'load_network', lambda w, c: (_MemoryLimited(net, max_pixels), 'test net'))
+    argv = ['--weights', 'unused.pth', '--input', str(root / 'in'), '--output', str(root / out), '--device', 'cpu']
+    return infer.main([*argv, '--config', 'unused.yml', '--no-progress', '--tile-overlap', '8', *extra])
+
+
+def test_infer_retries_an_out_of_memory_image_with_smaller_tiles(photos, monkeypatch, capsys):
+    assert _infer(monkeypatch, photos, 'out', 96 * 96, '--tile', '0') == 0
+    err = capsys.readouterr().err
+    assert 'out of GPU memory with tile off on' in err and 'big.png: cache freed, retrying with tile 75' in err
+    assert _infer(monkeypatch, photos, 'direct', 10**9, '--tile', '75') == 0  # what the retry must equal
+    for name in ('big.png', 'small.png'):
+        assert (photos / 'out' / name).read_bytes() == (photos / 'direct' / name).read_bytes()
+
+
+def test_infer_skips_by_name_what_no_tile_fits_and_goes_on(photos, monkeypatch, capsys):
+    assert _infer(monkeypatch, photos, 'out', 10 * 10, '--tile', '0') == 1
+    err = capsys.readouterr().err
+    assert 'out of GPU memory even with tile 75, skipped:' in err and 'big.png' in err
+    assert sorted(p.name for p in (photos / 'out').iterdir()) == ['small.png']
