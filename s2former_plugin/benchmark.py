@@ -516,10 +516,17 @@ def _finalise_schedule(train: dict) -> None:
         sched.setdefault('restart_weights', [1])
 
 
+#: Untimed calibration steps: cuDNN's benchmark mode tunes its algorithms over the first few steps of each shape.
+CALIBRATION_WARMUP = {'cpu': 1, 'cuda': 3}
+
+
 def _calibrate(topt: dict) -> float:
-    """Median seconds of one optimisation step of the real model on random crops (the first step is warm-up)."""
+    """Median seconds of one optimisation step of the real model on random crops, after the warm-up steps
+    (:data:`CALIBRATION_WARMUP`), with cuDNN in benchmark mode as ``basicsr.train`` sets it for the training."""
     import torch
     from basicsr.models import build_model
+
+    torch.backends.cudnn.benchmark = True
 
     model_opt = copy.deepcopy(topt)
     model_opt['train']['total_iter'] = 10**6
@@ -529,14 +536,15 @@ def _calibrate(topt: dict) -> float:
     ds = topt['datasets']['train']
     shape = (ds['batch_size_per_gpu'], 3, ds['gt_size'], ds['gt_size'])
     times = []
-    for i in range(max(2, topt['benchmark']['calibration_iters']) + 1):
+    warmup = CALIBRATION_WARMUP.get(model.device.type, 1)
+    for i in range(max(2, topt['benchmark']['calibration_iters']) + warmup):
         gt = torch.rand(shape)
         start = time.perf_counter()
         model.feed_data({'lq': (gt + 0.1 * torch.rand(shape)).clamp(0, 1), 'gt': gt})
         model.optimize_parameters(i + 1)
         if model.device.type == 'cuda':
             torch.cuda.synchronize()
-        if i:
+        if i >= warmup:
             times.append(time.perf_counter() - start)
     del model
     gc.collect()
@@ -616,9 +624,10 @@ def time_calls(calls: dict, runs: int = 5, warmup: int = 1, device: str = 'cpu')
 
     The callables take turns run by run (after ``warmup`` calls each), so a busy machine slows all of them alike;
     the process CPU time (all threads) is, with one thread, the compute time alone, robust to other processes.
+    On CUDA the CPU time is the host's launching and waiting, not the work: ``cpu_ms`` is then ``None``.
 
     Returns:
-        ``{name: {'latency_ms': float, 'cpu_ms': float}}``.
+        ``{name: {'latency_ms': float, 'cpu_ms': float | None}}``.
     """
     import torch
 
@@ -643,7 +652,11 @@ def time_calls(calls: dict, runs: int = 5, warmup: int = 1, device: str = 'cpu')
     def median_ms(ts: list[float]) -> float:
         return 1000 * sorted(ts)[len(ts) // 2]
 
-    return {name: {'latency_ms': median_ms(wall[name]), 'cpu_ms': median_ms(cpu[name])} for name in calls}
+    on_cpu = torch.device(device).type == 'cpu'
+    return {
+        name: {'latency_ms': median_ms(wall[name]), 'cpu_ms': median_ms(cpu[name]) if on_cpu else None}
+        for name in calls
+    }
 
 
 def _sum_of_means(out: Any) -> Any:

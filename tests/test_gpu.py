@@ -245,3 +245,52 @@ def test_infer_skips_by_name_what_no_tile_fits_and_goes_on(photos, monkeypatch, 
     err = capsys.readouterr().err
     assert 'out of GPU memory even with tile 75, skipped:' in err and 'big.png' in err
     assert sorted(p.name for p in (photos / 'out').iterdir()) == ['small.png']
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Benchmark on GPU: the calibrated step time is the training's
+# ----------------------------------------------------------------------------------------------------------------
+class _FakeCudaModel:
+    """Training steps as cuDNN's benchmark mode makes them: the first two slow (algorithm search), then fast."""
+
+    device = torch.device('cuda')
+
+    def __init__(self, steps: list):
+        self.steps = steps
+
+    def feed_data(self, data):
+        pass
+
+    def optimize_parameters(self, it):
+        import time
+
+        self.steps.append(torch.backends.cudnn.benchmark)
+        time.sleep(0.3 if len(self.steps) <= 2 else 0.01)
+
+
+def test_step_time_calibration_matches_training_on_cuda(monkeypatch):
+    import basicsr.models
+
+    from s2former_plugin import benchmark
+
+    steps = []
+    monkeypatch.setattr(basicsr.models, 'build_model', lambda opt: _FakeCudaModel(steps))
+    monkeypatch.setattr(torch.cuda, 'synchronize', lambda *a: None)
+    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', False)
+    topt = {
+        'train': {'total_iter': None, 'scheduler': {'type': 'MultiStepLR'}},
+        'datasets': {'train': {'batch_size_per_gpu': 1, 'gt_size': 8}},
+        'benchmark': {'calibration_iters': 2},
+    }
+    step = benchmark._calibrate(topt)
+    assert all(steps), 'calibrated without the cudnn.benchmark mode basicsr.train trains with'
+    assert step < 0.2, f'{step:.2f} s/step: the algorithm search was timed as a training step'
+
+
+def test_cpu_time_is_reported_on_cpu_only(monkeypatch):
+    from s2former_plugin import benchmark
+
+    monkeypatch.setattr(torch.cuda, 'synchronize', lambda *a: None)
+    calls = {'f': lambda: sum(range(1000))}
+    assert benchmark.time_calls(calls, runs=2, device='cpu')['f']['cpu_ms'] is not None
+    assert benchmark.time_calls(calls, runs=2, device='cuda')['f']['cpu_ms'] is None
