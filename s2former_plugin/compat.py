@@ -200,6 +200,27 @@ def check_local_gpus() -> None:
         )
 
 
+def set_deterministic(opt: dict) -> None:
+    """Apply the top-level option ``deterministic: true``: reproducible GPU runs where torch allows.
+
+    ``basicsr.train`` turns cuDNN's benchmark mode on (fastest algorithms, chosen by timing, so not the same from
+    run to run). Deterministic: cuDNN benchmark off and deterministic algorithms, cuBLAS's fixed workspace, and
+    ``torch.use_deterministic_algorithms(True, warn_only=True)``: torch warns once for each operation without a
+    deterministic CUDA kernel (the ``grid_sample`` backward of the sparse sampling attention adds with atomics),
+    so runs still differ slightly there. Slower; off by default.
+    """
+    import torch
+
+    value = opt.get('deterministic', False)
+    if not isinstance(value, bool):
+        raise ValueError(f'deterministic: expected true or false, got {value!r}')
+    if value:
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # read when cuBLAS starts (at the first matmul)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def _model_to_device(self, net):
     import torch
     from torch.nn.parallel import DataParallel, DistributedDataParallel

@@ -3,6 +3,8 @@ checks (deselected by default; they run where a GPU is present, e.g. ``benchmark
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -294,3 +296,22 @@ def test_cpu_time_is_reported_on_cpu_only(monkeypatch):
     calls = {'f': lambda: sum(range(1000))}
     assert benchmark.time_calls(calls, runs=2, device='cpu')['f']['cpu_ms'] is not None
     assert benchmark.time_calls(calls, runs=2, device='cuda')['f']['cpu_ms'] is None
+
+
+def test_deterministic_option(monkeypatch, tmp_path):
+    from basicsr.models import build_model
+    from helpers import parsed_options, tiny_s2former_options
+
+    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', True)  # as basicsr.train sets it
+    monkeypatch.setattr(torch.backends.cudnn, 'deterministic', False)
+    monkeypatch.delenv('CUBLAS_WORKSPACE_CONFIG', raising=False)
+    opt = parsed_options(tiny_s2former_options(tmp_path / 'data', None), tmp_path)
+    try:
+        build_model({**opt, 'deterministic': True})
+        assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert os.environ['CUBLAS_WORKSPACE_CONFIG'] == ':4096:8'
+    finally:
+        torch.use_deterministic_algorithms(False)
+    with pytest.raises(ValueError, match="deterministic: expected true or false, got 'yes please'"):
+        build_model({**opt, 'deterministic': 'yes please'})

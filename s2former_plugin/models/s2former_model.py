@@ -29,6 +29,7 @@ from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from tqdm import tqdm
 
+from s2former_plugin import compat
 from s2former_plugin.checkpoint import load_state_dict_any
 from s2former_plugin.tiling import BLENDS, tiled_forward
 from s2former_plugin.visualize import uncertainty_to_color
@@ -55,6 +56,7 @@ class S2FormerModel(SRModel):
 
     def __init__(self, opt: dict):
         check_val_options(opt.get('val') or {})  # fail at start-up, not at the first validation hours later
+        compat.set_deterministic(opt)
         super().__init__(opt)
 
     def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
