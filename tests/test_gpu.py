@@ -315,3 +315,107 @@ def test_deterministic_option(monkeypatch, tmp_path):
         torch.use_deterministic_algorithms(False)
     with pytest.raises(ValueError, match="deterministic: expected true or false, got 'yes please'"):
         build_model({**opt, 'deterministic': 'yes please'})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# On a GPU (deselected by default: `-m gpu`; benchmarks/gpu_checks.sh runs them)
+# ----------------------------------------------------------------------------------------------------------------
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+
+
+@pytest.mark.gpu
+@cuda
+def test_cuda_float64_equals_cpu():
+    torch.manual_seed(0)
+    net = S2Former('small').double().eval()
+    x = torch.rand(2, 3, 64, 96, dtype=torch.float64)
+    with torch.no_grad():
+        expected = net(x, return_all=True)
+        got = net.cuda()(x.cuda(), return_all=True)
+    for a, b in zip(expected[0] + expected[1], got[0] + got[1]):
+        assert torch.allclose(a, b.cpu(), atol=1e-10, rtol=0)
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize('train', [False, True])
+def test_cuda_warm_forward_never_synchronises(train):
+    torch.manual_seed(0)
+    net = S2Former('small').cuda().train(train)
+    x = torch.rand(2, 3, 64, 128, device='cuda')
+    with torch.set_grad_enabled(train):
+        net(x, return_all=True)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode('error')  # any blocking host-device transfer raises
+        try:
+            outputs, uncertainties = net(x, return_all=True)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    assert torch.isfinite(outputs[0]).all()
+
+
+@pytest.mark.gpu
+@cuda
+def test_cuda_graph_capture_replays_the_forward():
+    torch.manual_seed(0)
+    net = S2Former('small').cuda().eval()
+    static_x = torch.rand(1, 3, 64, 64, device='cuda')
+    with torch.no_grad():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm-up on a side stream fills the caches, as capture requires
+                net(static_x)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = net(static_x)
+        x = torch.rand(1, 3, 64, 64, device='cuda')
+        static_x.copy_(x)
+        graph.replay()
+        assert torch.allclose(static_out, net(x), atol=1e-5)
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_cuda_autocast_training_step(dtype):
+    torch.manual_seed(0)
+    net = S2Former('small').cuda()
+    x = torch.rand(2, 3, 64, 64, device='cuda')
+    scaler = torch.amp.GradScaler('cuda', enabled=dtype == torch.float16)
+    with torch.autocast('cuda', dtype=dtype):
+        outputs, uncertainties = net(x, return_all=True)
+        loss = sum(o.float().mean() + u.float().mean() for o, u in zip(outputs, uncertainties))
+    scaler.scale(loss).backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+    with torch.no_grad():
+        reference = net(x)
+    assert (outputs[0].float() - reference).abs().mean() < 0.05
+
+
+@pytest.mark.gpu
+@cuda
+def test_infer_cli_on_cuda_with_fp16(tmp_path):
+    import subprocess
+    import sys
+
+    import cv2
+    import numpy as np
+    from helpers import REPO
+
+    torch.manual_seed(0)
+    torch.save(S2Former('small').state_dict(), tmp_path / 'net.pth')
+    (tmp_path / 'in').mkdir()
+    img = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / 'in' / 'a.png'), img)
+    outs = {}
+    for name, extra in (('fp32', []), ('fp16', ['--fp16'])):
+        argv = ['-m', 's2former_plugin.infer', '--weights', str(tmp_path / 'net.pth'), '--input', str(tmp_path / 'in')]
+        argv += ['--output', str(tmp_path / name), '--device', 'cuda', '--no-progress', '--tile', '64', *extra]
+        proc = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert ('cuda, fp16, tile' in proc.stdout) == (name == 'fp16')
+        outs[name] = cv2.imread(str(tmp_path / name / 'a.png')).astype(np.float64)
+    assert outs['fp16'].shape == img.shape and np.abs(outs['fp16'] - outs['fp32']).mean() < 3.0
