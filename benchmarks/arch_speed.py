@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument('--train-size', type=int, default=128)
     parser.add_argument('--train-runs', type=int, default=3)
     parser.add_argument('--no-gpu', action='store_true')
+    parser.add_argument('--no-cpu', action='store_true', help='CUDA figures only')
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -115,7 +116,8 @@ def main() -> None:
     macs = count_macs(_ReturnAll(ours), 256)['macs']  # all ten maps, as the official forward computes them
     params = sum(p.numel() for p in ours.parameters())
     print(f'params {params:,}; multiply-adds at 1x3x256x256: {macs / 1e9:.2f} G (return_all forward)')
-    devices = [cpu] + ([torch.device('cuda')] if torch.cuda.is_available() and not args.no_gpu else [])
+    devices = [] if args.no_cpu else [cpu]
+    devices += [torch.device('cuda')] if torch.cuda.is_available() and not args.no_gpu else []
     for device in devices:
         peak = matmul_gflops(device)
         print(f'\n== {device.type}: 2048x2048 fp32 matmul {peak:.1f} GFLOP/s')
