@@ -59,7 +59,8 @@ paper's recipe (without the perceptual term, which needs VGG19 weights) can be m
 
 Budget: ``total_iter`` fixes the iterations. ``max_minutes`` is converted into iterations before training: the
 training subprocess first times ``calibration_iters`` optimisation steps of the real model (``feed_data`` +
-``optimize_parameters`` on random crops of the configured size) and sets ``total_iter = minutes * 60 / median step
+``optimize_parameters`` on random crops of the configured size, after untimed warm-up steps, 3 on CUDA, with cuDNN's
+benchmark mode on as ``basicsr.train`` trains) and sets ``total_iter = minutes * 60 / median step
 time`` (the smaller of the two when both are given). The count is written into ``OUT/<arch>/options.yml`` once,
 so an interrupted run resumes towards the same target, and the training is reproducible. Data loading and
 checkpointing are not in the step time, so the wall time slightly exceeds the budget.

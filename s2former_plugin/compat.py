@@ -188,11 +188,15 @@ def init_dist(launcher: str, backend: str | None = None, **kwargs) -> None:
 
 
 def check_local_gpus() -> None:
-    """Stop (on every rank alike) a CUDA run that has more processes on this node than visible GPUs."""
+    """Stop (on every rank alike) a CUDA run that has more processes on this node than visible GPUs.
+
+    The count is torchrun's ``LOCAL_WORLD_SIZE``; launchers that do not set it are not checked.
+    """
     import torch
 
-    ranks = int(os.environ.get('LOCAL_WORLD_SIZE', os.environ.get('WORLD_SIZE', '1')))
-    gpus = torch.cuda.device_count()
+    if 'LOCAL_WORLD_SIZE' not in os.environ:
+        return
+    ranks, gpus = int(os.environ['LOCAL_WORLD_SIZE']), torch.cuda.device_count()
     if ranks > gpus:
         raise RuntimeError(
             f'{ranks} processes on this node but {gpus} visible GPU(s): start one process per GPU '
