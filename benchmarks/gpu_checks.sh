@@ -69,7 +69,7 @@ for mode, dtype in (('fp32', None), ('bf16 autocast', torch.bfloat16), ('fp16 au
     for step in range(100):
         torch.cuda.synchronize(); start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        with torch.autocast('cuda', dtype=dtype or torch.float32, enabled=dtype is not None):
+        with torch.autocast('cuda', dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             outputs, uncertainties = net(lq, return_all=True)
             loss = psnr([o.float() for o in outputs], gt) + udl([o.float() for o in outputs], [u.float() for u in uncertainties], gt)
         scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
