@@ -219,30 +219,39 @@ def derain_array(
 MIN_RETRY_TILE = 64
 
 
-def derain_retrying_oom(
-    img: np.ndarray, run: Callable[..., Any], tile: int, overlap: int, name: str
-) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """:func:`derain_array` with ``run(x, tile)``; after an out-of-memory error (CUDA), free the cache and retry
-    with half the tile (the whole image: half its longer side), down to :data:`MIN_RETRY_TILE`.
+class OutOfMemorySkip(Exception):
+    """An image for which no tile size down to :data:`MIN_RETRY_TILE` fits in GPU memory."""
 
-    Each retry is reported on stderr, one line naming the image. Returns ``None`` (reported) when even the
-    smallest tile does not fit, so the caller skips this image and goes on with the others.
+
+def retry_out_of_memory(run_tiled: Callable[[int], Any], tile: int, overlap: int, size: tuple[int, int]) -> Any:
+    """``run_tiled(tile)``; after an out-of-memory error (CUDA), free the cache and retry with half the tile (the
+    whole image, ``tile`` 0: half its longer side), down to :data:`MIN_RETRY_TILE`. Each retry is reported on
+    stderr, one line.
+
+    Args:
+        run_tiled: Runs the image with the given tile size (0: whole image).
+        tile: The first tile size.
+        overlap: Tile overlap: a retry tile must stay larger.
+        size: The image's ``(H, W)``.
+
+    Raises:
+        OutOfMemorySkip: even the smallest tile does not fit.
     """
     from tqdm import tqdm
 
     while True:
         try:
-            return derain_array(img, functools.partial(run, tile=tile))
+            return run_tiled(tile)
         except torch.OutOfMemoryError:
             pass  # leave the except block first: its traceback holds the failed pass's tensors
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        smaller = (tile or max(img.shape[:2])) // 2
+        smaller = (tile or max(size)) // 2
         if smaller < MIN_RETRY_TILE or smaller <= overlap:
-            tqdm.write(f'infer: out of GPU memory even with tile {tile or "off"}, skipped: {name}', file=sys.stderr)
-            return None
+            raise OutOfMemorySkip(f'out of GPU memory even with tile {tile or "off"}')
         tqdm.write(
-            f'infer: out of GPU memory with tile {tile or "off"} on {name}: cache freed, retrying with tile {smaller}',
+            f'infer: out of GPU memory with tile {tile or "off"} on a {size[1]}x{size[0]} image: cache freed, '
+            f'retrying with tile {smaller}',
             file=sys.stderr,
         )
         tile = smaller
@@ -355,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bar = tqdm(inputs, desc='derain', unit='img', disable=args.no_progress)
 
-    def run(x: torch.Tensor, tile: int = args.tile):
+    def run_tiled(x: torch.Tensor, tile: int):
         res = tiled_forward(
             forward,
             x,
@@ -369,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return res if args.save_uncertainty else (res, None)
 
+    def run(x: torch.Tensor):
+        return retry_out_of_memory(functools.partial(run_tiled, x), args.tile, args.tile_overlap, x.shape[-2:])
+
     failed = []
     start = time.perf_counter()
     for path in bar:
@@ -378,11 +390,12 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(path)
             tqdm.write(f'infer: {problem}, skipped: {path}', file=sys.stderr)
             continue
-        result = derain_retrying_oom(img, run, args.tile, args.tile_overlap, path)
-        if result is None:
+        try:
+            out, unc = derain_array(img, run)
+        except OutOfMemorySkip as exc:
             failed.append(path)
+            tqdm.write(f'infer: {exc}, skipped: {path}', file=sys.stderr)
             continue
-        out, unc = result
         out_name = _float_name(names[path]) if out.dtype.kind == 'f' else names[path]
         if not cv2.imwrite(os.path.join(args.output, out_name), out):
             failed.append(path)

@@ -35,8 +35,6 @@ from s2former_plugin.tiling import BLENDS, tiled_forward
 from s2former_plugin.visualize import uncertainty_to_color
 
 LOSS_KEYS = ('psnr_opt', 'perceptual_opt', 'udl_opt')
-#: What each loss reads of the network's outputs: (the four side outputs, the uncertainty maps).
-LOSS_READS = {'psnr_opt': (True, False), 'perceptual_opt': (False, False), 'udl_opt': (True, True)}
 
 
 def check_val_options(val_opt: dict) -> None:
@@ -56,8 +54,11 @@ class S2FormerModel(SRModel):
 
     def __init__(self, opt: dict):
         check_val_options(opt.get('val') or {})  # fail at start-up, not at the first validation hours later
-        compat.set_deterministic(opt)
         super().__init__(opt)
+        compat.set_deterministic(opt)  # after basicsr.train's cudnn.benchmark = True; before the first step
+
+    #: What each loss reads of the network's outputs: (the four side outputs, the uncertainty maps).
+    LOSS_READS = {'psnr_opt': (True, False), 'perceptual_opt': (False, False), 'udl_opt': (True, True)}
 
     def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
         """Freeze the heads that no configured loss reaches, then move (and wrap for DDP/DataParallel).
@@ -67,7 +68,7 @@ class S2FormerModel(SRModel):
         them on every iteration costs a graph traversal. Frozen, they keep their initial or loaded values.
         """
         train_opt = (self.opt.get('train') or {}) if self.is_train else {}
-        used = [LOSS_READS[k] for k in LOSS_KEYS if train_opt.get(k)]
+        used = [self.LOSS_READS[k] for k in LOSS_KEYS if train_opt.get(k)]
         if used and hasattr(net, 'heads_without_gradient'):
             names = net.heads_without_gradient(any(u[0] for u in used), any(u[1] for u in used))
             for name in names:
