@@ -60,7 +60,8 @@ paper's recipe (without the perceptual term, which needs VGG19 weights) can be m
 
 Budget: ``total_iter`` fixes the iterations. ``max_minutes`` is converted into iterations before training: the
 training subprocess first times ``calibration_iters`` optimisation steps of the real model (``feed_data`` +
-``optimize_parameters`` on random crops of the configured size) and sets ``total_iter = minutes * 60 / median step
+``optimize_parameters`` on random crops of the configured size, after untimed warm-up steps, 3 on CUDA, with cuDNN's
+benchmark mode on as ``basicsr.train`` trains) and sets ``total_iter = minutes * 60 / median step
 time`` (the smaller of the two when both are given). The count is written into ``OUT/<arch>/options.yml`` once,
 so an interrupted run resumes towards the same target, and the training is reproducible. Data loading and
 checkpointing are not in the step time, so the wall time slightly exceeds the budget.
@@ -561,10 +562,17 @@ def _finalise_schedule(train: dict) -> None:
         sched.setdefault('restart_weights', [1])
 
 
+#: Untimed calibration steps: cuDNN's benchmark mode tunes its algorithms over the first few steps of each shape.
+CALIBRATION_WARMUP = {'cpu': 1, 'cuda': 3}
+
+
 def _calibrate(topt: dict) -> float:
-    """Median seconds of one optimisation step of the real model on random crops (the first step is warm-up)."""
+    """Median seconds of one optimisation step of the real model on random crops, after the warm-up steps
+    (:data:`CALIBRATION_WARMUP`), with cuDNN in benchmark mode as ``basicsr.train`` sets it for the training."""
     import torch
     from basicsr.models import build_model
+
+    torch.backends.cudnn.benchmark = True
 
     model_opt = copy.deepcopy(topt)
     model_opt['train']['total_iter'] = 10**6
@@ -574,14 +582,15 @@ def _calibrate(topt: dict) -> float:
     ds = topt['datasets']['train']
     shape = (ds['batch_size_per_gpu'], 3, ds['gt_size'], ds['gt_size'])
     times = []
-    for i in range(max(2, topt['benchmark']['calibration_iters']) + 1):
+    warmup = CALIBRATION_WARMUP.get(model.device.type, 1)
+    for i in range(max(2, topt['benchmark']['calibration_iters']) + warmup):
         gt = torch.rand(shape)
         start = time.perf_counter()
         model.feed_data({'lq': (gt + 0.1 * torch.rand(shape)).clamp(0, 1), 'gt': gt})
         model.optimize_parameters(i + 1)
         if model.device.type == 'cuda':
             torch.cuda.synchronize()
-        if i:
+        if i >= warmup:
             times.append(time.perf_counter() - start)
     del model
     gc.collect()
@@ -661,9 +670,10 @@ def time_calls(calls: dict, runs: int = 5, warmup: int = 1, device: str = 'cpu')
 
     The callables take turns run by run (after ``warmup`` calls each), so a busy machine slows all of them alike;
     the process CPU time (all threads) is, with one thread, the compute time alone, robust to other processes.
+    On CUDA the CPU time is the host's launching and waiting, not the work: ``cpu_ms`` is then ``None``.
 
     Returns:
-        ``{name: {'latency_ms': float, 'cpu_ms': float}}``.
+        ``{name: {'latency_ms': float, 'cpu_ms': float | None}}``.
     """
     import torch
 
@@ -688,7 +698,11 @@ def time_calls(calls: dict, runs: int = 5, warmup: int = 1, device: str = 'cpu')
     def median_ms(ts: list[float]) -> float:
         return 1000 * sorted(ts)[len(ts) // 2]
 
-    return {name: {'latency_ms': median_ms(wall[name]), 'cpu_ms': median_ms(cpu[name])} for name in calls}
+    on_cpu = torch.device(device).type == 'cpu'
+    return {
+        name: {'latency_ms': median_ms(wall[name]), 'cpu_ms': median_ms(cpu[name]) if on_cpu else None}
+        for name in calls
+    }
 
 
 def _sum_of_means(out: Any) -> Any:

@@ -9,8 +9,9 @@ basicsr 1.4.2 (the last PyPI release) predates current torch/torchvision. The fi
   :func:`train_main` / :func:`test_main`, which root everything at the working directory.
 * Resume without CUDA: ``load_resume_state`` calls ``torch.cuda.current_device()``; ours maps to CPU and loads with
   ``weights_only=True``.
-* Distributed: ``--launcher pytorch`` hard-codes NCCL and ``torch.cuda.set_device``; ours uses gloo without CUDA,
-  and DDP wrapping no longer passes CUDA device ids for CPU models.
+* Distributed: ``--launcher pytorch`` hard-codes NCCL and ``torch.cuda.set_device(rank % gpus)``; ours uses gloo
+  for CPU tensors (``cpu:gloo,cuda:nccl`` on GPU hosts), stops when there are more processes than GPUs, and DDP
+  wrapping no longer passes CUDA device ids for CPU models.
 * Optimizers and schedulers: any ``torch.optim`` optimizer (``AdamW`` ...) and ``CyclicLR`` (the paper's schedule).
 * Checkpoints are written atomically (temp file + rename), so a run killed while saving loses nothing.
 * An unknown ``type:`` names the registry's choices, the plugin's first.
@@ -236,7 +237,12 @@ def _save_training_state(self, epoch: int, current_iter: int) -> None:
 # Distributed
 # ----------------------------------------------------------------------------------------------------------------
 def init_dist(launcher: str, backend: str | None = None, **kwargs) -> None:
-    """basicsr's ``init_dist`` that also works without CUDA (gloo) and picks the local GPU by ``LOCAL_RANK``."""
+    """basicsr's ``init_dist`` that also works without CUDA and picks the local GPU by ``LOCAL_RANK``.
+
+    The backend is device-aware where CUDA exists (``cpu:gloo,cuda:nccl``: a ``num_gpu: 0`` run on a GPU host
+    communicates CPU tensors through gloo), gloo elsewhere. A rank without a GPU of its own selects none: if the
+    run then uses CUDA, :func:`check_local_gpus` stops every rank (sharing a GPU by modulo is slow or hangs).
+    """
     import torch
     import torch.distributed as dist
     import torch.multiprocessing as mp
@@ -247,15 +253,56 @@ def init_dist(launcher: str, backend: str | None = None, **kwargs) -> None:
         mp.set_start_method('spawn')
     if torch.cuda.is_available():
         local_rank = int(os.environ.get('LOCAL_RANK', os.environ['RANK']))
-        torch.cuda.set_device(local_rank % torch.cuda.device_count())
-    backend = backend or ('nccl' if torch.cuda.is_available() else 'gloo')
+        if local_rank < torch.cuda.device_count():
+            torch.cuda.set_device(local_rank)
+    backend = backend or ('cpu:gloo,cuda:nccl' if torch.cuda.is_available() else 'gloo')
     dist.init_process_group(backend=backend, **kwargs)
+
+
+def check_local_gpus() -> None:
+    """Stop (on every rank alike) a CUDA run that has more processes on this node than visible GPUs.
+
+    The count is torchrun's ``LOCAL_WORLD_SIZE``; launchers that do not set it are not checked.
+    """
+    import torch
+
+    if 'LOCAL_WORLD_SIZE' not in os.environ:
+        return
+    ranks, gpus = int(os.environ['LOCAL_WORLD_SIZE']), torch.cuda.device_count()
+    if ranks > gpus:
+        raise RuntimeError(
+            f'{ranks} processes on this node but {gpus} visible GPU(s): start one process per GPU '
+            f'(torchrun --nproc_per_node={gpus}), or set num_gpu: 0 to train on the CPU'
+        )
+
+
+def set_deterministic(opt: dict) -> None:
+    """Apply the top-level option ``deterministic: true``: reproducible GPU runs where torch allows.
+
+    ``basicsr.train`` turns cuDNN's benchmark mode on (fastest algorithms, chosen by timing, so not the same from
+    run to run). Deterministic: cuDNN benchmark off and deterministic algorithms, cuBLAS's fixed workspace, and
+    ``torch.use_deterministic_algorithms(True, warn_only=True)``: torch warns once for each operation without a
+    deterministic CUDA kernel (the ``grid_sample`` backward of the sparse sampling attention adds with atomics),
+    so runs still differ slightly there. Slower; off by default.
+    """
+    import torch
+
+    value = opt.get('deterministic', False)
+    if not isinstance(value, bool):
+        raise ValueError(f'deterministic: expected true or false, got {value!r}')
+    if value:
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # read when cuBLAS starts (at the first matmul)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def _model_to_device(self, net):
     import torch
     from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+    if self.opt['dist'] and self.device.type == 'cuda':
+        check_local_gpus()
     net = net.to(self.device)
     if self.opt['dist']:
         device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None

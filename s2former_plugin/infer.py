@@ -18,6 +18,7 @@ through untouched.
 Invalid tiling arguments (``--tile-batch 0``, an overlap not smaller than the tile, an unknown ``--blend``) are
 refused before anything is read or written (one line naming the option, exit status 2). Unreadable files (and
 images too thin for ``--blend official`` tiles) are reported one line each and skipped; the exit status is then 1.
+An image that runs out of GPU memory is retried with smaller tiles (each retry reported), else skipped by name.
 Outputs never overwrite inputs: an output folder that is an input folder (or would write over an input file) is
 refused.
 """
@@ -25,6 +26,7 @@ refused.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -223,6 +225,48 @@ def derain_array(
     return np.ascontiguousarray(res), unc_np
 
 
+#: Smallest tile an out-of-memory retry goes down to (the paper network pads tiles to multiples of 64).
+MIN_RETRY_TILE = 64
+
+
+class OutOfMemorySkip(Exception):
+    """An image for which no tile size down to :data:`MIN_RETRY_TILE` fits in GPU memory."""
+
+
+def retry_out_of_memory(run_tiled: Callable[[int], Any], tile: int, overlap: int, size: tuple[int, int]) -> Any:
+    """``run_tiled(tile)``; after an out-of-memory error (CUDA), free the cache and retry with half the tile (the
+    whole image, ``tile`` 0: half its longer side), down to :data:`MIN_RETRY_TILE`. Each retry is reported on
+    stderr, one line.
+
+    Args:
+        run_tiled: Runs the image with the given tile size (0: whole image).
+        tile: The first tile size.
+        overlap: Tile overlap: a retry tile must stay larger.
+        size: The image's ``(H, W)``.
+
+    Raises:
+        OutOfMemorySkip: even the smallest tile does not fit.
+    """
+    from tqdm import tqdm
+
+    while True:
+        try:
+            return run_tiled(tile)
+        except torch.OutOfMemoryError:
+            pass  # leave the except block first: its traceback holds the failed pass's tensors
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        smaller = (tile or max(size)) // 2
+        if smaller < MIN_RETRY_TILE or smaller <= overlap:
+            raise OutOfMemorySkip(f'out of GPU memory even with tile {tile or "off"}')
+        tqdm.write(
+            f'infer: out of GPU memory with tile {tile or "off"} on a {size[1]}x{size[0]} image: cache freed, '
+            f'retrying with tile {smaller}',
+            file=sys.stderr,
+        )
+        tile = smaller
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------------------------
@@ -337,11 +381,11 @@ def main(argv: list[str] | None = None) -> int:
 
     bar = tqdm(inputs, desc='derain', unit='img', disable=args.no_progress)
 
-    def run(x: torch.Tensor):
+    def run_tiled(x: torch.Tensor, tile: int):
         res = tiled_forward(
             forward,
             x,
-            args.tile or None,
+            tile or None,
             args.tile_overlap,
             device=device,
             out_device='cpu',
@@ -350,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
             blend=args.blend,
         )
         return res if args.save_uncertainty else (res, None)
+
+    def run(x: torch.Tensor):
+        return retry_out_of_memory(functools.partial(run_tiled, x), args.tile, args.tile_overlap, x.shape[-2:])
 
     failed = []
     earlier = set(list_images(args.output))  # to name what an earlier run left beside this run's outputs
@@ -368,6 +415,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         try:
             out, unc = derain_array(img, run)
+        except OutOfMemorySkip as exc:
+            failed.append(path)
+            tqdm.write(f'infer: {exc}, skipped: {path}', file=sys.stderr)
+            continue
         except NonFiniteOutput as exc:
             failed.append(path)
             tqdm.write(f'infer: {path}: {exc}; no output written', file=sys.stderr)

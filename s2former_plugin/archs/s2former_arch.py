@@ -175,6 +175,21 @@ class S2Former(nn.Module):
         self.final_uncertainty_head = UncertaintyHead(dims[0], out_ch)
         self.register_load_state_dict_pre_hook(_convert_official_keys)
 
+    def heads_without_gradient(self, side_outputs: bool, uncertainties: bool) -> list[str]:
+        """Names of the submodules whose parameters no gradient reaches when the training loss reads only some
+        outputs of ``forward(x, return_all=True)``.
+
+        The uncertainty heads feed the decoder only through the top-k rankings (discrete, no gradient), so without
+        a loss on the uncertainty maps they get none; the side image heads only feed the side outputs.
+        Distributed training must freeze these (DDP waits for every trainable parameter's gradient).
+
+        Args:
+            side_outputs: Whether the loss reads the four side outputs (not only the final image).
+            uncertainties: Whether the loss reads the uncertainty maps.
+        """
+        names = [] if side_outputs or uncertainties else ['image_heads']
+        return names if uncertainties else [*names, 'uncertainty_heads', 'final_uncertainty_head']
+
     def pad(self, x: Tensor) -> Tensor:
         """Pad ``(B, C, H, W)`` at the bottom/right to multiples of :attr:`pad_multiple` (no-op if already)."""
         h, w = x.shape[-2:]

@@ -9,6 +9,7 @@ these. Layout conventions: ``(B, C, H, W)`` is "channel-first", ``(B, H, W, C)``
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
@@ -44,6 +45,29 @@ def linear_gelu(x: Tensor, fc: nn.Linear) -> Tensor:
         return F.gelu(fc(x))
     out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), fc.weight, fc.bias, 'gelu', [], 'none')
     return out.view(*x.shape[:-1], -1)
+
+
+def autocast_on(x: Tensor) -> bool:
+    """Whether autocast (to float16/bfloat16) is active for ``x``'s device."""
+    try:
+        return torch.is_autocast_enabled(x.device.type)
+    except RuntimeError:  # a device type autocast does not know (e.g. meta)
+        return False
+
+
+def float32_under_autocast(x: Tensor) -> contextlib.AbstractContextManager:
+    """Autocast switched off while active for ``x``'s device (a no-op otherwise).
+
+    For the numerically sensitive parts: the uncertainty rankings (in half precision near -1 ELU values tie, the
+    top-k threshold then keeps every position and the damping silently switches off; the ``v @ v^T`` affinity
+    can overflow float16) and the normalisation statistics (a float16 variance overflows for |x| > 256).
+    Callers cast their 16-bit inputs to float32 inside.
+    """
+    return torch.autocast(x.device.type, enabled=False) if autocast_on(x) else contextlib.nullcontext()
+
+
+def _float32(x: Tensor) -> Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def topk_mask(scores: Tensor, keep_ratio: float = RANK_KEEP_RATIO) -> Tensor:
@@ -87,14 +111,18 @@ def window_reverse(windows: Tensor, ws: int, b: int, h: int, w: int) -> Tensor:
     return x.reshape(b, h, w, -1)
 
 
-@functools.lru_cache(maxsize=64)
-def _sampling_grid(h: int, w: int, ws: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Reference sampling grid of :class:`SparseSamplingAttention` for an ``h x w`` map, cached per size/device.
+@functools.lru_cache(maxsize=256)
+def _sampling_axes(h: int, w: int, ws: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, ...]:
+    """Reference sampling grid of :class:`SparseSamplingAttention` for an ``h x w`` map, per axis, cached.
 
-    Returns ``(base, offsets)``, both ``(1, h/ws, ws, w/ws, ws, 2)`` with ``(x, y)`` in the last dim, in
-    ``grid_sample(align_corners=True)`` coordinates: ``base`` is each window's centre plus ``offsets``, the
-    pixel offsets inside the window (which the predicted scales stretch). Built in float32 with the official
-    operation order (so the rounding matches), then cast.
+    The grid is separable (its x coordinates depend only on the column, its y coordinates only on the row), so
+    only per-axis vectors are cached: O(h + w) bytes per size and device instead of two full-size grids (which,
+    over photos of many sizes, pinned GBs of device memory). Returns ``(base_x, local_x, base_y, local_y,
+    divisor)``: ``base_x``/``local_x`` ``(1, 1, 1, w/ws, ws)`` and ``base_y``/``local_y`` ``(1, h/ws, ws, 1, 1)``
+    in ``grid_sample(align_corners=True)`` coordinates (``base`` is each window's centre plus ``local``, the pixel
+    offsets inside the window, which the predicted scales stretch), and ``divisor = [w/ws, h/ws]`` on the device
+    (built here once, not per call: a host-to-device copy synchronises the CUDA stream). Built in float32 with
+    the official operation order (so the rounding matches), then cast.
     """
     with torch.inference_mode(False), torch.no_grad():
         nh, nw = h // ws, w // ws
@@ -106,10 +134,12 @@ def _sampling_grid(h: int, w: int, ws: int, device: torch.device, dtype: torch.d
         step_h, step_w = step_h - step_h.mean(), step_w - step_w.mean()
         offsets = torch.stack(torch.meshgrid(step_w.repeat(nw), step_h.repeat(nh), indexing='ij'), 0)
         offsets = offsets.permute(0, 2, 1).reshape(1, 2, nh, ws, nw, ws)
-        base = centres + offsets
-        # (1, 2, nh, ws, nw, ws) -> (1, nh, ws, nw, ws, 2)
-        base, offsets = (t.permute(0, 2, 3, 4, 5, 1).contiguous().to(device, dtype) for t in (base, offsets))
-    return base, offsets
+        base = centres + offsets  # (1, 2, nh, ws, nw, ws)
+        # x varies only along (nw, ws), y only along (nh, ws): keep one row / one column of each.
+        axes = (base[0, 0, 0, 0], offsets[0, 0, 0, 0], base[0, 1, :, :, 0, 0], offsets[0, 1, :, :, 0, 0])
+        axes = [t.reshape(shape) for t, shape in zip(axes, [(1, 1, 1, nw, ws)] * 2 + [(1, nh, ws, 1, 1)] * 2)]
+        divisor = torch.tensor([nw, nh])
+        return tuple(t.contiguous().to(device, dtype) for t in (*axes, divisor))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -127,6 +157,9 @@ class BiasFreeLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
+        if autocast_on(x):  # statistics in float32 under autocast, as autocast runs F.layer_norm
+            with float32_under_autocast(x):
+                return self.forward(_float32(x))
         x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
         if needs_grad and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):  # tracers: plain ops
@@ -368,11 +401,14 @@ class SparseSamplingAttention(WindowAttentionBase):
         # (B, nh, nw, heads*2) -> (B*heads, nh, 1, nw, 1, 2): (x, y) per window and head
         offsets = pointwise(pooled, self.offset_head).view(b, nh, nw, heads, 2).permute(0, 3, 1, 2, 4)
         scales = pointwise(pooled, self.scale_head).view(b, nh, nw, heads, 2).permute(0, 3, 1, 2, 4)
-        offsets = offsets / torch.tensor([nw, nh], dtype=x.dtype, device=x.device)
-        offsets = offsets.reshape(b * heads, nh, 1, nw, 1, 2)
+        base_x, local_x, base_y, local_y, divisor = _sampling_axes(h, w, ws, x.device, x.dtype)
+        offsets = (offsets / divisor).reshape(b * heads, nh, 1, nw, 1, 2)
         scales = scales.reshape(b * heads, nh, 1, nw, 1, 2)
-        base, local = _sampling_grid(h, w, ws, x.device, x.dtype)  # (1, nh, ws, nw, ws, 2)
-        return (base + (local * scales + offsets)).reshape(b * heads, h, w, 2)
+        # base + (local * scale + offset), per axis; broadcast to (B*heads, nh, ws, nw, ws) by the one stack.
+        gx = base_x + (local_x * scales[..., 0] + offsets[..., 0])  # (B*heads, nh, 1, nw, ws)
+        gy = base_y + (local_y * scales[..., 1] + offsets[..., 1])  # (B*heads, nh, ws, nw, 1)
+        shape = (b * heads, nh, ws, nw, ws)
+        return torch.stack([gx.expand(shape), gy.expand(shape)], dim=-1).reshape(b * heads, h, w, 2)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """``softmax(q k^T * scale + bias) v`` per window and head, ``(B*nW, heads, N, d)`` each."""
@@ -426,7 +462,11 @@ class LocalReconstruction(WindowAttentionBase):
         """
         b, c, h, w = var.shape
         v = var.reshape(b, c // ws, ws, h // ws, ws, w).transpose(2, 3).reshape(-1, ws * ws, c)
-        affinity = v @ v.transpose(1, 2)  # (B*nW, N, N)
+        if autocast_on(var):
+            with float32_under_autocast(var):
+                affinity = _float32(v) @ _float32(v).transpose(1, 2)
+        else:
+            affinity = v @ v.transpose(1, 2)  # (B*nW, N, N)
         keep = topk_mask(affinity)
         one = torch.full((), scale, dtype=var.dtype, device=var.device)
         return torch.where(keep, one, one * LR_SHARPENING).unsqueeze(1)
@@ -439,8 +479,14 @@ class LocalReconstruction(WindowAttentionBase):
         qkv = self.qkv(windows).view(windows.shape[0], ws * ws, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B*nW, heads, N, d)
         # In-place ops are autograd-safe here: matmul does not save its output, mul_ saves only `modulation`.
-        logits = torch.matmul(q, k.transpose(-2, -1)).mul_(modulation).add_(self.relative_position_bias())
-        out = logits.softmax(dim=-1) @ v  # (B*nW, heads, N, d)
+        if autocast_on(x):  # the unscaled logits (scale folded into modulation) can overflow float16
+            with float32_under_autocast(x):
+                logits = torch.matmul(q.float(), k.float().transpose(-2, -1)).mul_(modulation)
+                attn = logits.add_(self.relative_position_bias()).softmax(dim=-1).to(v.dtype)
+        else:
+            logits = torch.matmul(q, k.transpose(-2, -1)).mul_(modulation).add_(self.relative_position_bias())
+            attn = logits.softmax(dim=-1)
+        out = attn @ v  # (B*nW, heads, N, d)
         out = self.proj(out.transpose(1, 2).reshape(-1, ws * ws, c))
         return window_reverse(out, ws, b, h, w)
 
@@ -519,6 +565,10 @@ class UncertaintyHead(nn.Module):
         self.conv2 = nn.Conv2d(dim, out_channels, 3, padding=1)
 
     def features(self, x: Tensor) -> Tensor:
+        """The ranking guide ``elu(conv1(x))``; float32 under autocast (half-precision ELU values tie near -1)."""
+        if autocast_on(x):
+            with float32_under_autocast(x):
+                return F.elu(self.conv1(_float32(x)))
         return F.elu(self.conv1(x))
 
     def forward(self, features: Tensor) -> Tensor:

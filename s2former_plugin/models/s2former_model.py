@@ -32,6 +32,7 @@ from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from tqdm import tqdm
 
+from s2former_plugin import compat
 from s2former_plugin.checkpoint import load_state_dict_any
 from s2former_plugin.tiling import BLENDS, tiled_forward
 from s2former_plugin.visualize import uncertainty_to_color
@@ -162,6 +163,35 @@ class S2FormerModel(SRModel):
         check_training_options(opt)
         check_val_options(opt.get('val') or {})  # fail at start-up, not at the first validation hours later
         super().__init__(opt)
+        compat.set_deterministic(opt)  # after basicsr.train's cudnn.benchmark = True; before the first step
+
+    #: What each loss reads of the network's outputs: (the four side outputs, the uncertainty maps).
+    LOSS_READS = {'psnr_opt': (True, False), 'perceptual_opt': (False, False), 'udl_opt': (True, True)}
+
+    def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
+        """Freeze the heads that no configured loss reaches, then move (and wrap for DDP/DataParallel).
+
+        Such parameters would get no gradient anyway (Adam skips them, so single-process training is unchanged),
+        but DDP without ``find_unused_parameters`` stops at the second iteration waiting for theirs, and finding
+        them on every iteration costs a graph traversal. Frozen, they keep their initial or loaded values.
+        """
+        train_opt = (self.opt.get('train') or {}) if self.is_train else {}
+        used = [self.LOSS_READS[k] for k in LOSS_KEYS if train_opt.get(k)]
+        if used and hasattr(net, 'heads_without_gradient'):
+            names = net.heads_without_gradient(any(u[0] for u in used), any(u[1] for u in used))
+            for name in names:
+                net.get_submodule(name).requires_grad_(False)
+            if names:
+                get_root_logger().info(f'No loss reaches {", ".join(names)}: frozen (kept as initialised or loaded)')
+        return super().model_to_device(net)
+
+    def setup_optimizers(self) -> None:
+        """basicsr's, without its one warning line per frozen parameter (:meth:`model_to_device` logs them once)."""
+        train_opt = self.opt['train']
+        params = [p for p in self.net_g.parameters() if p.requires_grad]
+        optim_type = train_opt['optim_g'].pop('type')
+        self.optimizer_g = self.get_optimizer(optim_type, params, **train_opt['optim_g'])
+        self.optimizers.append(self.optimizer_g)
 
     def init_training_settings(self) -> None:
         self.net_g.train()
@@ -281,10 +311,23 @@ class S2FormerModel(SRModel):
         self.output, self.uncertainty = self.predict(self.lq)
 
     def dist_validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
-        self._validate(dataloader, current_iter, tb_logger, save_img)
+        """Validate this rank's share; a rank that fails still joins the one all-reduce, with a NaN image count,
+        so every rank raises at once instead of the others waiting in it until the timeout."""
+        self._pending_reduce = None
+        try:
+            self._validate(dataloader, current_iter, tb_logger, save_img)
+        except Exception:
+            if self._pending_reduce is not None:
+                nan = torch.full((self._pending_reduce,), float('nan'), dtype=torch.float64)
+                dist.all_reduce(nan.to(self._reduce_device()))
+            raise
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
         self._validate(dataloader, current_iter, tb_logger, save_img)
+
+    def _reduce_device(self) -> torch.device:
+        """Where validation sums are all-reduced: the model's device under NCCL, else the CPU (gloo)."""
+        return self.device if dist.get_backend() == 'nccl' else torch.device('cpu')
 
     def _validate(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
         dataset = dataloader.dataset
@@ -293,6 +336,7 @@ class S2FormerModel(SRModel):
         rank, world = (self.opt['rank'], self.opt['world_size']) if self.opt['dist'] else (0, 1)
         indices = range(rank, len(dataset), world)  # each rank validates its share
         sums = torch.zeros(len(metrics_opt) + 1, dtype=torch.float64)
+        self._pending_reduce = sums.numel() if self.opt['dist'] else None
         pbar = tqdm(total=len(indices), unit='image') if self.opt['val'].get('pbar') and rank == 0 else None
 
         for idx in indices:
@@ -320,10 +364,12 @@ class S2FormerModel(SRModel):
             pbar.close()
 
         if self.opt['dist']:
-            device = self.device if dist.get_backend() == 'nccl' else torch.device('cpu')
-            sums = sums.to(device)
+            self._pending_reduce = None
+            sums = sums.to(self._reduce_device())
             dist.all_reduce(sums)
             sums = sums.cpu()
+            if not torch.isfinite(sums[-1]):
+                raise RuntimeError(f'validation of {dataset_name} failed on another rank; see its error')
         if metrics_opt:
             self._initialize_best_metric_results(dataset_name)
             count = max(sums[-1].item(), 1)
