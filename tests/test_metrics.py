@@ -8,6 +8,7 @@ import torch
 from basicsr.metrics import calculate_metric
 from basicsr.metrics.psnr_ssim import calculate_psnr
 from basicsr.utils.registry import METRIC_REGISTRY
+from helpers import photo
 
 from s2former_plugin.metrics import protocols
 from s2former_plugin.metrics.protocols import MetricUnavailable, compute
@@ -160,21 +161,11 @@ def test_pyiqa_weight_files_are_loaded_weights_only(tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 # No-reference metrics
 # ----------------------------------------------------------------------------------------------------------------
-def _photo(seed: int, shape=(112, 200)) -> np.ndarray:
-    """A smooth, textured uint8 BGR image (NIQE needs 96x96 blocks and some natural-looking statistics)."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    noise = cv2.GaussianBlur(rng.normal(0, 40, (*shape, 3)), (0, 0), 1.5 + seed % 3)
-    ramp = np.linspace(40, 200, shape[1])[None, :, None] * np.ones((shape[0], 1, 3))
-    return np.clip(ramp + noise, 0, 255).astype(np.uint8)
-
-
 def test_niqe_equals_basicsr_calculate_niqe():
     from basicsr.metrics import calculate_niqe
 
     for seed in range(3):
-        img = _photo(seed)
+        img = photo(seed)
         expected = calculate_niqe(img, 0, input_order='HWC', convert_to='y')
         assert compute('niqe', img) == expected  # the very same computation on uint8 BGR
         assert compute('niqe', img, img[::-1].copy()) == expected  # a reference is ignored
@@ -184,7 +175,7 @@ def test_niqe_equals_basicsr_calculate_niqe():
         bridge = calculate_metric({'img': img}, {'type': 'pyiqa', 'metric': 'niqe', 'better': 'lower'})
         assert bridge == expected
     with pytest.raises(ValueError, match='two 96x96 blocks'):
-        compute('niqe', _photo(0, (100, 180)))
+        compute('niqe', photo(0, (100, 180)))
 
 
 def test_piqe_equals_pyiqa():
@@ -192,7 +183,7 @@ def test_piqe_equals_pyiqa():
 
     ref = pyiqa.create_metric('piqe', device='cpu')
     for seed in range(3):
-        img = _photo(seed, (72, 88))
+        img = photo(seed, (72, 88))
         rgb = torch.from_numpy(img[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255
         assert compute('piqe', img) == pytest.approx(float(ref(rgb)), abs=1e-5)
         assert calculate_metric({'img': img, 'img2': img}, {'type': 'pyiqa', 'metric': 'piqe'}) == pytest.approx(
@@ -204,7 +195,7 @@ def test_no_reference_metrics_offline_leave_the_cache_untouched(tmp_path, monkey
     cache = tmp_path / 'torch_home'
     monkeypatch.setenv('TORCH_HOME', str(cache))
     monkeypatch.delenv(protocols.ALLOW_DOWNLOAD_ENV, raising=False)
-    img = _photo(1)
+    img = photo(1)
     for m in protocols.NR_DEFAULT_METRICS:
         protocols.check_metric(m)
         assert protocols.is_no_reference(m) and protocols.lower_is_better(m)
@@ -230,7 +221,7 @@ def test_weights_dir_supplies_a_weight_file(tmp_path, monkeypatch):
     # A small SVM in the format of pyiqa's BRISQUE weights: (support vector coefficients, support vectors).
     svm = (torch.randn(5, generator=gen, dtype=torch.float64), torch.rand(5, 36, generator=gen))
     torch.save(svm, weights / 'brisque_svm_weights.pth')
-    img = _photo(2)
+    img = photo(2)
     value = compute('brisque', img, weights_dir=str(weights))
     ref = pyiqa.create_metric('brisque', device='cpu', pretrained_model_path=str(weights / 'brisque_svm_weights.pth'))
     rgb = torch.from_numpy(img[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255
