@@ -848,6 +848,9 @@ def main(argv: list[str] | None = None) -> int:
         + f' -> {args.out}'
     )
     status = 0
+    if not ev.available:
+        print(f'report: error: --metrics: none of {", ".join(metrics)} can be computed here', file=sys.stderr)
+        status = 1
     for m in ev.bad_metrics:
         print(f'report: error: --metrics: {ev.unavailable[m]}', file=sys.stderr)
         status = 1
