@@ -63,6 +63,7 @@ __all__ = [
 ]
 
 CROP = 160
+CROP_SHOWN = 240  # displayed crop width (pixelated zoom)
 THUMB = 240  # gallery thumbnail width
 # Formats browsers show: copied as they are into the gallery; others (TIFF, PPM...) are converted to PNG.
 _BROWSER_EXTS = ('.png', '.jpg', '.jpeg', '.webp', '.bmp')
@@ -482,7 +483,9 @@ def _png_b64(img: np.ndarray) -> str:
     return base64.b64encode(buf.tobytes()).decode('ascii')
 
 
-def _plot_b64(ev: Evaluation, metric: str) -> str:
+def _plot_b64(ev: Evaluation, metric: str) -> tuple[str, int, int]:
+    """The per-image bar plot as base64 PNG, with its width and height in pixels (fixed sizes keep the page's
+    layout, and its #gallery anchor, steady while images load)."""
     import matplotlib
 
     matplotlib.use('Agg')
@@ -491,7 +494,8 @@ def _plot_b64(ev: Evaluation, metric: str) -> str:
     names = list(ev.per_image)
     vals = [ev.per_image[n].get(metric, math.nan) for n in names]
     finite = [v for v in vals if math.isfinite(v)]
-    fig, ax = plt.subplots(figsize=(min(16, 4 + 0.12 * len(names)), 3.2), dpi=100)
+    size = (min(16, 4 + 0.12 * len(names)), 3.2)
+    fig, ax = plt.subplots(figsize=size, dpi=100)
     ax.bar(range(len(names)), [v if math.isfinite(v) else 0 for v in vals], color='#4878a8')
     if finite:
         ax.axhline(float(np.mean(finite)), color='#c44e52', lw=1, label=f'mean {np.mean(finite):.3f}')
@@ -507,7 +511,7 @@ def _plot_b64(ev: Evaluation, metric: str) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format='png')
     plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode('ascii')
+    return base64.b64encode(buf.getvalue()).decode('ascii'), round(size[0] * 100), round(size[1] * 100)
 
 
 def _to_u8(img: np.ndarray) -> np.ndarray:
@@ -518,8 +522,8 @@ def _to_u8(img: np.ndarray) -> np.ndarray:
     return img
 
 
-def _crops(pair: ImagePair) -> list[tuple[str, str]]:
-    """``[(label, base64 png)]``: input/output/GT/uncertainty crops at the window of largest error."""
+def _crops(pair: ImagePair) -> list[tuple[str, str, int]]:
+    """``[(label, base64 png, height shown)]``: input/output/GT/uncertainty crops at the window of largest error."""
     pred, gt = _to_u8(read_image(pair.pred)), _to_u8(read_image(pair.gt))
     h, w = gt.shape[:2]
     ch, cw = min(CROP, h), min(CROP, w)
@@ -546,7 +550,7 @@ def _crops(pair: ImagePair) -> list[tuple[str, str]]:
                 continue
         if img.shape[:2] != (h, w):
             continue
-        panels.append((label, _png_b64(img[window])))
+        panels.append((label, _png_b64(img[window]), round(ch * CROP_SHOWN / cw)))
     return panels
 
 
@@ -561,9 +565,9 @@ def _gallery_columns(ev: Evaluation) -> list[tuple[str, str]]:
     return cols
 
 
-def _gallery_image(path: str, name: str, kind: str, out_dir: str) -> tuple[str, str]:
-    """Copy (or convert to PNG) one image under ``out_dir/images``; return its relative link and a thumbnail
-    (base64 JPEG)."""
+def _gallery_image(path: str, name: str, kind: str, out_dir: str) -> tuple[str, str, int]:
+    """Copy (or convert to PNG) one image under ``out_dir/images``; return its relative link, a thumbnail
+    (base64 JPEG) and the thumbnail's height."""
     ext = os.path.splitext(path)[1].lower()
     rel = f'images/{safe_key(name)}_{kind}{ext if ext in _BROWSER_EXTS else ".png"}'
     dst = os.path.join(out_dir, rel)
@@ -577,7 +581,7 @@ def _gallery_image(path: str, name: str, kind: str, out_dir: str) -> tuple[str, 
     ok, buf = cv2.imencode('.jpg', thumb, [cv2.IMWRITE_JPEG_QUALITY, 85])
     if not ok:  # pragma: no cover
         raise ValueError('JPEG encoding failed')
-    return rel, base64.b64encode(buf.tobytes()).decode('ascii')
+    return rel, base64.b64encode(buf.tobytes()).decode('ascii'), thumb.shape[0]
 
 
 def _gallery_html(ev: Evaluation, out_dir: str) -> list[str]:
@@ -588,7 +592,8 @@ def _gallery_html(ev: Evaluation, out_dir: str) -> list[str]:
     os.makedirs(os.path.join(out_dir, 'images'), exist_ok=True)
     cols = _gallery_columns(ev)
     parts = [
-        '<h2>Gallery</h2><p>Click a thumbnail for the full image.</p><table class="gallery"><tr><th>image</th>'
+        '<h2 id="gallery">Gallery</h2><p>Click a thumbnail for the full image.</p>'
+        '<table class="gallery"><tr><th>image</th>'
         + ''.join(f'<th>{esc(h)}</th>' for _, h in cols)
         + '<th>scores</th></tr>'
     ]
@@ -600,12 +605,13 @@ def _gallery_html(ev: Evaluation, out_dir: str) -> list[str]:
                 cells.append('<td>-</td>')
                 continue
             try:
-                rel, b64 = _gallery_image(path, pair.name, kind, out_dir)
+                rel, b64, height = _gallery_image(path, pair.name, kind, out_dir)
             except Exception as exc:  # noqa: BLE001 - one unreadable image leaves one empty cell
                 cells.append(f'<td class="err">{esc(f"{type(exc).__name__}: {exc}")}</td>')
                 continue
             cells.append(
-                f'<td><a href="{quote(rel)}"><img class="thumb" alt="{esc(kind)} {esc(pair.name)}" '
+                f'<td><a href="{quote(rel)}"><img class="thumb" width="{THUMB}" height="{height}" '
+                f'alt="{esc(kind)} {esc(pair.name)}" '
                 f'src="data:image/jpeg;base64,{b64}"></a></td>'
             )
         if pair.name in ev.per_image:
@@ -725,7 +731,7 @@ def write_reports(ev: Evaluation, out_dir: str, allow_missing: bool = False) -> 
         'body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}',
         'td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child,th:first-child{text-align:left}',
         '.crops{display:flex;gap:8px;flex-wrap:wrap}.crops figure{margin:0}img.crop{image-rendering:pixelated;'
-        'width:240px}figcaption{font-size:12px;text-align:center}img.thumb{width:240px;display:block}'
+        'width:240px;height:auto}figcaption{font-size:12px;text-align:center}img.thumb{width:240px;display:block}'
         '.gallery td{vertical-align:top;text-align:center}.gallery td.scores{text-align:left;font-size:13px}'
         '.err{color:#b00}</style></head><body>',
         '<h1>Evaluation report</h1>',
@@ -741,7 +747,10 @@ def write_reports(ev: Evaluation, out_dir: str, allow_missing: bool = False) -> 
     if ranking is not None:
         metric, lower = ranking
         parts.append(f'<h2>Per-image {esc(metric)}</h2>')
-        parts.append(f'<img alt="per-image {esc(metric)}" src="data:image/png;base64,{_plot_b64(ev, metric)}">')
+        b64, width, height = _plot_b64(ev, metric)
+        parts.append(
+            f'<img alt="per-image {esc(metric)}" width="{width}" height="{height}" src="data:image/png;base64,{b64}">'
+        )
         scored = [(v[metric], n) for n, v in ev.per_image.items() if metric in v and not math.isnan(v[metric])]
         by_name = {p.name: p for p in ev.pairs}
         if scored and not protocols.is_no_reference(metric):
@@ -753,9 +762,10 @@ def write_reports(ev: Evaluation, out_dir: str, allow_missing: bool = False) -> 
                     continue
                 vals = ', '.join(f'{m} {_fmt(v, m)}' for m, v in ev.per_image[name].items())
                 parts.append(f'<h2>{title}: {esc(name)} <small>({esc(vals)})</small></h2><div class="crops">')
-                for label, b64 in _crops(pair):
+                for label, b64, height in _crops(pair):
                     parts.append(
-                        f'<figure><img class="crop" alt="{esc(label)}" src="data:image/png;base64,{b64}">'
+                        f'<figure><img class="crop" width="{CROP_SHOWN}" height="{height}" alt="{esc(label)}" '
+                        f'src="data:image/png;base64,{b64}">'
                         f'<figcaption>{esc(label)}</figcaption></figure>'
                     )
                 parts.append('</div>')
