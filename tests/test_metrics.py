@@ -227,3 +227,28 @@ def test_weights_dir_supplies_a_weight_file(tmp_path, monkeypatch):
     rgb = torch.from_numpy(img[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255
     assert value == pytest.approx(float(ref(rgb)), rel=1e-6)
     assert not (tmp_path / 'torch_home').exists()
+
+
+def test_weights_dir_with_downloads_allowed_fetches_into_the_real_cache(tmp_path, monkeypatch):
+    import os
+
+    import basicsr.metrics
+    import scipy.io
+    import torch.hub
+
+    cache = tmp_path / 'torch_home'
+    monkeypatch.setenv('TORCH_HOME', str(cache))
+    monkeypatch.setenv(protocols.ALLOW_DOWNLOAD_ENV, '1')
+    weights = tmp_path / 'weights_allowed'
+    weights.mkdir()
+    npz = np.load(os.path.join(os.path.dirname(basicsr.metrics.__file__), 'niqe_pris_params.npz'))
+    fetched = []
+
+    def fake_download(url, dst, *args, **kwargs):  # stands in for the network: writes a NIQE parameter file
+        fetched.append(dst)
+        scipy.io.savemat(dst, {'mu_prisparam': npz['mu_pris_param'], 'cov_prisparam': npz['cov_pris_param']})
+
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', fake_download)
+    monkeypatch.setattr('pyiqa.utils.download_util.download_url_to_file', fake_download)
+    assert math.isfinite(compute('niqe_pyiqa', photo(0), weights_dir=str(weights)))
+    assert fetched == [str(cache / 'hub' / 'pyiqa' / 'niqe_modelparameters.mat')]  # kept in the cache, not lost

@@ -236,6 +236,20 @@ def _download_guard(searched: list[str]):
     return guard
 
 
+def _download_to_cache(real: dict[str, str], download):
+    """Downloads allowed with a ``weights_dir``: fetch into the real cache folder and link it into the temporary one."""
+
+    def fetch(url: str, dst: str, *args, **kwargs):
+        sub = os.path.basename(os.path.dirname(dst))
+        cached = os.path.join(real.get(sub, os.path.dirname(dst)), os.path.basename(dst))
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        download(url, cached, *args, **kwargs)
+        if os.path.abspath(cached) != os.path.abspath(dst):
+            os.symlink(os.path.abspath(cached), dst)
+
+    return fetch
+
+
 @contextmanager
 def _weights_only_loading():
     """Force ``torch.load(..., weights_only=True)`` while pyiqa builds a metric.
@@ -264,7 +278,8 @@ def _no_downloads(weights_dir: str | None = None):
     temporary hub folder holding links to the files of ``weights_dir`` and of the real cache: a refused download
     leaves the user's cache untouched, and ``weights_dir`` is used without copying anything into the cache.
     """
-    if os.environ.get(ALLOW_DOWNLOAD_ENV) == '1':
+    allowed = os.environ.get(ALLOW_DOWNLOAD_ENV) == '1'
+    if allowed and not weights_dir:
         yield
         return
     import torch.hub
@@ -288,8 +303,9 @@ def _no_downloads(weights_dir: str | None = None):
                         if os.path.isfile(target) and not os.path.exists(link):
                             os.symlink(os.path.abspath(target), link)
         torch.hub.set_dir(tmp)
+        fetch = _download_to_cache(real, torch.hub.download_url_to_file) if allowed else _download_guard(searched)
         for m, _ in saved_download:
-            m.download_url_to_file = _download_guard(searched)
+            m.download_url_to_file = fetch
         if pyiqa_download is not None:
             pyiqa_download.DEFAULT_CACHE_DIR = os.path.join(tmp, 'pyiqa')  # read at call time by load_file_from_url
         try:
