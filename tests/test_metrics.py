@@ -250,5 +250,9 @@ def test_weights_dir_with_downloads_allowed_fetches_into_the_real_cache(tmp_path
 
     monkeypatch.setattr(torch.hub, 'download_url_to_file', fake_download)
     monkeypatch.setattr('pyiqa.utils.download_util.download_url_to_file', fake_download)
-    assert math.isfinite(compute('niqe_pyiqa', photo(0), weights_dir=str(weights)))
+    gen = torch.Generator().manual_seed(1)
+    svm = (torch.randn(5, generator=gen, dtype=torch.float64), torch.rand(5, 36, generator=gen))
+    torch.save(svm, weights / 'brisque_svm_weights.pth')
+    assert math.isfinite(compute('brisque', photo(0), weights_dir=str(weights)))  # from weights_dir, no download
+    assert math.isfinite(compute('niqe_pyiqa', photo(0), weights_dir=str(weights)))  # not there: downloaded
     assert fetched == [str(cache / 'hub' / 'pyiqa' / 'niqe_modelparameters.mat')]  # kept in the cache, not lost
