@@ -330,13 +330,14 @@ def _metric_problem(metric: str, protocol: str, has_gt: bool, weights_dir: str |
     """
     try:
         protocols.check_metric(metric, protocol, weights_dir)
+        reason = None
     except protocols.UnknownMetric as exc:
         return str(exc), True
     except protocols.MetricUnavailable as exc:
-        return str(exc), False
-    if not has_gt and not protocols.is_no_reference(metric):
+        reason = str(exc)
+    if not has_gt and not protocols.is_no_reference(metric):  # a usage error, whether or not its weights are here
         return f'{metric} compares with ground truth: give --gt, or use a no-reference metric (niqe, piqe)', True
-    return None
+    return None if reason is None else (reason, False)
 
 
 def score_images(

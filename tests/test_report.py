@@ -287,6 +287,8 @@ def test_no_reference_bad_inputs_still_write_the_report(real_rain, capsys):
     assert report.main([*argv, '--allow-missing']) == 1  # the unreadable image is still an error
     assert report.main([*argv, '--metrics', 'psnr']) == 1  # full-reference without --gt
     assert 'give --gt' in capsys.readouterr().err
+    assert report.main([*argv, '--metrics', 'niqe,lpips']) == 1  # even when its weights are missing too
+    assert 'lpips compares with ground truth' in capsys.readouterr().err
     assert report.main([*argv, '--allow-missing', '--protocol', 'official']) == 1  # defines psnr/ssim only
     assert 'none of niqe, piqe can be computed' in capsys.readouterr().err
 
