@@ -375,6 +375,9 @@ def _score(pair: ImagePair, metrics: list[str], protocol: str, weights_dir: str 
         for m in nr:
             scores[f'{m}_input'] = before[m]
             scores[f'{m}_change'] = scores[m] - before[m]
+    nan = [c for c, v in scores.items() if math.isnan(v)]
+    if nan:  # never a mean over a silently smaller set: the image is skipped, with the reason, and the run fails
+        raise ValueError(f'{", ".join(nan)} is not a number (nan)')
     return scores
 
 

@@ -299,3 +299,21 @@ def test_out_folder_must_not_be_an_input(real_rain, capsys):
     assert report.main(['--pred', str(d['derained']), '--out', str(d['derained']), '--no-progress']) == 2
     assert 'would write into the --pred folder' in capsys.readouterr().err
     assert sorted(p.name for p in d['derained'].iterdir()) == before
+
+
+def test_nan_score_skips_the_image_loudly(real_rain, monkeypatch, capsys):
+    root, d = real_rain
+    compute = protocols.compute
+
+    def nan_for_street(metric, pred, *args, **kwargs):  # a metric that fails numerically on one image
+        value = compute(metric, pred, *args, **kwargs)
+        return math.nan if metric == 'piqe' and pred.shape == street.shape and (pred == street).all() else value
+
+    street = cv2.imread(str(d['derained'] / 'street.png'))
+    monkeypatch.setattr(protocols, 'compute', nan_for_street)
+    out = root / 'nan'
+    assert report.main(['--pred', str(d['derained']), '--out', str(out), '--no-progress']) == 1
+    assert 'skipped street: ValueError: piqe is not a number (nan)' in capsys.readouterr().err
+    doc = json.loads((out / 'metrics.json').read_text())
+    assert list(doc['per_image']) == ['car_2', 'IMG 7'] and 'street' in doc['errors']
+    assert doc['mean']['piqe'] == pytest.approx(np.mean([v['piqe'] for v in doc['per_image'].values()]))
