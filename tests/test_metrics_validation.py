@@ -75,6 +75,8 @@ def test_better_flags():
     assert 'better' not in metrics['psnr_basicsr']  # basicsr's own default applies
     with pytest.raises(ValueError, match='val:metrics:niqe:better'):
         check_val_metrics({'niqe': {'type': 'pyiqa', 'metric': 'niqe', 'better': 'higher'}})
+    with pytest.raises(ValueError, match="val:metrics:niqe:metric: unknown metric 'nique'"):
+        check_val_metrics({'niqe': {'type': 'pyiqa', 'metric': 'nique'}})  # a typo fails at start-up
     with pytest.raises(ValueError, match='val:metrics:piqe:better'):
         check_val_metrics({'piqe': {'type': 'pyiqa', 'metric': 'piqe', 'better': 'lowr'}})
     assert not needs_reference(metrics['niqe']) and needs_reference(metrics['psnr'])

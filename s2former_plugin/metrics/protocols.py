@@ -55,6 +55,7 @@ __all__ = [
     'UnknownMetric',
     'basicsr_niqe',
     'check_metric',
+    'check_metric_name',
     'compute',
     'is_no_reference',
     'official_psnr',
@@ -383,6 +384,12 @@ def lower_is_better(metric: str) -> bool:
     return bool(_pyiqa_configs().get(_pyiqa_name(metric), {}).get('lower_better', False))
 
 
+def check_metric_name(metric: str) -> None:
+    """Raise :class:`UnknownMetric` unless ``metric`` names a metric (``niqe``, ``niqe_pyiqa`` or a pyiqa name)."""
+    if metric != BASICSR_NIQE and _pyiqa_name(metric) not in _pyiqa_configs():
+        raise UnknownMetric(f'unknown metric {metric!r} (niqe, niqe_pyiqa or a pyiqa name: see pyiqa.list_models())')
+
+
 def check_metric(metric: str, protocol: str = 'standard', weights_dir: str | None = None, **opts) -> None:
     """Raise if ``metric`` cannot be computed here, without computing it (the pyiqa metric is built and cached).
 
@@ -392,8 +399,7 @@ def check_metric(metric: str, protocol: str = 'standard', weights_dir: str | Non
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f'protocol: {protocol!r} is not one of {", ".join(PROTOCOLS)}')
-    if metric != BASICSR_NIQE and _pyiqa_name(metric) not in _pyiqa_configs():
-        raise UnknownMetric(f'unknown metric {metric!r} (niqe, niqe_pyiqa or a pyiqa name: see pyiqa.list_models())')
+    check_metric_name(metric)
     if protocol == 'official':
         if metric not in OFFICIAL_METRICS:
             raise MetricUnavailable(f'the official protocol defines {", ".join(OFFICIAL_METRICS)} only')

@@ -129,17 +129,23 @@ def needs_reference(metric_opt: dict) -> bool:
 
 
 def check_val_metrics(metrics_opt: dict) -> None:
-    """Give each ``val:metrics`` entry basicsr's ``better`` flag where lower is better, in place.
+    """Check the metric names of ``val:metrics`` and give each entry basicsr's ``better`` flag, in place.
 
     basicsr tracks the best validation value as the highest unless ``better: lower``; for NIQE, PIQE or LPIPS
     that would record the worst iteration as the best. An explicit flag that contradicts the metric is refused.
 
     Raises:
-        ValueError: ``better`` is not ``higher``/``lower``, or says higher for a lower-is-better metric.
+        ValueError: an unknown pyiqa metric name; ``better`` is not ``higher``/``lower``, or says higher for a
+            lower-is-better metric.
     """
     for name, metric_opt in (metrics_opt or {}).items():
         if not isinstance(metric_opt, dict):
             continue
+        if metric_opt.get('type') == 'pyiqa':
+            try:
+                protocols.check_metric_name(metric_opt.get('metric', 'psnr'))
+            except protocols.UnknownMetric as exc:
+                raise ValueError(f'val:metrics:{name}:metric: {exc}') from None
         better, lower = metric_opt.get('better'), _lower_better(metric_opt)
         if better not in (None, 'higher', 'lower'):
             raise ValueError(f"val:metrics:{name}:better: expected 'higher' or 'lower', got {better!r}")
