@@ -162,3 +162,11 @@ def run_torchrun(args: list[str], cwd: Path, nproc: int = 2, timeout: float = 40
         port = sock.getsockname()[1]
     cmd = [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={nproc}', f'--master_port={port}', *args]
     return subprocess.run(cmd, cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def photo(seed: int, shape: tuple[int, int] = (112, 200)) -> np.ndarray:
+    """A smooth, textured ``uint8`` BGR image: big enough for NIQE (two 96x96 blocks), natural-looking statistics."""
+    rng = np.random.default_rng(seed)
+    noise = cv2.GaussianBlur(rng.normal(0, 40, (*shape, 3)), (0, 0), 1.5 + seed % 3)
+    ramp = np.linspace(40, 200, shape[1])[None, :, None] * np.ones((shape[0], 1, 3))
+    return np.clip(ramp + noise, 0, 255).astype(np.uint8)

@@ -8,6 +8,7 @@ import torch
 from basicsr.metrics import calculate_metric
 from basicsr.metrics.psnr_ssim import calculate_psnr
 from basicsr.utils.registry import METRIC_REGISTRY
+from helpers import photo
 
 from s2former_plugin.metrics import protocols
 from s2former_plugin.metrics.protocols import MetricUnavailable, compute
@@ -138,7 +139,7 @@ def test_weights_metric_unavailable_offline_fails_fast(tmp_path, monkeypatch):
     nan = calculate_metric({'img': pred, 'img2': gt}, {'type': 'pyiqa', 'metric': 'lpips', 'on_unavailable': 'nan'})
     assert math.isnan(nan)
     assert not any(p.is_file() for p in tmp_path.rglob('*'))
-    with pytest.raises(MetricUnavailable, match='no metric'):
+    with pytest.raises(protocols.UnknownMetric, match="unknown metric 'not-a-metric'"):
         compute('not-a-metric', pred, gt)
 
 
@@ -155,3 +156,103 @@ def test_pyiqa_weight_files_are_loaded_weights_only(tmp_path):
         assert torch.load(plain, weights_only=False)['w'].item() == 1
     assert torch.load(pickled, weights_only=False)['obj'] == fractions.Fraction(1, 3)  # restored afterwards
     assert protocols.get_pyiqa_metric('psnr', test_y_channel=True) is not None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# No-reference metrics
+# ----------------------------------------------------------------------------------------------------------------
+def test_niqe_equals_basicsr_calculate_niqe():
+    from basicsr.metrics import calculate_niqe
+
+    for seed in range(3):
+        img = photo(seed)
+        expected = calculate_niqe(img, 0, input_order='HWC', convert_to='y')
+        assert compute('niqe', img) == expected  # the very same computation on uint8 BGR
+        assert compute('niqe', img, img[::-1].copy()) == expected  # a reference is ignored
+        assert compute('niqe', img.astype(np.uint16) * 257) == pytest.approx(expected, abs=1e-6)
+        rgb = torch.from_numpy(img[..., ::-1].copy()).permute(2, 0, 1).float() / 255
+        assert compute('niqe', rgb) == pytest.approx(expected, abs=1e-6)
+        bridge = calculate_metric({'img': img}, {'type': 'pyiqa', 'metric': 'niqe', 'better': 'lower'})
+        assert bridge == expected
+    with pytest.raises(ValueError, match='two 96x96 blocks'):
+        compute('niqe', photo(0, (100, 180)))
+
+
+def test_piqe_equals_pyiqa():
+    import pyiqa
+
+    ref = pyiqa.create_metric('piqe', device='cpu')
+    for seed in range(3):
+        img = photo(seed, (72, 88))
+        rgb = torch.from_numpy(img[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+        assert compute('piqe', img) == pytest.approx(float(ref(rgb)), abs=1e-5)
+        assert calculate_metric({'img': img, 'img2': img}, {'type': 'pyiqa', 'metric': 'piqe'}) == pytest.approx(
+            float(ref(rgb)), abs=1e-5
+        )
+
+
+def test_no_reference_metrics_offline_leave_the_cache_untouched(tmp_path, monkeypatch):
+    cache = tmp_path / 'torch_home'
+    monkeypatch.setenv('TORCH_HOME', str(cache))
+    monkeypatch.delenv(protocols.ALLOW_DOWNLOAD_ENV, raising=False)
+    img = photo(1)
+    for m in protocols.NR_DEFAULT_METRICS:
+        protocols.check_metric(m)
+        assert protocols.is_no_reference(m) and protocols.lower_is_better(m)
+        assert math.isfinite(compute(m, img))
+    for m, file in (('brisque', 'brisque_svm_weights.pth'), ('niqe_pyiqa', 'niqe_modelparameters.mat')):
+        with pytest.raises(MetricUnavailable, match=f'needs {file}'):
+            protocols.check_metric(m, weights_dir=str(tmp_path / 'no_weights_here'))
+    assert not cache.exists()  # a refused download creates no folder either
+    with pytest.raises(protocols.UnknownMetric, match='nique'):
+        protocols.check_metric('nique')
+    with pytest.raises(protocols.UnknownMetric):
+        calculate_metric({'img': img}, {'type': 'pyiqa', 'metric': 'nique', 'on_unavailable': 'nan'})  # a typo
+
+
+def test_weights_dir_supplies_a_weight_file(tmp_path, monkeypatch):
+    import pyiqa
+
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    monkeypatch.delenv(protocols.ALLOW_DOWNLOAD_ENV, raising=False)
+    weights = tmp_path / 'weights'
+    weights.mkdir()
+    gen = torch.Generator().manual_seed(0)
+    # A small SVM in the format of pyiqa's BRISQUE weights: (support vector coefficients, support vectors).
+    svm = (torch.randn(5, generator=gen, dtype=torch.float64), torch.rand(5, 36, generator=gen))
+    torch.save(svm, weights / 'brisque_svm_weights.pth')
+    img = photo(2)
+    value = compute('brisque', img, weights_dir=str(weights))
+    ref = pyiqa.create_metric('brisque', device='cpu', pretrained_model_path=str(weights / 'brisque_svm_weights.pth'))
+    rgb = torch.from_numpy(img[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+    assert value == pytest.approx(float(ref(rgb)), rel=1e-6)
+    assert not (tmp_path / 'torch_home').exists()
+
+
+def test_weights_dir_with_downloads_allowed_fetches_into_the_real_cache(tmp_path, monkeypatch):
+    import os
+
+    import basicsr.metrics
+    import scipy.io
+    import torch.hub
+
+    cache = tmp_path / 'torch_home'
+    monkeypatch.setenv('TORCH_HOME', str(cache))
+    monkeypatch.setenv(protocols.ALLOW_DOWNLOAD_ENV, '1')
+    weights = tmp_path / 'weights_allowed'
+    weights.mkdir()
+    npz = np.load(os.path.join(os.path.dirname(basicsr.metrics.__file__), 'niqe_pris_params.npz'))
+    fetched = []
+
+    def fake_download(url, dst, *args, **kwargs):  # stands in for the network: writes a NIQE parameter file
+        fetched.append(dst)
+        scipy.io.savemat(dst, {'mu_prisparam': npz['mu_pris_param'], 'cov_prisparam': npz['cov_pris_param']})
+
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', fake_download)
+    monkeypatch.setattr('pyiqa.utils.download_util.download_url_to_file', fake_download)
+    gen = torch.Generator().manual_seed(1)
+    svm = (torch.randn(5, generator=gen, dtype=torch.float64), torch.rand(5, 36, generator=gen))
+    torch.save(svm, weights / 'brisque_svm_weights.pth')
+    assert math.isfinite(compute('brisque', photo(0), weights_dir=str(weights)))  # from weights_dir, no download
+    assert math.isfinite(compute('niqe_pyiqa', photo(0), weights_dir=str(weights)))  # not there: downloaded
+    assert fetched == [str(cache / 'hub' / 'pyiqa' / 'niqe_modelparameters.mat')]  # kept in the cache, not lost

@@ -3,13 +3,55 @@
 import csv
 import json
 import math
+import os
+import socket
+from html.parser import HTMLParser
+from urllib.parse import unquote
 
 import cv2
 import numpy as np
 import pytest
+from helpers import photo
 
 from s2former_plugin import report
 from s2former_plugin.metrics import protocols
+
+
+class _Gallery(HTMLParser):
+    """Rows of the report's gallery table: ``[(links, thumbnail count)]``."""
+
+    def __init__(self):
+        super().__init__()
+        self.inside, self.rows = False, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == 'table':
+            self.inside = attrs.get('class') == 'gallery'
+        elif self.inside and tag == 'tr':
+            self.rows.append(([], 0))
+        elif self.inside and self.rows and tag == 'a':
+            self.rows[-1][0].append(unquote(attrs['href']))
+        elif self.inside and self.rows and tag == 'img' and attrs.get('class') == 'thumb':
+            self.rows[-1] = (self.rows[-1][0], self.rows[-1][1] + 1)
+
+    def handle_endtag(self, tag):
+        if tag == 'table':
+            self.inside = False
+
+
+def _check_gallery(out, names, per_row):
+    """One gallery row per image, ``per_row`` thumbnails each, every link a readable image beside the page."""
+    page = (out / 'report.html').read_text()
+    parser = _Gallery()
+    parser.feed(page)
+    rows = parser.rows[1:]  # the first row holds the headings
+    assert len(rows) == len(names)
+    for name, (links, thumbs) in zip(names, rows):
+        assert thumbs == per_row and len(links) == per_row, name
+        for link in links:
+            assert not os.path.isabs(link) and cv2.imread(str(out / link)) is not None, link
+    return rows
 
 
 @pytest.fixture()
@@ -45,25 +87,37 @@ def test_report_writes_all_files(dataset, tmp_path, monkeypatch, capsys):
     out = root / 'out'
     argv = ['--pred', str(d['pred']), '--gt', str(d['gt']), '--out', str(out), '--metrics', 'psnr,ssim,lpips']
     argv += ['--input', str(d['input']), '--uncertainty', str(d['unc']), '--workers', '2', '--no-progress']
-    assert report.main(argv) == 0
+    assert report.main(argv) == 1  # orphan.png has no ground truth: an error, but the report is written
+    err = capsys.readouterr().err.strip()
+    assert err.count('\n') == 0 and '1 prediction(s) without ground truth' in err
+    assert json.loads((out / 'metrics.json').read_text())['missing_count']['no_ground_truth'] == 1
+    assert report.main([*argv, '--allow-missing']) == 0
     doc = json.loads((out / 'metrics.json').read_text())
     assert set(doc) >= {'mean', 'per_image', 'unavailable'}
     assert sorted(doc['per_image']) == ['norain-1x2', 'norain-2x2', 'norain-3x2']
     assert set(doc['mean']) == {'psnr', 'ssim'}
     assert 'lpips' in doc['unavailable'] and 'offline' in doc['unavailable']['lpips']
-    assert doc['unmatched'][0].endswith('orphan.png')
+    assert doc['missing']['no_ground_truth'][0].endswith('orphan.png')
+    assert doc['missing_count'] == {
+        'no_ground_truth': 1,
+        'no_prediction_for_ground_truth': 0,
+        'no_input': 0,
+        'no_prediction_for_input': 0,
+    }
+    assert doc['lower_better'] == {'psnr': False, 'ssim': False}
     psnrs = [doc['per_image'][n]['psnr'] for n in sorted(doc['per_image'])]
     assert psnrs[0] > psnrs[1] > psnrs[2]  # more noise, lower PSNR
     assert doc['mean']['psnr'] == pytest.approx(np.mean(psnrs))
     rows = list(csv.reader((out / 'metrics.csv').open()))
     assert rows[0] == ['image', 'psnr', 'ssim'] and rows[-1][0] == 'mean' and len(rows) == 5
     md = (out / 'report.md').read_text()
-    assert '| psnr |' in md and 'lpips' in md and 'unavailable' in md
+    assert '| psnr |' in md and 'lpips' in md and 'unavailable' in md and '1 prediction(s) without ground truth' in md
     page = (out / 'report.html').read_text()
     assert page.count('data:image/png;base64,') == 1 + 2 * 4  # plot + best/worst x input/output/GT/uncertainty
     assert 'Worst: norain-3x2' in page and 'Best: norain-1x2' in page
+    _check_gallery(out, ['norain-1x2', 'norain-2x2', 'norain-3x2'], 4)  # input | output | ground truth | uncertainty
     assert 'lpips unavailable' in capsys.readouterr().out
-    assert not any(p.is_file() for p in (tmp_path / 'empty_cache').rglob('*'))
+    assert not (tmp_path / 'empty_cache').exists()
 
 
 def test_official_protocol_and_identical_images(dataset):
@@ -82,7 +136,7 @@ def test_one_identical_image_does_not_make_the_mean_infinite(dataset):
     cv2.imwrite(str(d['pred'] / 'norain-2x2.png'), cv2.imread(str(d['gt'] / 'norain-2.png')))
     out = root / 'out_inf'
     argv = ['--pred', str(d['pred']), '--gt', str(d['gt']), '--out', str(out), '--protocol', 'official']
-    assert report.main([*argv, '--no-progress']) == 0
+    assert report.main([*argv, '--no-progress', '--allow-missing']) == 0
     doc = json.loads((out / 'metrics.json').read_text())
     assert doc['per_image']['norain-2x2']['psnr'] == 'inf'
     finite = [doc['per_image'][n]['psnr'] for n in ('norain-1x2', 'norain-3x2')]
@@ -108,7 +162,7 @@ def test_unreadable_and_mismatched_images_are_skipped(dataset, capsys):
     (d['pred'] / 'norain-2x2.png').write_bytes(b'not a png')
     cv2.imwrite(str(d['pred'] / 'norain-3x2.png'), np.zeros((10, 10, 3), np.uint8))
     out = root / 'out_bad'
-    argv = ['--pred', str(d['pred']), '--gt', str(d['gt']), '--out', str(out), '--no-progress']
+    argv = ['--pred', str(d['pred']), '--gt', str(d['gt']), '--out', str(out), '--no-progress', '--allow-missing']
     assert report.main(argv) == 1
     doc = json.loads((out / 'metrics.json').read_text())
     assert list(doc['per_image']) == ['norain-1x2'] and set(doc['errors']) == {'norain-2x2', 'norain-3x2'}
@@ -137,3 +191,129 @@ def test_float_tiff_and_infer_double_extension_names_are_scored(tmp_path):
     # The float prediction scores (close to) what its 8-bit rounding scores: the same pixels on another scale.
     assert ev.per_image['a.png']['psnr'] == pytest.approx(ev.per_image['b']['psnr'], abs=0.2)
     assert ev.per_image['a.jpg']['psnr'] > 60  # identical pixels
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# No ground truth: no-reference metrics, inputs, gallery
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture()
+def real_rain(tmp_path):
+    """Rainy photos, their derained versions (infer's layout, with uncertainty maps) and no clean images."""
+    dirs = {k: tmp_path / k for k in ('rainy', 'derained', 'derained/uncertainty')}
+    for d in dirs.values():
+        d.mkdir()
+    for i, name in enumerate(('street', 'car_2', 'IMG 7')):
+        clean = photo(i)
+        rng = np.random.default_rng(10 + i)
+        streaks = np.zeros(clean.shape[:2], np.float32)  # vertical rain streaks of random brightness
+        cols = rng.choice(clean.shape[1], clean.shape[1] // 8, replace=False)
+        streaks[:, cols] = rng.uniform(40, 110, len(cols))
+        streaks = cv2.GaussianBlur(streaks, (0, 0), 0.8)
+        rainy = np.clip(clean + streaks[..., None], 0, 255).astype(np.uint8)
+        cv2.imwrite(str(dirs['rainy'] / f'{name}.jpg'), rainy)
+        cv2.imwrite(str(dirs['derained'] / f'{name}.png'), clean)
+        cv2.imwrite(str(dirs['derained/uncertainty'] / f'{name}.png'), cv2.applyColorMap(clean[..., 1], 2))
+    return tmp_path, dirs
+
+
+def test_no_reference_report_offline_with_empty_cache(real_rain, monkeypatch, capsys):
+    from basicsr.metrics import calculate_niqe
+
+    root, d = real_rain
+    cache = root / 'torch_home'
+    monkeypatch.setenv('TORCH_HOME', str(cache))
+    monkeypatch.delenv(protocols.ALLOW_DOWNLOAD_ENV, raising=False)
+
+    def no_network(*args, **kwargs):
+        raise OSError('network disabled in this test')
+
+    monkeypatch.setattr(socket.socket, 'connect', no_network)
+    out = root / 'report'
+    argv = ['--pred', str(d['derained']), '--input', str(d['rainy']), '--out', str(out), '--no-progress']
+    assert report.main([*argv, '--workers', '2']) == 0, capsys.readouterr().err
+    doc = json.loads((out / 'metrics.json').read_text())
+    names = ['car_2', 'IMG 7', 'street']  # natural order
+    assert list(doc['per_image']) == names and doc['unavailable'] == {} and doc['reference'].startswith('none')
+    cols = ['niqe', 'niqe_input', 'niqe_change', 'piqe', 'piqe_input', 'piqe_change']
+    assert list(doc['mean']) == cols and doc['lower_better'] == dict.fromkeys(cols, True)
+    assert 'calculate_niqe' in doc['implementation']['niqe'] and doc['implementation']['piqe'] == 'pyiqa piqe'
+    for name, vals in doc['per_image'].items():
+        assert vals['niqe'] == calculate_niqe(cv2.imread(str(d['derained'] / f'{name}.png')), 0)
+        assert vals['niqe_input'] == calculate_niqe(cv2.imread(str(d['rainy'] / f'{name}.jpg')), 0)
+        assert vals['niqe_change'] == pytest.approx(vals['niqe'] - vals['niqe_input'])
+    for c in cols:
+        assert doc['mean'][c] == pytest.approx(np.mean([v[c] for v in doc['per_image'].values()]))
+    assert doc['missing_count'] == {'no_input': 0, 'no_prediction_for_input': 0}
+    md = (out / 'report.md').read_text()
+    assert '| niqe | lower |' in md and 'calculate_niqe' in md
+    rows = _check_gallery(out, names, 3)  # rainy | derained | uncertainty (found in infer's layout)
+    assert rows[0][0] == ['images/car_2_input.jpg', 'images/car_2_pred.png', 'images/car_2_uncertainty.png']
+    assert not cache.exists()  # nothing created in the torch hub cache
+
+
+def test_no_reference_and_full_reference_in_one_report(real_rain):
+    root, d = real_rain
+    out = root / 'both'
+    argv = ['--pred', str(d['derained']), '--gt', str(d['derained']), '--input', str(d['rainy']), '--out', str(out)]
+    assert report.main([*argv, '--metrics', 'psnr,niqe', '--no-progress']) == 0
+    doc = json.loads((out / 'metrics.json').read_text())
+    assert list(doc['mean']) == ['psnr', 'niqe', 'niqe_input', 'niqe_change'] and doc['reference'] == 'ground truth'
+    assert doc['lower_better'] == {'psnr': False, 'niqe': True, 'niqe_input': True, 'niqe_change': True}
+    _check_gallery(out, ['car_2', 'IMG 7', 'street'], 4)  # rainy | derained | ground truth | uncertainty
+
+
+def test_no_reference_bad_inputs_still_write_the_report(real_rain, capsys):
+    root, d = real_rain
+    (d['derained'] / 'car_2.png').write_bytes(b'\x89PNG\r\n not an image')
+    (d['rainy'] / 'extra.jpg').write_bytes((d['rainy'] / 'street.jpg').read_bytes())  # no prediction for it
+    out = root / 'bad'
+    argv = ['--pred', str(d['derained']), '--input', str(d['rainy']), '--out', str(out), '--no-progress']
+    assert report.main([*argv, '--metrics', 'niqe,nique']) == 1
+    err = capsys.readouterr().err.strip().split('\n')
+    assert len(err) == 3  # one line per problem
+    assert (
+        "unknown metric 'nique'" in err[0] and 'car_2' in err[1] and '1 input image(s) without a prediction' in err[2]
+    )
+    doc = json.loads((out / 'metrics.json').read_text())
+    assert list(doc['per_image']) == ['IMG 7', 'street'] and 'car_2' in doc['errors']
+    assert 'unknown metric' in doc['unavailable']['nique'] and list(doc['mean']) == [
+        'niqe',
+        'niqe_input',
+        'niqe_change',
+    ]
+    assert doc['missing_count'] == {'no_input': 0, 'no_prediction_for_input': 1}
+    page = (out / 'report.html').read_text()
+    assert 'skipped: ' in page and page.count('class="thumb"') == 3 * 3 - 1  # the unreadable one: an error cell
+    assert report.main([*argv, '--allow-missing']) == 1  # the unreadable image is still an error
+    assert report.main([*argv, '--metrics', 'psnr']) == 1  # full-reference without --gt
+    assert 'give --gt' in capsys.readouterr().err
+    assert report.main([*argv, '--metrics', 'niqe,lpips']) == 1  # even when its weights are missing too
+    assert 'lpips compares with ground truth' in capsys.readouterr().err
+    assert report.main([*argv, '--allow-missing', '--protocol', 'official']) == 1  # defines psnr/ssim only
+    assert 'none of niqe, piqe can be computed' in capsys.readouterr().err
+
+
+def test_out_folder_must_not_be_an_input(real_rain, capsys):
+    root, d = real_rain
+    before = sorted(p.name for p in d['derained'].iterdir())
+    assert report.main(['--pred', str(d['derained']), '--out', str(d['derained']), '--no-progress']) == 2
+    assert 'would write into the --pred folder' in capsys.readouterr().err
+    assert sorted(p.name for p in d['derained'].iterdir()) == before
+
+
+def test_nan_score_skips_the_image_loudly(real_rain, monkeypatch, capsys):
+    root, d = real_rain
+    compute = protocols.compute
+
+    def nan_for_street(metric, pred, *args, **kwargs):  # a metric that fails numerically on one image
+        value = compute(metric, pred, *args, **kwargs)
+        return math.nan if metric == 'piqe' and pred.shape == street.shape and (pred == street).all() else value
+
+    street = cv2.imread(str(d['derained'] / 'street.png'))
+    monkeypatch.setattr(protocols, 'compute', nan_for_street)
+    out = root / 'nan'
+    assert report.main(['--pred', str(d['derained']), '--out', str(out), '--no-progress']) == 1
+    assert 'skipped street: ValueError: piqe is not a number (nan)' in capsys.readouterr().err
+    doc = json.loads((out / 'metrics.json').read_text())
+    assert list(doc['per_image']) == ['car_2', 'IMG 7'] and 'street' in doc['errors']
+    assert doc['mean']['piqe'] == pytest.approx(np.mean([v['piqe'] for v in doc['per_image'].values()]))

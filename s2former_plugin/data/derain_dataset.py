@@ -19,7 +19,7 @@ from torch.utils import data
 from torchvision.transforms.functional import normalize
 
 from .. import imageio
-from .layouts import LAYOUTS, LayoutError, find_pairs
+from .layouts import LAYOUTS, LayoutError, _list_images, find_pairs
 
 __all__ = ['DerainFolderDataset', 'pad_to']
 
@@ -70,10 +70,13 @@ class DerainFolderDataset(data.Dataset):
     (basicsr's ``paired_random_crop``; smaller images are reflect-padded first) and applies basicsr's ``augment``
     (``use_hflip``, ``use_rot``). Validation returns whole images of any size.
 
+    ``layout: single`` reads a folder of rainy photos without clean images (real rain: ``dataroot`` or
+    ``dataroot_lq``); its items have no ``gt``/``gt_path``, so it serves validation with no-reference metrics only.
+
     Args:
         opt: Options (the YAML ``datasets.<phase>`` block):
 
-            * ``layout``: ``rainds``, ``rain200``, ``agan`` or ``paired`` (default ``paired``).
+            * ``layout``: ``rainds``, ``rain200``, ``agan``, ``paired`` (default) or ``single`` (no ground truth).
             * ``dataroot``: dataset folder. For ``paired`` you may give ``dataroot_lq`` and ``dataroot_gt``
               instead (as for ``PairedImageDataset``).
             * ``split``: ``train`` / ``test`` folder inside ``dataroot`` (``agan``: ``test_a``, ``test_b``).
@@ -101,8 +104,11 @@ class DerainFolderDataset(data.Dataset):
         if opt.get('phase') == 'train' and not opt.get('gt_size'):
             raise ValueError('DerainFolderDataset:gt_size: required for phase train (the crop size)')
         layout = opt.get('layout', 'paired')
+        if layout == 'single':
+            self.paths = self._scan_single(opt)
+            return
         if layout not in LAYOUTS:
-            raise ValueError(f'DerainFolderDataset:layout: {layout!r} is not one of {", ".join(LAYOUTS)}')
+            raise ValueError(f'DerainFolderDataset:layout: {layout!r} is not one of {", ".join(LAYOUTS)}, single')
         root, lq_dir, gt_dir = opt.get('dataroot'), opt.get('lq_dir'), opt.get('gt_dir')
         if layout == 'paired' and root is None and opt.get('dataroot_lq') and opt.get('dataroot_gt'):
             lq_dir, gt_dir = os.path.abspath(opt['dataroot_lq']), os.path.abspath(opt['dataroot_gt'])
@@ -130,6 +136,27 @@ class DerainFolderDataset(data.Dataset):
             raise ValueError(f'DerainFolderDataset:dataroot: no image pairs in {self.scan.root} (layout {layout})')
         self.paths = [{'lq_path': p.lq_path, 'gt_path': p.gt_path} for p in self.scan.pairs]
 
+    @staticmethod
+    def _scan_single(opt: dict) -> list[dict]:
+        """``[{'lq_path': ...}]`` of the images in ``dataroot_lq`` (or ``dataroot``), natural order."""
+        if opt.get('phase') == 'train':
+            raise ValueError('DerainFolderDataset:layout: single has no clean images; it can only be validated on')
+        folder = opt.get('dataroot_lq') or opt.get('dataroot')
+        if folder is None:
+            raise ValueError('DerainFolderDataset:dataroot: required (the folder of rainy photos)')
+        if not os.path.isdir(folder):
+            raise ValueError(f'DerainFolderDataset:dataroot: folder not found: {folder}')
+        ignored: list[str] = []
+        ambiguous: list[str] = []
+        images = _list_images(folder, ignored, ambiguous)
+        for path in ignored:
+            logger.warning(f'DerainFolderDataset: not an image, ignored: {path}')
+        if ambiguous:
+            raise ValueError(f'DerainFolderDataset:dataroot: two images share a name: {", ".join(ambiguous[:2])}')
+        if not images:
+            raise ValueError(f'DerainFolderDataset:dataroot: no images in {folder}')
+        return [{'lq_path': p} for p in images.values()]
+
     def __len__(self) -> int:
         return len(self.paths)
 
@@ -145,6 +172,12 @@ class DerainFolderDataset(data.Dataset):
         if self.file_client is None:
             opt = dict(self.io_backend_opt)
             self.file_client = FileClient(opt.pop('type', 'disk'), **opt)
+        if 'gt_path' not in self.paths[index]:  # layout: single, no ground truth
+            lq_path = self.paths[index]['lq_path']
+            img_lq = img2tensor(self._read(lq_path, 'lq'), bgr2rgb=True)
+            if self.mean is not None:
+                normalize(img_lq, self.mean, self.std, inplace=True)
+            return {'lq': img_lq, 'lq_path': lq_path}
         lq_path, gt_path = self.paths[index]['lq_path'], self.paths[index]['gt_path']
         img_gt, img_lq = self._read(gt_path, 'gt'), self._read(lq_path, 'lq')
         if img_gt.shape != img_lq.shape:

@@ -18,6 +18,17 @@
     * no border crop; the prediction is neither clamped nor quantised when given as a float tensor (the script
       scores the network's float output; PNGs read back from disk give the quantised score).
 
+No-reference metrics (standard protocol; a reference image, when given, is ignored)
+    ``niqe`` is BasicSR's NIQE (``basicsr.metrics.calculate_niqe``: the port of the MATLAB ``niqe`` with the
+    pristine-image model BasicSR ships, ``niqe_pris_params.npz``; Y channel of BT.601 YCbCr, no border crop,
+    96x96 blocks, so images need at least two blocks, e.g. 192x96 pixels). It works offline. pyiqa's own NIQE
+    is ``niqe_pyiqa`` (and ``niqe_matlab``); it and the other file-based or learned no-reference metrics
+    (``brisque``, ``musiq``, ...) need their weight files. ``piqe`` (pyiqa) needs none.
+
+Weight files: downloads are refused unless ``S2FORMER_ALLOW_DOWNLOAD=1``. A metric finds its files in the torch hub
+cache (``$TORCH_HOME/hub/checkpoints``, ``$TORCH_HOME/hub/pyiqa``) or in a folder given as ``weights_dir``; a
+missing file makes it :class:`MetricUnavailable` ("needs FILE"), and nothing is created in the cache.
+
 Inputs: a numpy array is ``H x W x C`` (or ``H x W``), BGR like basicsr's ``img``/``img2`` (``channel_order``
 says otherwise), ``uint8`` (0-255), ``uint16`` (0-65535) or float in [0, 1]. A tensor is ``[1 x] C x H x W``, RGB,
 float in [0, 1].
@@ -25,10 +36,12 @@ float in [0, 1].
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import tempfile
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from typing import Any
 
 import cv2
@@ -38,9 +51,15 @@ import torch
 __all__ = [
     'PROTOCOLS',
     'OFFICIAL_METRICS',
+    'NR_DEFAULT_METRICS',
     'MetricUnavailable',
     'NonFiniteImage',
+    'UnknownMetric',
+    'basicsr_niqe',
+    'check_metric',
+    'check_metric_name',
     'compute',
+    'is_no_reference',
     'official_psnr',
     'official_ssim',
     'official_y',
@@ -56,6 +75,12 @@ _Y_DEFAULTS = {
     'ssim': {'test_y_channel': True, 'color_space': 'ycbcr'},
 }
 ALLOW_DOWNLOAD_ENV = 'S2FORMER_ALLOW_DOWNLOAD'
+# The default no-reference set: both work offline on a fresh install.
+NR_DEFAULT_METRICS = ('niqe', 'piqe')
+# Our name -> pyiqa's: ``niqe`` is BasicSR's NIQE here, pyiqa's is ``niqe_pyiqa``.
+_PYIQA_NAMES = {'niqe_pyiqa': 'niqe'}
+BASICSR_NIQE = 'niqe'
+BASICSR_NIQE_INFO = 'basicsr.metrics.calculate_niqe (MATLAB niqe port, niqe_pris_params.npz, Y channel, crop 0)'
 
 
 class NonFiniteImage(ValueError):
@@ -64,6 +89,10 @@ class NonFiniteImage(ValueError):
 
 class MetricUnavailable(RuntimeError):
     """A metric cannot be computed here (typically: its weights are not available offline); ``str()`` says why."""
+
+
+class UnknownMetric(ValueError):
+    """No metric of that name exists (a typo, not a missing file); ``str()`` names it."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -207,11 +236,38 @@ _cache: dict[tuple, Any] = {}
 _lock = threading.Lock()
 
 
-def _download_guard(url: str, dst: str, *args, **kwargs):
-    raise MetricUnavailable(
-        f'weights not available offline: {dst} (would be downloaded from {url}); put the file there '
-        f'(TORCH_HOME sets the cache root) or set {ALLOW_DOWNLOAD_ENV}=1 to allow downloads'
-    )
+def _hub_dirs() -> dict[str, str]:
+    """The cache folders pyiqa and torch.hub look in: ``{'checkpoints': ..., 'pyiqa': ...}``."""
+    import torch.hub
+
+    hub = torch.hub.get_dir()
+    return {'checkpoints': os.path.join(hub, 'checkpoints'), 'pyiqa': os.path.join(hub, 'pyiqa')}
+
+
+def _download_guard(searched: list[str]):
+    def guard(url: str, dst: str, *args, **kwargs):
+        name = os.path.basename(dst)
+        raise MetricUnavailable(
+            f'needs {name}: weights not available offline (looked in {", ".join(searched)}; would be downloaded '
+            f'from {url}); put the file in one of these folders (TORCH_HOME sets the cache root; report: '
+            f'--weights-dir) or set {ALLOW_DOWNLOAD_ENV}=1 to allow downloads'
+        )
+
+    return guard
+
+
+def _download_to_cache(real: dict[str, str], download):
+    """Downloads allowed with a ``weights_dir``: fetch into the real cache folder and link it into the temporary one."""
+
+    def fetch(url: str, dst: str, *args, **kwargs):
+        sub = os.path.basename(os.path.dirname(dst))
+        cached = os.path.join(real.get(sub, os.path.dirname(dst)), os.path.basename(dst))
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        download(url, cached, *args, **kwargs)
+        if os.path.abspath(cached) != os.path.abspath(dst):
+            os.symlink(os.path.abspath(cached), dst)
+
+    return fetch
 
 
 @contextmanager
@@ -235,28 +291,51 @@ def _weights_only_loading():
 
 
 @contextmanager
-def _no_downloads():
-    """Make pyiqa/torch.hub weight downloads fail fast with :class:`MetricUnavailable` instead of hanging."""
-    if os.environ.get(ALLOW_DOWNLOAD_ENV) == '1':
+def _no_downloads(weights_dir: str | None = None):
+    """Build pyiqa metrics from local files only; a download fails fast with :class:`MetricUnavailable`.
+
+    pyiqa and torch.hub create their cache folders before they download, so the metric is built against a
+    temporary hub folder holding links to the files of ``weights_dir`` and of the real cache: a refused download
+    leaves the user's cache untouched, and ``weights_dir`` is used without copying anything into the cache.
+    """
+    allowed = os.environ.get(ALLOW_DOWNLOAD_ENV) == '1'
+    if allowed and not weights_dir:
         yield
         return
     import torch.hub
 
-    targets = [torch.hub]
     try:
         import pyiqa.utils.download_util as pyiqa_download
-
-        targets.append(pyiqa_download)
     except ImportError:  # pragma: no cover - pyiqa is a dependency
-        pass
-    saved = [(m, m.download_url_to_file) for m in targets if hasattr(m, 'download_url_to_file')]
-    for m, _ in saved:
-        m.download_url_to_file = _download_guard
-    try:
-        yield
-    finally:
-        for m, f in saved:
-            m.download_url_to_file = f
+        pyiqa_download = None
+    real = _hub_dirs()
+    searched = ([weights_dir] if weights_dir else []) + list(real.values())
+    saved_hub = torch.hub._hub_dir  # private, but the only way to restore "unset" (TORCH_HOME decides again)
+    saved_download = [(m, m.download_url_to_file) for m in (torch.hub, pyiqa_download) if m is not None]
+    saved_cache = pyiqa_download.DEFAULT_CACHE_DIR if pyiqa_download is not None else None
+    with tempfile.TemporaryDirectory(prefix='s2former_hub_') as tmp:
+        for sub, real_dir in real.items():
+            os.makedirs(os.path.join(tmp, sub))
+            for src in (weights_dir, real_dir):  # weights_dir wins
+                if src and os.path.isdir(src):
+                    for name in os.listdir(src):
+                        link, target = os.path.join(tmp, sub, name), os.path.join(src, name)
+                        if os.path.isfile(target) and not os.path.exists(link):
+                            os.symlink(os.path.abspath(target), link)
+        torch.hub.set_dir(tmp)
+        fetch = _download_to_cache(real, torch.hub.download_url_to_file) if allowed else _download_guard(searched)
+        for m, _ in saved_download:
+            m.download_url_to_file = fetch
+        if pyiqa_download is not None:
+            pyiqa_download.DEFAULT_CACHE_DIR = os.path.join(tmp, 'pyiqa')  # read at call time by load_file_from_url
+        try:
+            yield
+        finally:
+            torch.hub._hub_dir = saved_hub
+            for m, f in saved_download:
+                m.download_url_to_file = f
+            if pyiqa_download is not None:
+                pyiqa_download.DEFAULT_CACHE_DIR = saved_cache
 
 
 def _device(opts: dict, metric: str) -> torch.device:
@@ -266,21 +345,35 @@ def _device(opts: dict, metric: str) -> torch.device:
     return torch.device(dev)
 
 
-def get_pyiqa_metric(metric: str, device: torch.device | str = 'cpu', **opts) -> Any:
+def _pyiqa_configs() -> dict:
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    return DEFAULT_CONFIGS
+
+
+def get_pyiqa_metric(metric: str, device: torch.device | str = 'cpu', weights_dir: str | None = None, **opts) -> Any:
     """A cached ``pyiqa.create_metric(metric, **opts)``; weight downloads are refused (see module docstring).
 
+    Args:
+        metric: pyiqa's name of the metric (``niqe`` here is pyiqa's NIQE).
+        device: Where the metric runs.
+        weights_dir: A folder of weight files looked in before the torch hub cache.
+        **opts: pyiqa options.
+
     Raises:
+        UnknownMetric: pyiqa has no metric of that name.
         MetricUnavailable: the metric cannot be created here; the failure is cached too.
     """
-    key = (metric, str(device), tuple(sorted((k, repr(v)) for k, v in opts.items())))
+    if metric not in _pyiqa_configs():
+        raise UnknownMetric(f'unknown metric {metric!r} (not a pyiqa metric name; see pyiqa.list_models())')
+    key = (metric, str(device), weights_dir, tuple(sorted((k, repr(v)) for k, v in opts.items())))
     with _lock:
         if key not in _cache:
             try:
                 import pyiqa
 
-                if metric not in pyiqa.list_models():
-                    raise MetricUnavailable(f'pyiqa has no metric {metric!r}')
-                with _no_downloads(), _weights_only_loading():
+                # pyiqa prints 'Downloading: ... to <temporary folder>' before the guard refuses: noise, not news.
+                with _no_downloads(weights_dir), _weights_only_loading(), redirect_stdout(io.StringIO()):
                     _cache[key] = pyiqa.create_metric(metric, device=torch.device(device), **opts)
             except MetricUnavailable as exc:
                 _cache[key] = exc
@@ -292,40 +385,99 @@ def get_pyiqa_metric(metric: str, device: torch.device | str = 'cpu', **opts) ->
     return value
 
 
+def _pyiqa_name(metric: str) -> str:
+    return _PYIQA_NAMES.get(metric, metric)
+
+
+def is_no_reference(metric: str) -> bool:
+    """Whether ``metric`` scores an image alone (``niqe``, ``piqe``, ``brisque``, ...), without a reference."""
+    if metric == BASICSR_NIQE:
+        return True
+    return _pyiqa_configs().get(_pyiqa_name(metric), {}).get('metric_mode') == 'NR'
+
+
 def lower_is_better(metric: str) -> bool:
-    """Whether smaller values of the pyiqa metric are better (``lpips``: yes; ``psnr``: no)."""
+    """Whether smaller values of the metric are better (``lpips``, ``niqe``, ``piqe``: yes; ``psnr``: no)."""
     if metric in _Y_DEFAULTS:
         return False
-    try:
-        from pyiqa.default_model_configs import DEFAULT_CONFIGS
+    return bool(_pyiqa_configs().get(_pyiqa_name(metric), {}).get('lower_better', False))
 
-        return bool(DEFAULT_CONFIGS.get(metric, {}).get('lower_better', False))
-    except ImportError:  # pragma: no cover
-        return False
+
+def check_metric_name(metric: str) -> None:
+    """Raise :class:`UnknownMetric` unless ``metric`` names a metric (``niqe``, ``niqe_pyiqa`` or a pyiqa name)."""
+    if metric != BASICSR_NIQE and _pyiqa_name(metric) not in _pyiqa_configs():
+        raise UnknownMetric(f'unknown metric {metric!r} (niqe, niqe_pyiqa or a pyiqa name: see pyiqa.list_models())')
+
+
+def check_metric(metric: str, protocol: str = 'standard', weights_dir: str | None = None, **opts) -> None:
+    """Raise if ``metric`` cannot be computed here, without computing it (the pyiqa metric is built and cached).
+
+    Raises:
+        UnknownMetric: no metric of that name.
+        MetricUnavailable: the protocol does not define it, or its weight files are missing.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f'protocol: {protocol!r} is not one of {", ".join(PROTOCOLS)}')
+    check_metric_name(metric)
+    if protocol == 'official':
+        if metric not in OFFICIAL_METRICS:
+            raise MetricUnavailable(f'the official protocol defines {", ".join(OFFICIAL_METRICS)} only')
+        return
+    if metric != BASICSR_NIQE:
+        opts = {**_Y_DEFAULTS.get(metric, {}), **opts}
+        opts.pop('channel_order', None)
+        get_pyiqa_metric(_pyiqa_name(metric), _device(opts, metric), weights_dir, **opts)
+
+
+def basicsr_niqe(img: Any, channel_order: str = 'bgr', crop_border: int = 0, convert_to: str = 'y') -> float:
+    """NIQE exactly as ``basicsr.metrics.calculate_niqe(img, crop_border, 'HWC', convert_to)``.
+
+    BasicSR's port of the MATLAB ``niqe`` with the pristine-image model it ships (``niqe_pris_params.npz``).
+    ``uint8`` BGR arrays are passed as they are; other inputs (``uint16``, float, tensors) are first put on the 0-255
+    scale in BGR order, as ``calculate_niqe`` expects.
+
+    Raises:
+        ValueError: the image holds fewer than two of NIQE's 96x96 blocks (after ``crop_border``).
+    """
+    from basicsr.metrics.niqe import calculate_niqe
+
+    arr, scale = _hwc(img, channel_order)  # RGB
+    if arr.shape[2] == 3:
+        arr = arr[..., ::-1]
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr.astype(np.float32) * np.float32(255.0 / scale), 0, 255)
+    h, w = arr.shape[0] - 2 * crop_border, arr.shape[1] - 2 * crop_border
+    if (h // 96) * (w // 96) < 2:  # one block gives no covariance (basicsr fails with 'SVD did not converge')
+        raise ValueError(f'niqe needs at least two 96x96 blocks (e.g. 192x96 pixels), got {w}x{h}')
+    return float(calculate_niqe(np.ascontiguousarray(arr), crop_border, input_order='HWC', convert_to=convert_to))
 
 
 def standard_metric(metric: str, pred: Any, gt: Any = None, channel_order: str = 'bgr', **opts) -> float:
-    """One pyiqa metric value (full-reference when ``gt`` is given).
+    """One metric value: pyiqa's, or BasicSR's NIQE for ``niqe`` (full-reference when ``gt`` is given).
 
     Args:
-        metric: pyiqa metric name (``psnr``, ``ssim``, ``lpips``, ...).
+        metric: ``niqe`` (BasicSR's), ``niqe_pyiqa`` (pyiqa's) or a pyiqa metric name (``psnr``, ``lpips``, ...).
         pred: Prediction (numpy or tensor, see module docstring).
-        gt: Reference image, same size.
+        gt: Reference image, same size; ignored by no-reference metrics.
         channel_order: Channel order of numpy inputs (``bgr`` or ``rgb``).
         **opts: pyiqa options; ``psnr``/``ssim`` default to ``test_y_channel=True, color_space='ycbcr'``.
-            ``device`` picks the device (default: CPU for psnr/ssim, else CUDA when available).
+            ``device`` picks the device (default: CPU for psnr/ssim, else CUDA when available); ``weights_dir``
+            a folder of weight files. ``niqe`` takes ``crop_border`` and ``convert_to`` only.
 
     Returns:
         The score as a float.
     """
+    if metric == BASICSR_NIQE:
+        return basicsr_niqe(pred, channel_order, **opts)
+    weights_dir = opts.pop('weights_dir', None)
     opts = {**_Y_DEFAULTS.get(metric, {}), **opts}
     device = _device(opts, metric)
-    fn = get_pyiqa_metric(metric, device, **opts)
+    fn = get_pyiqa_metric(_pyiqa_name(metric), device, weights_dir, **opts)
     x = to_rgb_tensor(pred, channel_order)
     dtype = torch.float64 if metric in _Y_DEFAULTS else torch.float32
     x = x.to(device, dtype)
     with torch.no_grad():
-        if gt is None:
+        if gt is None or is_no_reference(metric):
             score = fn(x)
         else:
             y = to_rgb_tensor(gt, channel_order).to(device, dtype)
@@ -340,7 +492,7 @@ def compute(metric: str, pred: Any, gt: Any = None, protocol: str = 'standard', 
     """One metric value under ``protocol`` (``standard`` or ``official``).
 
     Args:
-        metric: ``psnr``/``ssim`` (both protocols) or any pyiqa metric name (standard protocol).
+        metric: ``psnr``/``ssim`` (both protocols); ``niqe`` (BasicSR), ``niqe_pyiqa`` or any pyiqa name (standard).
         pred: Prediction image.
         gt: Reference image.
         protocol: ``standard`` (pyiqa) or ``official`` (the UDR-S2Former test script).

@@ -10,8 +10,12 @@ Validation YAML (basicsr calls ``METRIC_REGISTRY.get(type)(img=..., img2=..., **
         lpips: {type: pyiqa, metric: lpips, better: lower}  # needs the LPIPS/AlexNet weights locally
         psnr_official: {type: pyiqa, metric: psnr, protocol: official}
         ssim_official: {type: official_ssim}              # same as {type: pyiqa, metric: ssim, protocol: official}
+        niqe: {type: pyiqa, metric: niqe}                 # no-reference: BasicSR's NIQE, offline
+        piqe: {type: pyiqa, metric: piqe}                 # no-reference: pyiqa's PIQE, offline
 
 Registered names: ``pyiqa``, ``official_psnr``, ``official_ssim`` (basicsr's own are ``calculate_*``).
+No-reference metrics also run on validation sets without ground truth (a folder of rainy photos);
+:func:`check_val_metrics` fills in ``better: lower`` where lower is better (basicsr assumes higher).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from basicsr.utils.registry import METRIC_REGISTRY
 
 from . import protocols
 
-__all__ = ['pyiqa', 'official_psnr', 'official_ssim']
+__all__ = ['pyiqa', 'official_psnr', 'official_ssim', 'check_val_metrics', 'needs_reference']
 
 logger = logging.getLogger('basicsr')
 _warned: set[str] = set()
@@ -102,3 +106,53 @@ def official_psnr(img: Any, img2: Any, input_order: str = 'HWC', better: str | N
 def official_ssim(img: Any, img2: Any, input_order: str = 'HWC', better: str | None = None, **opts: Any) -> float:
     """SSIM exactly as the official UDR-S2Former ``test.py`` (Y, replicate borders, whole map, no crop)."""
     return _compute('ssim', img, img2, 'official', input_order, 'raise', opts)
+
+
+def _lower_better(metric_opt: dict) -> bool | None:
+    """Whether lower values of a ``val:metrics`` entry are better (``None``: not a type known here)."""
+    kind = metric_opt.get('type')
+    if kind == 'pyiqa':
+        return protocols.lower_is_better(metric_opt.get('metric', 'psnr'))
+    if kind == 'calculate_niqe':
+        return True
+    return None
+
+
+def needs_reference(metric_opt: dict) -> bool:
+    """Whether a ``val:metrics`` entry compares with ground truth (``niqe``, ``piqe``, ``calculate_niqe``: no)."""
+    kind = metric_opt.get('type')
+    if kind == 'pyiqa':
+        return metric_opt.get('protocol', 'standard') == 'official' or not protocols.is_no_reference(
+            metric_opt.get('metric', 'psnr')
+        )
+    return kind != 'calculate_niqe'
+
+
+def check_val_metrics(metrics_opt: dict) -> None:
+    """Check the metric names of ``val:metrics`` and give each entry basicsr's ``better`` flag, in place.
+
+    basicsr tracks the best validation value as the highest unless ``better: lower``; for NIQE, PIQE or LPIPS
+    that would record the worst iteration as the best. An explicit flag that contradicts the metric is refused.
+
+    Raises:
+        ValueError: an unknown pyiqa metric name; ``better`` is not ``higher``/``lower``, or says higher for a
+            lower-is-better metric.
+    """
+    for name, metric_opt in (metrics_opt or {}).items():
+        if not isinstance(metric_opt, dict):
+            continue
+        if metric_opt.get('type') == 'pyiqa':
+            try:
+                protocols.check_metric_name(metric_opt.get('metric', 'psnr'))
+            except protocols.UnknownMetric as exc:
+                raise ValueError(f'val:metrics:{name}:metric: {exc}') from None
+        better, lower = metric_opt.get('better'), _lower_better(metric_opt)
+        if better not in (None, 'higher', 'lower'):
+            raise ValueError(f"val:metrics:{name}:better: expected 'higher' or 'lower', got {better!r}")
+        if lower is None:
+            continue
+        expected = 'lower' if lower else 'higher'
+        if better is None:
+            metric_opt['better'] = expected
+        elif better != expected:
+            raise ValueError(f'val:metrics:{name}:better: {better!r}, but {expected} values are better for it')

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from s2former_plugin import compat
 from s2former_plugin.checkpoint import load_state_dict_any
+from s2former_plugin.metrics.pyiqa_metric import check_val_metrics, needs_reference
 from s2former_plugin.tiling import BLENDS, tiled_forward
 from s2former_plugin.visualize import uncertainty_to_color
 
@@ -162,6 +163,7 @@ class S2FormerModel(SRModel):
     def __init__(self, opt: dict):
         check_training_options(opt)
         check_val_options(opt.get('val') or {})  # fail at start-up, not at the first validation hours later
+        check_val_metrics((opt.get('val') or {}).get('metrics'))  # better: lower for NIQE, PIQE, LPIPS...
         super().__init__(opt)
         compat.set_deterministic(opt)  # after basicsr.train's cudnn.benchmark = True; before the first step
 
@@ -347,9 +349,14 @@ class S2FormerModel(SRModel):
                 raise NonFiniteLoss(f'validation: the network output for {data["lq_path"]} holds NaN/inf values')
             sr_img = tensor2img(output)
             if metrics_opt:
-                if 'gt' not in data:
-                    raise ValueError(f'val:metrics needs ground truth, but {dataset_name} item {idx} has none')
-                metric_data = {'img': sr_img, 'img2': tensor2img(data['gt'].unsqueeze(0))}
+                metric_data = {'img': sr_img}
+                if 'gt' in data:
+                    metric_data['img2'] = tensor2img(data['gt'].unsqueeze(0))
+                elif full_ref := [n for n, o in metrics_opt.items() if needs_reference(o)]:
+                    raise ValueError(
+                        f'val:metrics:{full_ref[0]} compares with ground truth, but {dataset_name} has none '
+                        f'({data["lq_path"]}); use no-reference metrics there, e.g. niqe: {{type: pyiqa, metric: niqe}}'
+                    )
                 for j, opt_ in enumerate(metrics_opt.values()):
                     sums[j] += float(calculate_metric(metric_data, dict(opt_)))
             sums[-1] += 1
