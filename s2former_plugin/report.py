@@ -159,14 +159,20 @@ def _metric_of(column: str) -> str:
 
 
 def finite_mean(values: list[float]) -> tuple[float, int]:
-    """Mean of the finite values and the number of the others (``inf``: an image identical to its ground truth).
+    """Mean of the finite values and the number of ``+inf`` ones (an image identical to its ground truth).
 
-    One identical image would make the plain mean ``inf``; it is left out and counted instead. When no value is
-    finite the plain mean is returned (``inf`` when every image is identical).
+    One identical image would make the plain mean ``inf``; it is left out and counted instead. When every value is
+    ``+inf`` the mean is ``inf``. NaN and ``-inf`` are never dropped from a mean: they raise.
+
+    Raises:
+        ValueError: A value is NaN or ``-inf`` (a failed score; the caller must refuse or skip the image loudly).
     """
+    bad = [v for v in values if math.isnan(v) or v == -math.inf]
+    if bad:
+        raise ValueError(f'{len(bad)} of {len(values)} scores are NaN or -inf; refusing to average around them')
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
-        return (float(np.mean(values)) if values else math.nan), len(values)
+        return (math.inf if values else math.nan), len(values)
     return float(np.mean(finite)), len(values) - len(finite)
 
 

@@ -144,6 +144,10 @@ def test_one_identical_image_does_not_make_the_mean_infinite(dataset):
     assert doc['mean']['ssim'] == pytest.approx(np.mean([v['ssim'] for v in doc['per_image'].values()]))
     assert '`psnr`: 1 non-finite value(s)' in (out / 'report.md').read_text()
     assert report.finite_mean([1.0, math.inf, 3.0]) == (2.0, 1)
+    assert report.finite_mean([math.inf, math.inf]) == (math.inf, 2)
+    for bad in (math.nan, -math.inf):  # a failed score is never averaged around
+        with pytest.raises(ValueError, match='NaN or -inf'):
+            report.finite_mean([1.0, bad])
 
 
 def test_one_line_errors(dataset, capsys):
