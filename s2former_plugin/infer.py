@@ -279,6 +279,23 @@ def _pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _load_onnx(args: argparse.Namespace) -> Any:
+    """The ``--weights`` ONNX file as an :class:`~s2former_plugin.onnx_backend.OnnxNetwork` (called like the net)."""
+    from .onnx_backend import OnnxError, OnnxNetwork
+
+    if args.config:
+        raise InferError('--config: an ONNX file holds its network; drop --config')
+    if args.device == 'cuda':
+        raise InferError("--device cuda: ONNX files run on onnxruntime's CPU provider")
+    try:
+        net = OnnxNetwork(args.weights)
+    except OnnxError as exc:
+        raise InferError(f'--weights: {exc}') from None
+    if args.save_uncertainty and not net.has_uncertainty:
+        raise InferError(f'--save-uncertainty: {args.weights} has no uncertainty output; export with --outputs all')
+    return net
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 1 some files skipped, 2 bad arguments)."""
     from tqdm import tqdm
@@ -292,12 +309,16 @@ def main(argv: list[str] | None = None) -> int:
         names = output_names(inputs)
         unc_dir = os.path.join(args.output, 'uncertainty')
         _check_not_overwriting(inputs, args.output, names, [unc_dir] if args.save_uncertainty else [])
-        device = _pick_device(args.device)
-        net, used = load_network(args.weights, args.config)
+        onnx_file = args.weights.lower().endswith('.onnx')
+        if onnx_file:  # an exported network, run by onnxruntime on the CPU
+            net, used, device = _load_onnx(args), 'ONNX, onnxruntime', torch.device('cpu')
+        else:
+            device = _pick_device(args.device)
+            net, used = load_network(args.weights, args.config)
     except InferError as exc:
         print(f'infer: error: {exc}', file=sys.stderr)
         return 2
-    if args.config is None:
+    if args.config is None and not onnx_file:
         print(
             'infer: note: network configuration inferred from the weights; the bottleneck head count leaves no trace '
             "in them and is assumed 16 (the paper's), pass --config for other values",
@@ -306,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     fp16 = args.fp16 and device.type == 'cuda'
     if args.fp16 and not fp16:
         print('infer: warning: --fp16 needs CUDA; running in float32', file=sys.stderr)
-    net = net.to(device)
+    net = net if onnx_file else net.to(device)
     os.makedirs(args.output, exist_ok=True)
     if args.save_uncertainty:
         os.makedirs(unc_dir, exist_ok=True)
