@@ -25,6 +25,7 @@ from .infer import InferError, load_network
 from .onnx_backend import (
     CHECK_SIZES,
     DEFAULT_OPSET,
+    OPSETS,
     OUTPUT_MODES,
     OnnxError,
     OnnxNetwork,
@@ -57,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             raise InferError(f'--output: {args.output} must end in .onnx (infer recognises ONNX files by it)')
         if os.path.exists(args.weights) and os.path.realpath(args.output) == os.path.realpath(args.weights):
             raise InferError(f'--output: {args.output} is the --weights file')
-        if not 7 <= args.opset <= 23:
-            raise InferError(f'--opset: {args.opset} is outside the 7..23 the exporter writes')
+        if args.opset not in OPSETS:
+            raise InferError(f'--opset: {args.opset} is not in {OPSETS.start}..{OPSETS.stop - 1}, the opsets exported')
         net, used = load_network(args.weights, args.config)
         if os.path.dirname(args.output):
             os.makedirs(os.path.dirname(args.output), exist_ok=True)

@@ -8,7 +8,9 @@ Usage::
 Weights: a BasicSR checkpoint (``params_ema`` preferred, else ``params``), a released official
 ``udrs2former_*.pth`` or a plain state dict, always read with ``torch.load(weights_only=True)``. The network
 configuration is recovered from the weights (:func:`s2former_plugin.official.infer_config`) unless ``--config``
-gives it (a YAML/JSON file with S2Former kwargs, or a BasicSR options file with ``network_g``).
+gives it (a YAML/JSON file with S2Former kwargs, or a BasicSR options file with ``network_g``). A ``.onnx`` file
+written by ``python -m s2former_plugin.export`` runs in onnxruntime on the CPU instead (no ``--config``;
+``--save-uncertainty`` needs an ``--outputs all`` export).
 
 Each image is processed in overlapping tiles blended by :func:`s2former_plugin.tiling.tiled_forward` (``--tile 0``:
 whole image). Outputs are PNGs (TIFF for float images) named after the inputs, with the input's size, bit depth
@@ -218,7 +220,9 @@ def derain_array(
 # ----------------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='python -m s2former_plugin.infer', description='Derain images with S2Former.')
-    p.add_argument('--weights', required=True, help='checkpoint (BasicSR, official udrs2former_*.pth or state dict)')
+    p.add_argument(
+        '--weights', required=True, help='checkpoint (BasicSR, official udrs2former_*.pth, state dict) or .onnx export'
+    )
     p.add_argument('--input', required=True, help='image file or folder of images')
     p.add_argument('--output', required=True, help='output folder (must not be an input folder)')
     p.add_argument('--tile', type=int, default=320, help='tile size in pixels; 0 processes whole images')

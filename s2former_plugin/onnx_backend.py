@@ -25,14 +25,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ['OUTPUT_MODES', 'OnnxError', 'OnnxNetwork', 'export_onnx', 'output_names', 'require']
+__all__ = ['OPSETS', 'OUTPUT_MODES', 'OnnxError', 'OnnxNetwork', 'export_onnx', 'output_names', 'require']
 
 #: ``final``: the derained image only; ``all``: the five images and five uncertainty maps of ``return_all``.
 OUTPUT_MODES = ('final', 'all')
 #: Scales of ``return_all``'s lists, in the official order (final, then full, 1/2, 1/4, 1/8 scale).
 _SCALES = ('', '_s1', '_s2', '_s4', '_s8')
-#: The opset the exporter writes by default (onnxruntime 1.31 runs it; 14 is the least for the attention ops).
+#: The opset the exporter writes by default (onnxruntime 1.31 runs it).
 DEFAULT_OPSET = 17
+#: Opsets the export writes: 16 brought GridSample (the sparse sampling attention); 20 is the last that
+#: PyTorch's TorchScript-based exporter writes.
+OPSETS = range(16, 21)
 _METADATA_KEY = 's2former_plugin'
 
 
@@ -109,6 +112,20 @@ def export_onnx(
     axes = {'input': {0: 'batch', 2: 'height', 3: 'width'}}
     axes.update({n: {0: 'batch', 2: f'height{s}', 3: f'width{s}'} for n, s in zip(names, _SCALES * 2)})
     tmp = f'{path}.tmp'
+    try:
+        _export(module, sample, tmp, names, axes, opset)
+        model = onnx.load(tmp)
+        info = {'outputs': outputs, **(metadata or {})}
+        entry = model.metadata_props.add()
+        entry.key, entry.value = _METADATA_KEY, json.dumps(info)
+        onnx.save(model, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):  # a failed export leaves nothing behind
+            os.remove(tmp)
+
+
+def _export(module: nn.Module, sample: Tensor, path: str, names: list[str], axes: dict, opset: int) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of torch.export's, which cannot keep H and W dynamic here.
         warnings.filterwarnings('ignore', category=DeprecationWarning)
@@ -116,19 +133,13 @@ def export_onnx(
         torch.onnx.export(
             module.eval(),
             (sample,),
-            tmp,
+            path,
             dynamo=False,
             input_names=['input'],
             output_names=names,
             dynamic_axes=axes,
             opset_version=opset,
         )
-    model = onnx.load(tmp)
-    info = {'outputs': outputs, **(metadata or {})}
-    entry = model.metadata_props.add()
-    entry.key, entry.value = _METADATA_KEY, json.dumps(info)
-    onnx.save(model, tmp)
-    os.replace(tmp, path)
 
 
 class OnnxNetwork:

@@ -151,7 +151,7 @@ def test_export_bad_arguments_one_line(files, tmp_path, capsys):
     cases = [
         (['--weights', str(tmp_path / 'none.pth'), '--output', str(tmp_path / 'a.onnx')], 'file not found'),
         (['--weights', str(files['pth']), '--output', str(tmp_path / 'a.pth')], 'must end in .onnx'),
-        (['--weights', str(files['pth']), '--output', str(tmp_path / 'a.onnx'), '--opset', '3'], '--opset'),
+        (['--weights', str(files['pth']), '--output', str(tmp_path / 'a.onnx'), '--opset', '15'], '--opset: 15'),
     ]
     for argv, message in cases:
         assert export.main(argv) == 2
