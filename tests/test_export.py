@@ -2,6 +2,7 @@
 one-line errors for bad files, and the tracing-time size computations equal to the eager ones."""
 
 import copy
+import sys
 
 import cv2
 import numpy as np
@@ -160,10 +161,17 @@ def test_export_bad_arguments_one_line(files, tmp_path, capsys):
     assert not (tmp_path / 'a.onnx').exists() and not (tmp_path / 'a.pth').exists()
 
 
-def test_missing_extra_named_in_one_line(monkeypatch):
-    monkeypatch.setitem(__import__('sys').modules, 'onnxruntime', None)
+def test_missing_extra_named_in_one_line(files, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, 'onnxruntime', None)  # as if not installed
     with pytest.raises(OnnxError, match=r"pip install 's2former_plugin\[export\]'"):
         require('onnxruntime')
+    img = tmp_path / 'a.png'
+    cv2.imwrite(str(img), np.zeros((8, 8, 3), np.uint8))
+    assert infer.main(['--weights', str(files['onnx']), '--input', str(img), '--output', str(tmp_path / 'o')]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and "pip install 's2former_plugin[export]'" in err
+    assert export.main(['--weights', str(files['pth']), '--output', str(tmp_path / 'b.onnx')]) == 2
+    assert 'onnxruntime' in capsys.readouterr().err and not (tmp_path / 'b.onnx').exists()
 
 
 # ---------------------------------------------------------------------------------- tracing-time size computations
