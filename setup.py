@@ -76,6 +76,6 @@ setup(
         'scikit-image',
         'matplotlib',
     ],
-    extras_require={'dev': ['pytest', 'ruff']},
+    extras_require={'dev': ['pytest', 'ruff'], 'export': ['onnx==1.23.2', 'onnxruntime==1.31.1']},
     cmdclass={'build_py': BuildPyWithHook, 'editable_wheel': EditableWheelWithHook},
 )

@@ -8,7 +8,9 @@ Usage::
 Weights: a BasicSR checkpoint (``params_ema`` preferred, else ``params``), a released official
 ``udrs2former_*.pth`` or a plain state dict, always read with ``torch.load(weights_only=True)``. The network
 configuration is recovered from the weights (:func:`s2former_plugin.official.infer_config`) unless ``--config``
-gives it (a YAML/JSON file with S2Former kwargs, or a BasicSR options file with ``network_g``).
+gives it (a YAML/JSON file with S2Former kwargs, or a BasicSR options file with ``network_g``). A ``.onnx`` file
+written by ``python -m s2former_plugin.export`` runs in onnxruntime on the CPU instead (no ``--config``;
+``--save-uncertainty`` needs an ``--outputs all`` export).
 
 Each image is processed in overlapping tiles blended by :func:`s2former_plugin.tiling.tiled_forward` (``--tile 0``:
 whole image). Outputs are PNGs (TIFF for float images) named after the inputs, with the input's size, bit depth
@@ -272,7 +274,9 @@ def retry_out_of_memory(run_tiled: Callable[[int], Any], tile: int, overlap: int
 # ----------------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='python -m s2former_plugin.infer', description='Derain images with S2Former.')
-    p.add_argument('--weights', required=True, help='checkpoint (BasicSR, official udrs2former_*.pth or state dict)')
+    p.add_argument(
+        '--weights', required=True, help='checkpoint (BasicSR, official udrs2former_*.pth, state dict) or .onnx export'
+    )
     p.add_argument('--input', required=True, help='image file or folder of images')
     p.add_argument('--output', required=True, help='output folder (must not be an input folder)')
     p.add_argument('--tile', type=int, default=320, help='tile size in pixels; 0 processes whole images')
@@ -333,6 +337,23 @@ def _pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _load_onnx(args: argparse.Namespace) -> Any:
+    """The ``--weights`` ONNX file as an :class:`~s2former_plugin.onnx_backend.OnnxNetwork` (called like the net)."""
+    from .onnx_backend import OnnxError, OnnxNetwork
+
+    if args.config:
+        raise InferError('--config: an ONNX file holds its network; drop --config')
+    if args.device == 'cuda':
+        raise InferError("--device cuda: ONNX files run on onnxruntime's CPU provider")
+    try:
+        net = OnnxNetwork(args.weights)
+    except OnnxError as exc:
+        raise InferError(f'--weights: {exc}') from None
+    if args.save_uncertainty and not net.has_uncertainty:
+        raise InferError(f'--save-uncertainty: {args.weights} has no uncertainty output; export with --outputs all')
+    return net
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 1 some files skipped, 2 bad arguments)."""
     from tqdm import tqdm
@@ -346,12 +367,16 @@ def main(argv: list[str] | None = None) -> int:
         names = output_names(inputs)
         unc_dir = os.path.join(args.output, 'uncertainty')
         _check_not_overwriting(inputs, args.output, names, [unc_dir] if args.save_uncertainty else [])
-        device = _pick_device(args.device)
-        net, used = load_network(args.weights, args.config)
+        onnx_file = args.weights.lower().endswith('.onnx')
+        if onnx_file:  # an exported network, run by onnxruntime on the CPU
+            net, used, device = _load_onnx(args), 'ONNX, onnxruntime', torch.device('cpu')
+        else:
+            device = _pick_device(args.device)
+            net, used = load_network(args.weights, args.config)
     except InferError as exc:
         print(f'infer: error: {exc}', file=sys.stderr)
         return 2
-    if args.config is None:
+    if args.config is None and not onnx_file:
         print(
             'infer: note: network configuration inferred from the weights; the bottleneck head count leaves no trace '
             "in them and is assumed 16 (the paper's), pass --config for other values",
@@ -360,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     fp16 = args.fp16 and device.type == 'cuda'
     if args.fp16 and not fp16:
         print('infer: warning: --fp16 needs CUDA; running in float32', file=sys.stderr)
-    net = net.to(device)
+    net = net if onnx_file else net.to(device)
     try:
         os.makedirs(args.output, exist_ok=True)
         if args.save_uncertainty:

@@ -79,6 +79,8 @@ def topk_mask(scores: Tensor, keep_ratio: float = RANK_KEEP_RATIO) -> Tensor:
     differ only when the k-th largest value is tied with a value outside the top-k (then all tied entries are
     kept): a measure-zero event for real-valued features.
     """
+    if torch.jit.is_tracing():  # export: k follows the traced size instead of being baked in
+        return _traced_topk_mask(scores, keep_ratio)
     n = scores.shape[-1]
     k = int(keep_ratio * n)
     if k <= 0:
@@ -88,6 +90,15 @@ def topk_mask(scores: Tensor, keep_ratio: float = RANK_KEEP_RATIO) -> Tensor:
     smallest = scores.topk(n - k + 1, dim=-1, largest=False, sorted=False).values
     threshold = smallest.amax(dim=-1, keepdim=True)
     return scores >= threshold
+
+
+def _traced_topk_mask(scores: Tensor, keep_ratio: float) -> Tensor:
+    """:func:`topk_mask` for a tracer, where ``scores.shape[-1]`` is a traced 0-dim tensor: ``k`` is computed in the
+    graph (in float64 and floored, as Python's ``int(keep_ratio * n)``), so an exported graph ranks any size."""
+    n = torch.as_tensor(scores.shape[-1])
+    k = (n.double() * keep_ratio).floor().long()
+    smallest = scores.topk(n - k.clamp(min=1) + 1, dim=-1, largest=False, sorted=False).values
+    return (scores >= smallest.amax(dim=-1, keepdim=True)) & (k > 0)  # k = 0 (n = 1): nothing kept
 
 
 def relative_position_index(window_size: int) -> Tensor:
@@ -140,6 +151,37 @@ def _sampling_axes(h: int, w: int, ws: int, device: torch.device, dtype: torch.d
         axes = [t.reshape(shape) for t, shape in zip(axes, [(1, 1, 1, nw, ws)] * 2 + [(1, nh, ws, 1, 1)] * 2)]
         divisor = torch.tensor([nw, nh])
         return tuple(t.contiguous().to(device, dtype) for t in (*axes, divisor))
+
+
+def _traced_sampling_axes(
+    h: Tensor, w: Tensor, ws: int, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, ...]:
+    """:func:`_sampling_axes` for a tracer, where ``h`` and ``w`` are traced 0-dim tensors: the same grid built
+    with tensor operations (so an exported graph follows the input size; the cached version would bake in the
+    tracing size). Equal to the cached grid up to float32 rounding (``linspace`` and ``avg_pool2d`` written out).
+    ``local_x``/``local_y`` come as ``(1, 1, 1, 1, ws)``/``(1, 1, ws, 1, 1)``, the same after broadcasting.
+    """
+
+    def axis(n: Tensor) -> tuple[Tensor, Tensor]:
+        i = torch.arange(n, device=device, dtype=torch.float32)
+        step = 2.0 / (n - 1)
+        # torch.linspace(-1, 1, n): the first half counts up from -1, the second half down from 1
+        coords = torch.where(i < n / 2, -1.0 + i * step, 1.0 - (n - 1 - i) * step)
+        centres = coords.view(-1, ws).mean(1, keepdim=True)  # (n/ws, 1): avg_pool2d over each window
+        local = torch.arange(ws, device=device) * 2 * ws / ws / (n - 1)
+        local = local - local.mean()
+        return (centres + local).to(dtype), local.to(dtype)  # (n/ws, ws), (ws,)
+
+    base_x, local_x = axis(w)
+    base_y, local_y = axis(h)
+    divisor = torch.stack([w // ws, h // ws]).to(device, dtype)
+    return (
+        base_x.view(1, 1, 1, -1, ws),
+        local_x.view(1, 1, 1, 1, ws),
+        base_y.view(1, -1, ws, 1, 1),
+        local_y.view(1, 1, ws, 1, 1),
+        divisor,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -401,7 +443,8 @@ class SparseSamplingAttention(WindowAttentionBase):
         # (B, nh, nw, heads*2) -> (B*heads, nh, 1, nw, 1, 2): (x, y) per window and head
         offsets = pointwise(pooled, self.offset_head).view(b, nh, nw, heads, 2).permute(0, 3, 1, 2, 4)
         scales = pointwise(pooled, self.scale_head).view(b, nh, nw, heads, 2).permute(0, 3, 1, 2, 4)
-        base_x, local_x, base_y, local_y, divisor = _sampling_axes(h, w, ws, x.device, x.dtype)
+        axes = _traced_sampling_axes if torch.jit.is_tracing() else _sampling_axes  # export: sizes in the graph
+        base_x, local_x, base_y, local_y, divisor = axes(h, w, ws, x.device, x.dtype)
         offsets = (offsets / divisor).reshape(b * heads, nh, 1, nw, 1, 2)
         scales = scales.reshape(b * heads, nh, 1, nw, 1, 2)
         # base + (local * scale + offset), per axis; broadcast to (B*heads, nh, ws, nw, ws) by the one stack.

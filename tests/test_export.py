@@ -1,0 +1,197 @@
+"""ONNX export: one file of the small preset for every size, onnxruntime equal to PyTorch, infer with the file,
+one-line errors for bad files, and the tracing-time size computations equal to the eager ones."""
+
+import copy
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from s2former_plugin import export, infer
+from s2former_plugin.archs import s2former_blocks as blocks
+from s2former_plugin.archs.s2former_arch import S2Former
+from s2former_plugin.onnx_backend import OnnxError, OnnxNetwork, output_names, require
+
+# Sizes (N, H, W) run through one exported file: the traced 64x64, odd sizes (padded inside the network), a batch.
+SIZES = [(1, 64, 64), (1, 37, 53), (2, 97, 66), (1, 5, 130)]
+
+
+@pytest.fixture(scope='module')
+def net():
+    torch.manual_seed(0)
+    return S2Former(preset='small').eval()
+
+
+@pytest.fixture(scope='module')
+def files(net, tmp_path_factory):
+    """The small preset's checkpoint and its export with every output (through the command, with --check)."""
+    d = tmp_path_factory.mktemp('export')
+    torch.save({'params_ema': net.state_dict()}, d / 'net_g.pth')
+    rc = export.main(['--weights', str(d / 'net_g.pth'), '--output', str(d / 'net.onnx'), '--outputs', 'all'])
+    assert rc == 0
+    return {'pth': d / 'net_g.pth', 'onnx': d / 'net.onnx'}
+
+
+def test_one_file_runs_every_size_equal_to_pytorch(net, files):
+    onnx_net = OnnxNetwork(str(files['onnx']), threads=1)
+    assert onnx_net.output_names == output_names('all') and onnx_net.metadata['outputs'] == 'all'
+    net64 = copy.deepcopy(net).double()
+    gen = torch.Generator().manual_seed(1)
+    for n, h, w in SIZES:
+        x = torch.rand(n, 3, h, w, generator=gen)
+        with torch.no_grad():
+            ref_out, ref_unc = net(x, return_all=True)
+            ref64 = net64(x.double(), return_all=True)
+        got_out, got_unc = onnx_net(x, return_all=True)
+        ref, got = [*ref_out, *ref_unc], [*got_out, *got_unc]
+        assert [t.shape for t in got] == [t.shape for t in ref], (n, h, w)
+        assert got[0].shape == (n, 3, h, w)
+        diff = torch.cat([(r - g).abs().flatten() for r, g in zip(ref, got)])
+        assert diff.mean() <= 1e-5, (n, h, w, diff.mean())
+        # The max: float32 rounding (and near-tied rankings it flips) against the exact (float64) maths is of the
+        # same size for onnxruntime as for PyTorch itself, so the two runtimes differ by no more than that.
+        exact = [*ref64[0], *ref64[1]]
+        err_torch = max((r.double() - e).abs().max().item() for r, e in zip(ref, exact))
+        err_onnx = max((g.double() - e).abs().max().item() for g, e in zip(got, exact))
+        assert diff.max() <= err_torch + err_onnx + 1e-6
+        assert err_onnx <= 4 * err_torch + 1e-5, (n, h, w, err_onnx, err_torch)
+
+
+def test_export_check_and_final_output(net, files, tmp_path, capsys):
+    path = tmp_path / 'final.onnx'
+    assert export.main(['--weights', str(files['pth']), '--output', str(path), '--check']) == 0
+    out = capsys.readouterr().out
+    assert out.count(' ok') == 3 and 'check 1x37x53' in out
+    onnx_net = OnnxNetwork(str(path))
+    assert onnx_net.output_names == ['image'] and not onnx_net.has_uncertainty
+    x = torch.rand(1, 3, 29, 41)
+    with torch.no_grad():
+        assert (onnx_net(x) - net(x)).abs().mean() <= 1e-5
+    with pytest.raises(OnnxError, match='--outputs all'):
+        onnx_net(x, return_all=True)
+    # infer refuses --save-uncertainty with it before writing anything
+    img = tmp_path / 'a.png'
+    cv2.imwrite(str(img), np.zeros((8, 8, 3), np.uint8))
+    argv = ['--weights', str(path), '--input', str(img), '--output', str(tmp_path / 'o'), '--save-uncertainty']
+    assert infer.main(argv) == 2
+    assert 'no uncertainty output' in capsys.readouterr().err and not (tmp_path / 'o').exists()
+
+
+def _images(folder):
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    imgs = {
+        'odd.png': rng.integers(0, 256, (37, 45, 3), dtype=np.uint8),
+        'gray.png': rng.integers(0, 256, (23, 31), dtype=np.uint8),
+        'rgba.png': rng.integers(0, 256, (26, 19, 4), dtype=np.uint8),
+        'deep.png': rng.integers(0, 65536, (21, 30, 3), dtype=np.uint16),
+    }
+    for name, img in imgs.items():
+        cv2.imwrite(str(folder / name), img)
+    return imgs
+
+
+@pytest.mark.parametrize('tile', ['0', '24'])
+def test_infer_with_onnx_writes_the_checkpoints_images(files, tmp_path, tile):
+    imgs = _images(tmp_path / 'in')
+    common = ['--input', str(tmp_path / 'in'), '--tile', tile, '--tile-overlap', '8', '--save-uncertainty']
+    for kind in ('pth', 'onnx'):
+        rc = infer.main(['--weights', str(files[kind]), *common, '--output', str(tmp_path / kind), '--no-progress'])
+        assert rc == 0
+    for name, img in imgs.items():
+        a = cv2.imread(str(tmp_path / 'pth' / name), cv2.IMREAD_UNCHANGED).astype(np.int64)
+        b = cv2.imread(str(tmp_path / 'onnx' / name), cv2.IMREAD_UNCHANGED).astype(np.int64)
+        assert a.shape == b.shape == img.shape, name
+        assert np.abs(a - b).max() <= 1 if img.dtype == np.uint8 else np.abs(a - b).max() <= 2, name  # rounding
+        if img.ndim == 3 and img.shape[2] == 4:
+            np.testing.assert_array_equal(b[..., 3], img[..., 3])
+        ua = cv2.imread(str(tmp_path / 'pth' / 'uncertainty' / name)).astype(np.int64)
+        ub = cv2.imread(str(tmp_path / 'onnx' / 'uncertainty' / name)).astype(np.int64)
+        assert ua.shape == ub.shape and np.abs(ua - ub).mean() <= 1.0, name
+
+
+def _tiny_graph(path, shape):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info('x', TensorProto.FLOAT, shape)
+    y = helper.make_tensor_value_info('y', TensorProto.FLOAT, shape)
+    graph = helper.make_graph([helper.make_node('Identity', ['x'], ['y'])], 'g', [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)], ir_version=8), str(path))
+
+
+def test_bad_onnx_files_one_line_errors(files, tmp_path, capsys):
+    img = tmp_path / 'a.png'
+    cv2.imwrite(str(img), np.zeros((8, 8, 3), np.uint8))
+    corrupt, truncated = tmp_path / 'corrupt.onnx', tmp_path / 'truncated.onnx'
+    corrupt.write_bytes(b'not an onnx model at all')
+    truncated.write_bytes(files['onnx'].read_bytes()[:5000])
+    _tiny_graph(tmp_path / 'vector.onnx', ['n', 3])
+    _tiny_graph(tmp_path / 'fixed.onnx', [1, 3, 64, 64])
+    expected = {
+        corrupt: 'not a valid ONNX model',
+        truncated: 'not a valid ONNX model',
+        tmp_path / 'vector.onnx': 'expected one float32 N x C x H x W input',
+        tmp_path / 'fixed.onnx': 'fixed size',
+        tmp_path / 'missing.onnx': 'file not found',
+    }
+    for path, message in expected.items():
+        rc = infer.main(['--weights', str(path), '--input', str(img), '--output', str(tmp_path / 'out')])
+        err = capsys.readouterr().err
+        assert rc == 2, path
+        assert err.count('\n') == 1 and message in err and str(path) in err, err
+        assert not (tmp_path / 'out').exists()
+    # An ONNX file takes no --config (it holds its network).
+    argv = ['--weights', str(files['onnx']), '--input', str(img), '--output', str(tmp_path / 'out'), '--config', 'x']
+    assert infer.main(argv) == 2 and '--config' in capsys.readouterr().err
+
+
+def test_export_bad_arguments_one_line(files, tmp_path, capsys):
+    cases = [
+        (['--weights', str(tmp_path / 'none.pth'), '--output', str(tmp_path / 'a.onnx')], 'file not found'),
+        (['--weights', str(files['pth']), '--output', str(tmp_path / 'a.pth')], 'must end in .onnx'),
+        (['--weights', str(files['pth']), '--output', str(tmp_path / 'a.onnx'), '--opset', '15'], '--opset: 15'),
+    ]
+    for argv, message in cases:
+        assert export.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and message in err, err
+    assert not (tmp_path / 'a.onnx').exists() and not (tmp_path / 'a.pth').exists()
+
+
+def test_missing_extra_named_in_one_line(files, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, 'onnxruntime', None)  # as if not installed
+    with pytest.raises(OnnxError, match=r"pip install 's2former_plugin\[export\]'"):
+        require('onnxruntime')
+    img = tmp_path / 'a.png'
+    cv2.imwrite(str(img), np.zeros((8, 8, 3), np.uint8))
+    assert infer.main(['--weights', str(files['onnx']), '--input', str(img), '--output', str(tmp_path / 'o')]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and "pip install 's2former_plugin[export]'" in err
+    assert export.main(['--weights', str(files['pth']), '--output', str(tmp_path / 'b.onnx')]) == 2
+    assert 'onnxruntime' in capsys.readouterr().err and not (tmp_path / 'b.onnx').exists()
+
+
+# ---------------------------------------------------------------------------------- tracing-time size computations
+@pytest.mark.parametrize('size', [(1, 1), (5, 200), (37, 53), (64, 64), (65, 127), (40, 130)])
+def test_traced_pad_equals_eager_pad(net, size):
+    x = torch.rand(2, 3, *size)
+    np.testing.assert_array_equal(net._traced_pad(x).numpy(), net.pad(x).numpy())
+
+
+@pytest.mark.parametrize('size', [(8, 8), (16, 64), (72, 40), (64, 64)])
+def test_traced_sampling_axes_equal_cached_ones(size):
+    h, w = size
+    cached = blocks._sampling_axes(h, w, 8, torch.device('cpu'), torch.float32)
+    traced = blocks._traced_sampling_axes(torch.tensor(h), torch.tensor(w), 8, torch.device('cpu'), torch.float32)
+    for a, b in zip(cached, traced):
+        a, b = torch.broadcast_tensors(a, b)
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize('n', [1, 2, 5, 64, 99, 4096])
+def test_traced_topk_mask_equals_eager(n):
+    scores = torch.randn(3, n, generator=torch.Generator().manual_seed(n))
+    assert torch.equal(blocks._traced_topk_mask(scores, blocks.RANK_KEEP_RATIO), blocks.topk_mask(scores))
