@@ -30,7 +30,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('folder', help='folder of images (PNG/JPEG)')
     args = p.parse_args()
-    from s2former_plugin.report import list_images
+    from s2former_plugin.imageio import list_images
 
     npz = np.load(os.path.join(os.path.dirname(basicsr.metrics.__file__), 'niqe_pris_params.npz'))
     with tempfile.TemporaryDirectory() as tmp:

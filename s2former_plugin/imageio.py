@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import struct
 import sys
 import tempfile
@@ -25,13 +26,38 @@ import zlib
 import cv2
 import numpy as np
 
-__all__ = ['IMAGE_EXTENSIONS', 'ImageError', 'check_bytes', 'decode', 'read', 'read_bytes', 'write']
+__all__ = [
+    'IMAGE_EXTENSIONS',
+    'ImageError',
+    'check_bytes',
+    'decode',
+    'list_images',
+    'natural_key',
+    'read',
+    'read_bytes',
+    'write',
+]
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 # Markers without a length field: SOI, EOI, TEM and the restart markers.
 _STANDALONE = {0xD8, 0xD9, 0x01} | set(range(0xD0, 0xD8))
 _stderr_lock = threading.Lock()
+
+
+def natural_key(text: str) -> list:
+    """Sort key that orders ``norain-2`` before ``norain-10``."""
+    return [(0, int(t), '') if t.isdigit() else (1, 0, t.lower()) for t in re.split(r'(\d+)', text)]
+
+
+def list_images(folder: str) -> list[str]:
+    """Paths of the image files directly in ``folder`` (:data:`IMAGE_EXTENSIONS`, not hidden), natural order.
+
+    The one folder scanner of the commands (infer, report, the benchmarks).
+    """
+    names = sorted((n for n in os.listdir(folder) if not n.startswith('.')), key=lambda n: (natural_key(n), n))
+    paths = [os.path.join(folder, n) for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+    return [p for p in paths if os.path.isfile(p)]
 
 
 class ImageError(ValueError):

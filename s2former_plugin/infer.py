@@ -41,7 +41,6 @@ import numpy as np
 import torch
 
 from . import imageio
-from .report import list_images
 from .tiling import BLENDS, tiled_forward
 from .visualize import uncertainty_to_color
 
@@ -137,7 +136,7 @@ def list_inputs(path: str) -> list[str]:
         return [path]
     if not os.path.isdir(path):
         raise InferError(f'--input: not found: {path}')
-    return list_images(path)
+    return imageio.list_images(path)
 
 
 def output_names(inputs: list[str]) -> dict[str, str]:
@@ -424,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         return retry_out_of_memory(functools.partial(run_tiled, x), args.tile, args.tile_overlap, x.shape[-2:])
 
     failed = []
-    earlier = set(list_images(args.output))  # to name what an earlier run left beside this run's outputs
+    earlier = set(imageio.list_images(args.output))  # to name what an earlier run left beside this run's outputs
     start = time.perf_counter()
     for path in bar:
         try:

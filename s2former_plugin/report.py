@@ -45,13 +45,13 @@ from urllib.parse import quote
 import cv2
 import numpy as np
 
-from .data.layouts import IMAGE_EXTENSIONS, clean_stem_candidates, natural_key, safe_key
+from .data.layouts import clean_stem_candidates, safe_key
+from .imageio import IMAGE_EXTENSIONS, list_images
 from .metrics import protocols
 
 __all__ = [
     'ImagePair',
     'finite_mean',
-    'list_images',
     'gt_stem_candidates',
     'pair_images',
     'collect_pairs',
@@ -179,16 +179,6 @@ def finite_mean(values: list[float]) -> tuple[float, int]:
 # ----------------------------------------------------------------------------------------------------------------
 # Pairing
 # ----------------------------------------------------------------------------------------------------------------
-def list_images(folder: str) -> list[str]:
-    """Paths of the image files directly in ``folder`` (``layouts.IMAGE_EXTENSIONS``, not hidden), natural order.
-
-    The one folder scanner of the report and the inference command.
-    """
-    names = sorted((n for n in os.listdir(folder) if not n.startswith('.')), key=lambda n: (natural_key(n), n))
-    paths = [os.path.join(folder, n) for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
-    return [p for p in paths if os.path.isfile(p)]
-
-
 def _images(folder: str) -> dict[str, str]:
     """``{stem: path}`` of :func:`list_images` (the first extension wins for duplicated stems)."""
     out: dict[str, str] = {}

@@ -41,6 +41,8 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from ..imageio import IMAGE_EXTENSIONS, natural_key  # re-exported: the layouts' file rules
+
 __all__ = [
     'IMAGE_EXTENSIONS',
     'LAYOUTS',
@@ -53,7 +55,6 @@ __all__ = [
     'safe_key',
 ]
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 LAYOUTS = ('rainds', 'rain200', 'agan', 'paired')
 # subset -> input folders; 'all' keeps basicsr/UDR-S2Former's order rd, rs, rsrd.
 RAINDS_FOLDERS = {'rd': 'raindrop', 'rs': 'rainstreak', 'rsrd': 'rainstreak_raindrop'}
@@ -111,11 +112,6 @@ class PairScan:
 # ----------------------------------------------------------------------------------------------------------------
 # Names
 # ----------------------------------------------------------------------------------------------------------------
-def natural_key(text: str) -> list:
-    """Sort key that orders ``norain-2`` before ``norain-10``."""
-    return [(0, int(t), '') if t.isdigit() else (1, 0, t.lower()) for t in re.split(r'(\d+)', text)]
-
-
 _UNSAFE = re.compile(r'[^A-Za-z0-9_-]+')
 
 
