@@ -6,8 +6,9 @@
 Every arch of the YAML ``archs:`` list is trained through the real BasicSR pipeline (``python -m basicsr.train``
 semantics via :func:`s2former_plugin.compat.train_main`, one subprocess per arch, ``--auto_resume``), unless it
 gives ``checkpoint:``; then it is evaluated on whole test images (tiled with :mod:`s2former_plugin.tiling`; read,
-converted and scored as ``infer`` + ``report`` would: :func:`s2former_plugin.report.read_image`,
-:func:`s2former_plugin.infer.derain_array`, :func:`s2former_plugin.report.score_images`, means of the finite values)
+converted and scored as ``infer`` + ``report`` would: :func:`s2former_plugin.metrics.scoring.read_image`,
+:func:`s2former_plugin.inference.derain_array`, :func:`s2former_plugin.metrics.scoring.score_images`, means of the
+finite values)
 and measured (parameters, multiply-adds, latency, peak memory) in a fresh subprocess. Outputs, under ``--out``
 (default ``benchmark_results/<name>`` in the working directory)::
 
@@ -305,8 +306,12 @@ def load_options(path: str, overrides: dict | None = None) -> dict:
         if value is not None and value <= 0:
             raise BenchmarkError(f'train:{key}: must be a positive number (got {value!r})')
     ev = opt['eval']
-    if ev['tile'] and ev['tile_overlap'] >= ev['tile']:
-        raise BenchmarkError(f'eval:tile_overlap: ({ev["tile_overlap"]}) must be smaller than eval:tile ({ev["tile"]})')
+    from s2former_plugin.tiling import check_tiling
+
+    try:
+        check_tiling(ev['tile'], ev['tile_overlap'], names=('eval:tile', 'eval:tile_overlap', '', ''))
+    except ValueError as exc:
+        raise BenchmarkError(str(exc)) from None
     metrics = ev['metrics']
     if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) and m for m in metrics):
         raise BenchmarkError(f'eval:metrics: a non-empty list of metric names is required (got {metrics!r})')
@@ -476,13 +481,12 @@ def materialise(pairs: list, folder: str) -> str:
 # Training options
 # ----------------------------------------------------------------------------------------------------------------
 def _device(opt: dict) -> str:
-    import torch
+    from s2former_plugin.inference import pick_device
 
-    if opt['device'] == 'auto':
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    if opt['device'] == 'cuda' and not torch.cuda.is_available():
-        raise BenchmarkError('device: cuda requested but torch sees no GPU')
-    return opt['device']
+    try:
+        return pick_device(opt['device'], 'device').type
+    except ValueError as exc:
+        raise BenchmarkError(str(exc)) from None
 
 
 def build_train_options(opt: dict, entry: dict, train_dir: str, device: str) -> dict:
@@ -794,8 +798,8 @@ def evaluate_child() -> None:
     import_modules(spec['imports'])
     from s2former_plugin.checkpoint import load_state_dict_any
     from s2former_plugin.data.layouts import find_pairs
-    from s2former_plugin.infer import derain_array
-    from s2former_plugin.report import finite_mean, read_image, score_images
+    from s2former_plugin.inference import derain_array
+    from s2former_plugin.metrics.scoring import finite_mean, read_image, score_images
     from s2former_plugin.tiling import tiled_forward
 
     device = spec['device']
@@ -815,9 +819,9 @@ def evaluate_child() -> None:
         with torch.no_grad():
             return tiled_forward(net, x, spec['tile'], spec['tile_overlap'], device=device, out_device='cpu'), None
 
-    # The report's path: images read by report.read_image, converted to and from the network like
-    # python -m s2former_plugin.infer does (the prediction in the input's bit depth, as infer would save it: the
-    # deraining papers score saved PNGs), scored by report.score_images, averaged by report.finite_mean.
+    # The report's path (metrics.scoring: read_image, score_images, finite_mean), with images converted to and from
+    # the network as python -m s2former_plugin.infer does (inference.derain_array: the prediction in the input's
+    # bit depth, as infer would save it; the deraining papers score saved PNGs).
     scores: dict[str, list[float]] = {m: [] for m in spec['metrics']}
     start = time.perf_counter()
     pairs = find_pairs('paired', spec['test_dir']).pairs

@@ -93,14 +93,17 @@ def train_main(root_path: str | None = None) -> None:
 
 
 def _checked_parse_options(func: Callable) -> Callable:
-    """basicsr's ``parse_options``, then the S2FormerModel option checks: typos stop before any data is read."""
+    """basicsr's ``parse_options``, then the model's own option checks (a ``check_options(opt)`` static method of the
+    registered model class, e.g. ``S2FormerModel``'s): typos stop before any data is read."""
 
     def parse_options(*args, **kwargs):
         opt, parsed = func(*args, **kwargs)
-        if opt.get('model_type') == 'S2FormerModel':
-            from s2former_plugin.models.s2former_model import check_training_options
+        from basicsr.utils.registry import MODEL_REGISTRY
 
-            check_training_options(opt)
+        model_type = opt.get('model_type')
+        check = getattr(MODEL_REGISTRY.get(model_type), 'check_options', None) if model_type in MODEL_REGISTRY else None
+        if check is not None:
+            check(opt)
         return opt, parsed
 
     return parse_options

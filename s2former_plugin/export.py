@@ -21,7 +21,7 @@ import os
 import sys
 import time
 
-from .infer import InferError, load_network
+from .inference import InferError, load_network
 from .onnx_backend import (
     CHECK_SIZES,
     DEFAULT_OPSET,

@@ -48,15 +48,13 @@ import numpy as np
 from .data.layouts import clean_stem_candidates, safe_key
 from .imageio import IMAGE_EXTENSIONS, list_images
 from .metrics import protocols
+from .metrics.scoring import finite_mean, read_image, score_images
 
 __all__ = [
     'ImagePair',
-    'finite_mean',
     'gt_stem_candidates',
     'pair_images',
     'collect_pairs',
-    'read_image',
-    'score_images',
     'evaluate',
     'write_reports',
     'main',
@@ -156,24 +154,6 @@ def _metric_of(column: str) -> str:
         if column.endswith(suffix):
             return column[: -len(suffix)]
     return column
-
-
-def finite_mean(values: list[float]) -> tuple[float, int]:
-    """Mean of the finite values and the number of ``+inf`` ones (an image identical to its ground truth).
-
-    One identical image would make the plain mean ``inf``; it is left out and counted instead. When every value is
-    ``+inf`` the mean is ``inf``. NaN and ``-inf`` are never dropped from a mean: they raise.
-
-    Raises:
-        ValueError: A value is NaN or ``-inf`` (a failed score; the caller must refuse or skip the image loudly).
-    """
-    bad = [v for v in values if math.isnan(v) or v == -math.inf]
-    if bad:
-        raise ValueError(f'{len(bad)} of {len(values)} scores are NaN or -inf; refusing to average around them')
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return (math.inf if values else math.nan), len(values)
-    return float(np.mean(finite)), len(values) - len(finite)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -300,24 +280,6 @@ def collect_pairs(
 # ----------------------------------------------------------------------------------------------------------------
 # Scoring
 # ----------------------------------------------------------------------------------------------------------------
-def read_image(path: str) -> np.ndarray:
-    """``H x W x 3`` BGR image: ``uint8``, ``uint16`` or ``float32`` (0-1, e.g. the float TIFFs infer writes; float64
-    is converted); grayscale is expanded, alpha dropped. Scores take each image's own scale (255, 65535 or 1).
-    """
-    from s2former_plugin import imageio
-
-    img = imageio.read(path)  # ImageError (a ValueError) names the file: missing, empty, truncated or damaged
-    if img.dtype == np.float64:
-        img = img.astype(np.float32)
-    if img.dtype not in (np.uint8, np.uint16, np.float32):
-        raise ValueError(f'unsupported image depth {img.dtype}: {path}')
-    if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    elif img.shape[2] == 4:
-        img = img[..., :3]
-    return img
-
-
 def _metric_problem(metric: str, protocol: str, has_gt: bool, weights_dir: str | None) -> tuple[str, bool] | None:
     """``(reason, is an error)`` why ``metric`` cannot be computed (``None`` if it can).
 
@@ -334,31 +296,6 @@ def _metric_problem(metric: str, protocol: str, has_gt: bool, weights_dir: str |
     if not has_gt and not protocols.is_no_reference(metric):  # a usage error, whether or not its weights are here
         return f'{metric} compares with ground truth: give --gt, or use a no-reference metric (niqe, piqe)', True
     return None if reason is None else (reason, False)
-
-
-def score_images(
-    pred: np.ndarray,
-    gt: np.ndarray | None,
-    metrics: list[str],
-    protocol: str,
-    weights_dir: str | None = None,
-) -> dict[str, float]:
-    """``{metric: value}`` of one prediction (against its ground truth), images as :func:`read_image` returns them.
-
-    The scoring path of this report and of :mod:`s2former_plugin.benchmark`: same reading, same metrics.
-    No-reference metrics score ``pred`` alone; ``gt`` may be ``None`` when every metric is one.
-
-    Raises:
-        ValueError: the sizes differ, or a full-reference metric has no ground truth.
-        protocols.MetricUnavailable: a metric cannot be computed here.
-    """
-    full_ref = [m for m in metrics if not protocols.is_no_reference(m)]
-    if full_ref and gt is None:
-        raise ValueError(f'{", ".join(full_ref)} need(s) ground truth')
-    if full_ref and pred.shape != gt.shape:
-        raise ValueError(f'size {pred.shape[1]}x{pred.shape[0]} differs from ground truth {gt.shape[1]}x{gt.shape[0]}')
-    opts = {'weights_dir': weights_dir} if weights_dir and protocol == 'standard' else {}
-    return {m: protocols.compute(m, pred, None if m not in full_ref else gt, protocol, **opts) for m in metrics}
 
 
 def _score(pair: ImagePair, metrics: list[str], protocol: str, weights_dir: str | None) -> dict[str, float]:

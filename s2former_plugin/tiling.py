@@ -19,11 +19,47 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ['BLENDS', 'tile_starts', 'ramp_window', 'blend_margin', 'tiled_forward']
+__all__ = ['BLENDS', 'check_tiling', 'tile_starts', 'ramp_window', 'blend_margin', 'tiled_forward']
 
 BLENDS = ('cosine', 'official')
 
 TileFn = Callable[[torch.Tensor], torch.Tensor | Sequence[torch.Tensor]]
+
+
+def check_tiling(
+    tile: int | None,
+    overlap: int,
+    blend: str = 'cosine',
+    tile_batch: int = 1,
+    names: tuple[str, str, str, str] = ('tile', 'tile_overlap', 'blend', 'tile_batch'),
+) -> None:
+    """The one check of tiling arguments (infer's flags, ``val:`` options, the benchmark's ``eval:`` block).
+
+    Args:
+        tile: Tile size; 0 or ``None``: whole images.
+        overlap: Overlap of neighbouring tiles; smaller than ``tile``.
+        blend: One of :data:`BLENDS`.
+        tile_batch: Tiles per forward pass, at least 1.
+        names: How the caller calls the four arguments, for the message (``--tile``, ``val:tile``, ...).
+
+    Raises:
+        ValueError: One line naming the option.
+    """
+    n_tile, n_overlap, n_blend, n_batch = names
+
+    def is_int(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if tile is not None and (not is_int(tile) or tile < 0):
+        raise ValueError(f'{n_tile}: expected an integer >= 0 (0 or ~: whole images), got {tile!r}')
+    if not is_int(overlap) or overlap < 0:
+        raise ValueError(f'{n_overlap}: expected an integer >= 0, got {overlap!r}')
+    if tile and overlap >= tile:
+        raise ValueError(f'{n_overlap}: ({overlap}) must be smaller than {n_tile} ({tile})')
+    if not is_int(tile_batch) or tile_batch < 1:
+        raise ValueError(f'{n_batch}: expected an integer >= 1, got {tile_batch!r}')
+    if blend not in BLENDS:
+        raise ValueError(f'{n_blend}: {blend!r} is not one of {", ".join(BLENDS)}')
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:

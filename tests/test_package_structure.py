@@ -76,8 +76,30 @@ def test_cycle_finder_sees_function_level_imports():
 def test_graph_reads_relative_and_nested_imports():
     graph = import_graph()
     assert 's2former_plugin.archs.s2former_blocks' in graph['s2former_plugin.archs.s2former_arch']
-    assert 's2former_plugin.checkpoint' in graph['s2former_plugin.infer']  # imported inside a function
+    assert 's2former_plugin.checkpoint' in graph['s2former_plugin.inference']  # imported inside a function
 
 
 def test_package_has_no_import_cycle():
     assert find_cycles(import_graph()) == []
+
+
+#: The command-line entry points (``python -m s2former_plugin.X``): thin, over library modules.
+COMMANDS = ('s2former_plugin.train', 's2former_plugin.infer', 's2former_plugin.report', 's2former_plugin.export')
+COMMAND_PACKAGES = ('s2former_plugin.benchmark',)
+
+
+def _command_of(module: str) -> str | None:
+    if module in COMMANDS:
+        return module
+    return next((p for p in COMMAND_PACKAGES if module == p or module.startswith(p + '.')), None)
+
+
+def test_commands_share_helpers_through_library_modules():
+    """No module imports a command (except modules of the same command package): shared code lives in libraries."""
+    bad = []
+    for module, deps in import_graph().items():
+        for dep in deps:
+            target = _command_of(dep)
+            if target is not None and target != _command_of(module):
+                bad.append(f'{module} -> {dep}')
+    assert bad == []

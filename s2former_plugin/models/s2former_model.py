@@ -35,7 +35,7 @@ from tqdm import tqdm
 from s2former_plugin import compat
 from s2former_plugin.checkpoint import load_state_dict_any
 from s2former_plugin.metrics.pyiqa_metric import check_val_metrics, needs_reference
-from s2former_plugin.tiling import BLENDS, tiled_forward
+from s2former_plugin.tiling import check_tiling, tiled_forward
 from s2former_plugin.visualize import uncertainty_to_color
 
 LOSS_KEYS = ('psnr_opt', 'perceptual_opt', 'udl_opt')
@@ -147,18 +147,16 @@ def check_training_options(opt: dict) -> None:
 
 def check_val_options(val_opt: dict) -> None:
     """Validate ``val:tile``, ``val:tile_overlap`` and ``val:tile_blend`` (one-line errors naming the option)."""
-    tile, overlap = val_opt.get('tile'), val_opt.get('tile_overlap', 32)
-    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 0):
-        raise ValueError(f'val:tile: expected ~ or an integer >= 0, got {tile!r}')
-    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0 or (tile and overlap >= tile):
-        raise ValueError(f'val:tile_overlap: expected an integer >= 0 and < val:tile, got {overlap!r}')
-    if val_opt.get('tile_blend', 'cosine') not in BLENDS:
-        raise ValueError(f'val:tile_blend: expected one of {", ".join(BLENDS)}, got {val_opt["tile_blend"]!r}')
+    names = ('val:tile', 'val:tile_overlap', 'val:tile_blend', 'val:tile_batch')
+    check_tiling(val_opt.get('tile'), val_opt.get('tile_overlap', 32), val_opt.get('tile_blend', 'cosine'), names=names)
 
 
 @MODEL_REGISTRY.register()
 class S2FormerModel(SRModel):
     """Multi-output training (final image, four decoder scales, five uncertainty maps) of a UDR-S2Former net."""
+
+    #: Called by ``compat`` right after basicsr parses the options, before any data is read.
+    check_options = staticmethod(check_training_options)
 
     def __init__(self, opt: dict):
         check_training_options(opt)

@@ -1,0 +1,223 @@
+"""Running a trained S2Former on images: loading it from any checkpoint, one image in and out, device choice.
+
+The library side of ``python -m s2former_plugin.infer`` (and of ``export`` and the benchmark's evaluation): images
+as OpenCV reads them (``uint8``/``uint16``/float, gray, BGR or BGRA) go through the network as RGB floats in [0, 1]
+and come back in their own size, depth and colour mode; an out-of-memory image on a GPU is retried with smaller
+tiles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+__all__ = [
+    'InferError',
+    'MIN_RETRY_TILE',
+    'NonFiniteOutput',
+    'OutOfMemorySkip',
+    'derain_array',
+    'load_network',
+    'pick_device',
+    'retry_out_of_memory',
+]
+
+
+class InferError(Exception):
+    """A problem with the command's arguments; reported as one line, exit status 2."""
+
+
+class NonFiniteOutput(ValueError):
+    """The network produced NaN or inf for an image (no output is written for it)."""
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise InferError(f'--config: file not found: {path}')
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    try:
+        if path.lower().endswith('.json'):
+            cfg = json.loads(text)
+        else:
+            import yaml
+
+            cfg = yaml.safe_load(text)
+    except Exception as exc:  # noqa: BLE001 - yaml/json raise various types
+        raise InferError(f'--config: cannot parse {path}: {exc}') from None
+    if not isinstance(cfg, dict):
+        raise InferError(f'--config: {path} does not hold a mapping')
+    if isinstance(cfg.get('network_g'), dict):  # a BasicSR options file
+        cfg = cfg['network_g']
+    cfg = dict(cfg)
+    arch = cfg.pop('type', 'S2Former')
+    if arch != 'S2Former':
+        raise InferError(f'--config: network type {arch!r} is not S2Former')
+    return cfg
+
+
+def load_network(weights: str, config: str | dict | None = None) -> tuple[torch.nn.Module, str]:
+    """Build an S2Former and load ``weights`` into it (strictly, ``weights_only=True``).
+
+    Args:
+        weights: Checkpoint path (BasicSR ``params_ema``/``params``, official or plain state dict).
+        config: S2Former kwargs, a YAML/JSON file holding them, or ``None`` to infer them from the weights.
+
+    Returns:
+        The network in eval mode and a short description of what was loaded.
+
+    Raises:
+        InferError: missing or unreadable weights, a bad config, or weights that do not fit the config.
+    """
+    from .archs.s2former_arch import S2Former
+    from .checkpoint import load_state_dict_any
+    from .official import infer_config
+
+    if not os.path.isfile(weights):
+        raise InferError(f'--weights: file not found: {weights}')
+    try:
+        state, used = load_state_dict_any(weights, param_key='params_ema')
+    except ValueError as exc:
+        raise InferError(f'--weights: {exc}') from None
+    if isinstance(config, str):
+        cfg = _read_config(config)
+    elif config is not None:
+        cfg = dict(config)
+    else:
+        try:
+            cfg = infer_config(state)
+        except Exception as exc:  # noqa: BLE001 - missing keys / shapes: not an S2Former state dict
+            raise InferError(
+                f'--weights: cannot infer the S2Former configuration from {weights} ({type(exc).__name__}: {exc}); '
+                'pass --config'
+            ) from None
+    try:
+        net = S2Former(**cfg)
+        net.load_state_dict(state, strict=True)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:300]
+        raise InferError(f'--weights: {weights} does not fit the network configuration: {first}') from None
+    return net.eval(), used
+
+
+def pick_device(name: str, option: str = '--device') -> torch.device:
+    """The one device picker: ``auto`` is CUDA when available, else the CPU.
+
+    Raises:
+        ValueError: ``cuda`` without CUDA, or an unknown name; one line naming ``option``.
+    """
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if name not in ('cpu', 'cuda'):
+        raise ValueError(f'{option}: expected auto, cpu or cuda, got {name!r}')
+    if name == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f'{option}: cuda requested but CUDA is not available')
+    return torch.device(name)
+
+
+def _scale(dtype: np.dtype) -> float:
+    if dtype == np.uint8:
+        return 255.0
+    if dtype == np.uint16:
+        return 65535.0
+    if dtype in (np.float32, np.float64):
+        return 1.0
+    raise ValueError(f'unsupported pixel type {dtype}')
+
+
+def _from_float(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    scale = _scale(dtype)
+    x = np.clip(x, 0.0, 1.0)
+    if scale == 1.0:
+        return x.astype(dtype)
+    return np.rint(x * scale).astype(dtype)
+
+
+def derain_array(
+    img: np.ndarray,
+    run: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Derain one image as read by ``cv2.imread(..., IMREAD_UNCHANGED)``; same shape and dtype out.
+
+    Args:
+        img: ``H x W`` (gray), ``H x W x 3`` (BGR) or ``H x W x 4`` (BGRA), uint8/uint16/float.
+        run: Maps a ``1 x 3 x H x W`` RGB float tensor in [0, 1] to ``(image, uncertainty or None)``.
+
+    Returns:
+        The derained image (alpha copied from the input) and the uncertainty (``H x W x 3`` float) or ``None``.
+
+    Raises:
+        NonFiniteOutput: The network produced NaN or inf.
+    """
+    scale = _scale(img.dtype)
+    gray = img.ndim == 2 or img.shape[2] == 1
+    alpha = img[..., 3:] if img.ndim == 3 and img.shape[2] == 4 else None
+    if gray:
+        bgr = np.repeat(img.reshape(img.shape[0], img.shape[1], 1), 3, axis=2)
+    else:
+        bgr = img[..., :3]
+    rgb = np.ascontiguousarray(bgr[..., ::-1]).astype(np.float32) / scale
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    out, unc = run(x)
+    if not torch.isfinite(out).all():  # would be cast to black or white pixels without a word
+        raise NonFiniteOutput(f'network output holds {int((~torch.isfinite(out)).sum())} NaN/inf values')
+    out_rgb = out[0].permute(1, 2, 0).float().numpy()
+    out_bgr = out_rgb[..., ::-1]
+    if gray:
+        res = cv2.cvtColor(np.ascontiguousarray(out_bgr), cv2.COLOR_BGR2GRAY)
+        res = _from_float(res, img.dtype).reshape(img.shape)
+    else:
+        res = _from_float(out_bgr, img.dtype)
+        if alpha is not None:
+            res = np.concatenate([res, alpha], axis=2)
+    unc_np = None if unc is None else unc[0].permute(1, 2, 0).float().numpy()
+    return np.ascontiguousarray(res), unc_np
+
+
+#: Smallest tile an out-of-memory retry goes down to (the paper network pads tiles to multiples of 64).
+MIN_RETRY_TILE = 64
+
+
+class OutOfMemorySkip(Exception):
+    """An image for which no tile size down to :data:`MIN_RETRY_TILE` fits in GPU memory."""
+
+
+def retry_out_of_memory(run_tiled: Callable[[int], Any], tile: int, overlap: int, size: tuple[int, int]) -> Any:
+    """``run_tiled(tile)``; after an out-of-memory error (CUDA), free the cache and retry with half the tile (the
+    whole image, ``tile`` 0: half its longer side), down to :data:`MIN_RETRY_TILE`. Each retry is reported on
+    stderr, one line.
+
+    Args:
+        run_tiled: Runs the image with the given tile size (0: whole image).
+        tile: The first tile size.
+        overlap: Tile overlap: a retry tile must stay larger.
+        size: The image's ``(H, W)``.
+
+    Raises:
+        OutOfMemorySkip: even the smallest tile does not fit.
+    """
+    from tqdm import tqdm
+
+    while True:
+        try:
+            return run_tiled(tile)
+        except torch.OutOfMemoryError:
+            pass  # leave the except block first: its traceback holds the failed pass's tensors
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        smaller = (tile or max(size)) // 2
+        if smaller < MIN_RETRY_TILE or smaller <= overlap:
+            raise OutOfMemorySkip(f'out of GPU memory even with tile {tile or "off"}')
+        tqdm.write(
+            f'infer: out of GPU memory with tile {tile or "off"} on a {size[1]}x{size[0]} image: cache freed, '
+            f'retrying with tile {smaller}',
+            file=sys.stderr,
+        )
+        tile = smaller
