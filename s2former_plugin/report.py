@@ -602,28 +602,13 @@ def _notes(ev: Evaluation, infinite: dict[str, int], allow_missing: bool) -> lis
     return notes
 
 
-def write_reports(ev: Evaluation, out_dir: str, allow_missing: bool = False) -> dict:
-    """Write ``metrics.json``, ``metrics.csv``, ``report.md``, ``report.html`` and the gallery's ``images/``.
-
-    Args:
-        ev: The evaluation; its pairs give the input, ground-truth and uncertainty images shown.
-        out_dir: Output folder (created).
-        allow_missing: Whether missing images were accepted (said in the notes).
-
-    Returns:
-        The JSON document.
-    """
-    import html
-
-    os.makedirs(out_dir, exist_ok=True)
-    mean, infinite, cols = ev.mean, ev.infinite, ev.columns
-    reference = 'ground truth' if any(p.gt for p in ev.pairs) else 'none (no-reference metrics)'
+def _json_document(ev: Evaluation, reference: str) -> dict[str, Any]:
     doc: dict[str, Any] = {
         'protocol': ev.protocol,
         'reference': reference,
         'count': len(ev.per_image),
-        'mean': {m: _json_value(v) for m, v in mean.items()},
-        'infinite': infinite,
+        'mean': {m: _json_value(v) for m, v in ev.mean.items()},
+        'infinite': ev.infinite,
         'per_image': {n: {m: _json_value(v) for m, v in vals.items()} for n, vals in ev.per_image.items()},
         'unavailable': dict(ev.unavailable),
         'lower_better': ev.lower_better,
@@ -633,36 +618,90 @@ def write_reports(ev: Evaluation, out_dir: str, allow_missing: bool = False) -> 
     }
     if ev.errors:
         doc['errors'] = dict(ev.errors)
-    with open(os.path.join(out_dir, 'metrics.json'), 'w', encoding='utf-8') as f:
+    return doc
+
+
+def write_json(doc: dict[str, Any], path: str) -> None:
+    """``metrics.json``: strict JSON (non-finite values are written as strings)."""
+    with open(path, 'w', encoding='utf-8') as f:
         json.dump(doc, f, indent=2, allow_nan=False)
         f.write('\n')
 
-    with open(os.path.join(out_dir, 'metrics.csv'), 'w', newline='', encoding='utf-8') as f:
+
+def write_csv(ev: Evaluation, path: str) -> None:
+    """``metrics.csv``: one row per image and a ``mean`` row, values as Python writes them (``repr``)."""
+    mean, cols = ev.mean, ev.columns
+    with open(path, 'w', newline='', encoding='utf-8') as f:
         writer = csv.writer(f)
         writer.writerow(['image', *cols])
         for name, vals in ev.per_image.items():
             writer.writerow([name, *(repr(vals[m]) if m in vals else '' for m in cols)])
         writer.writerow(['mean', *(repr(mean[m]) if m in mean else '' for m in cols)])
 
-    rows = _mean_rows(ev, mean)
+
+def write_markdown(ev: Evaluation, path: str, reference: str, notes: list[str]) -> None:
+    """``report.md``: the summary table, the notes (missing images, errors, non-finite values) and per-image rows."""
     protocol = ' (UDR-S2Former test script)' if ev.protocol == 'official' else ' (pyiqa; niqe: BasicSR)'
-    summary = [
+    md = [
+        '# Evaluation report',
+        '',
         f'Protocol: **{ev.protocol}**{protocol}; reference: {reference}',
         f'Images: {len(ev.per_image)}',
         '',
         '| metric | better | output | input | change | implementation |',
         '|---|---|---:|---:|---:|---|',
-        *['| ' + ' | '.join(r) + ' |' for r in rows],
+        *['| ' + ' | '.join(r) + ' |' for r in _mean_rows(ev, ev.mean)],
+        '',
     ]
-    notes = _notes(ev, infinite, allow_missing)
-    md = ['# Evaluation report', '', *summary, '']
     if notes:
         md += ['## Notes', '', *notes, '']
     md += ['## Per image', '', *_table_md(ev), '']
-    with open(os.path.join(out_dir, 'report.md'), 'w', encoding='utf-8') as f:
+    with open(path, 'w', encoding='utf-8') as f:
         f.write('\n'.join(md))
 
+
+def _best_and_worst_html(ev: Evaluation) -> list[str]:
+    """The per-image plot of the ranking metric, then crops of the best and the worst image (full-reference)."""
+    import html
+
     esc = html.escape
+    ranking = _ranking_metric(ev)
+    if ranking is None:
+        return []
+    metric, lower = ranking
+    b64, width, height = _plot_b64(ev, metric)
+    parts = [
+        f'<h2>Per-image {esc(metric)}</h2>',
+        f'<img alt="per-image {esc(metric)}" width="{width}" height="{height}" src="data:image/png;base64,{b64}">',
+    ]
+    scored = [(v[metric], n) for n, v in ev.per_image.items() if metric in v and not math.isnan(v[metric])]
+    by_name = {p.name: p for p in ev.pairs}
+    if not scored or protocols.is_no_reference(metric):
+        return parts
+    scored.sort(reverse=lower)
+    worst, best = scored[0][1], scored[-1][1]
+    for title, name in (('Best', best), ('Worst', worst)):
+        pair = by_name.get(name)
+        if pair is None or pair.gt is None:
+            continue
+        vals = ', '.join(f'{m} {_fmt(v, m)}' for m, v in ev.per_image[name].items())
+        parts.append(f'<h2>{title}: {esc(name)} <small>({esc(vals)})</small></h2><div class="crops">')
+        for label, b64, height in _crops(pair):
+            parts.append(
+                f'<figure><img class="crop" width="{CROP_SHOWN}" height="{height}" alt="{esc(label)}" '
+                f'src="data:image/png;base64,{b64}">'
+                f'<figcaption>{esc(label)}</figcaption></figure>'
+            )
+        parts.append('</div>')
+    return parts
+
+
+def write_html(ev: Evaluation, out_dir: str, reference: str, notes: list[str]) -> None:
+    """``report.html`` (self-contained but for the gallery's full images, copied into ``out_dir/images/``)."""
+    import html
+
+    esc = html.escape
+    cols = ev.columns
     parts = [
         '<!DOCTYPE html><html><head><meta charset="utf-8"><title>Evaluation report</title><style>',
         'body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}',
@@ -675,37 +714,12 @@ def write_reports(ev: Evaluation, out_dir: str, allow_missing: bool = False) -> 
         f'<p>Protocol: <b>{esc(ev.protocol)}</b>; reference: {esc(reference)}; images: {len(ev.per_image)}</p>',
         '<table><tr><th>metric</th><th>better</th><th>output</th><th>input</th><th>change</th>'
         '<th>implementation</th></tr>',
-        *['<tr>' + ''.join(f'<td>{esc(c)}</td>' for c in r) + '</tr>' for r in rows],
+        *['<tr>' + ''.join(f'<td>{esc(c)}</td>' for c in r) + '</tr>' for r in _mean_rows(ev, ev.mean)],
         '</table>',
     ]
     if notes:
         parts += ['<h2>Notes</h2><ul>', *[f'<li>{esc(n[2:])}</li>' for n in notes], '</ul>']
-    ranking = _ranking_metric(ev)
-    if ranking is not None:
-        metric, lower = ranking
-        parts.append(f'<h2>Per-image {esc(metric)}</h2>')
-        b64, width, height = _plot_b64(ev, metric)
-        parts.append(
-            f'<img alt="per-image {esc(metric)}" width="{width}" height="{height}" src="data:image/png;base64,{b64}">'
-        )
-        scored = [(v[metric], n) for n, v in ev.per_image.items() if metric in v and not math.isnan(v[metric])]
-        by_name = {p.name: p for p in ev.pairs}
-        if scored and not protocols.is_no_reference(metric):
-            scored.sort(reverse=lower)
-            worst, best = scored[0][1], scored[-1][1]
-            for title, name in (('Best', best), ('Worst', worst)):
-                pair = by_name.get(name)
-                if pair is None or pair.gt is None:
-                    continue
-                vals = ', '.join(f'{m} {_fmt(v, m)}' for m, v in ev.per_image[name].items())
-                parts.append(f'<h2>{title}: {esc(name)} <small>({esc(vals)})</small></h2><div class="crops">')
-                for label, b64, height in _crops(pair):
-                    parts.append(
-                        f'<figure><img class="crop" width="{CROP_SHOWN}" height="{height}" alt="{esc(label)}" '
-                        f'src="data:image/png;base64,{b64}">'
-                        f'<figcaption>{esc(label)}</figcaption></figure>'
-                    )
-                parts.append('</div>')
+    parts += _best_and_worst_html(ev)
     parts += _gallery_html(ev, out_dir)
     parts.append('<h2>Per image</h2><table><tr><th>image</th>' + ''.join(f'<th>{esc(m)}</th>' for m in cols) + '</tr>')
     for name, vals in ev.per_image.items():
@@ -713,6 +727,27 @@ def write_reports(ev: Evaluation, out_dir: str, allow_missing: bool = False) -> 
     parts.append('</table></body></html>\n')
     with open(os.path.join(out_dir, 'report.html'), 'w', encoding='utf-8') as f:
         f.write('\n'.join(parts))
+
+
+def write_reports(ev: Evaluation, out_dir: str, allow_missing: bool = False) -> dict:
+    """Write ``metrics.json``, ``metrics.csv``, ``report.md``, ``report.html`` and the gallery's ``images/``.
+
+    Args:
+        ev: The evaluation; its pairs give the input, ground-truth and uncertainty images shown.
+        out_dir: Output folder (created).
+        allow_missing: Whether missing images were accepted (said in the notes).
+
+    Returns:
+        The JSON document.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    reference = 'ground truth' if any(p.gt for p in ev.pairs) else 'none (no-reference metrics)'
+    notes = _notes(ev, ev.infinite, allow_missing)
+    doc = _json_document(ev, reference)
+    write_json(doc, os.path.join(out_dir, 'metrics.json'))
+    write_csv(ev, os.path.join(out_dir, 'metrics.csv'))
+    write_markdown(ev, os.path.join(out_dir, 'report.md'), reference, notes)
+    write_html(ev, out_dir, reference, notes)
     return doc
 
 
