@@ -24,6 +24,9 @@ from s2former_plugin.metrics.protocols import compute
 # Official script on _images(): (psnr, ssim) of the uint8 prediction and of the unclamped float prediction.
 OFFICIAL_UINT8 = (31.656930923461914, 0.7396157223861194)
 OFFICIAL_FLOAT = (32.65009689331055, 0.7823200323226658)
+# ... and of ``pred_float * 0.1 - 0.2`` (in float32 torch): so dark that its Y never exceeds 1, where the script
+# takes 1 as the PSNR peak instead of 255.
+OFFICIAL_DARK = (-42.70056915283203, -0.2518395658387149)
 
 
 def _images() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -83,10 +86,13 @@ def test_standard_values_of_tensors_equal_those_of_arrays(images):
 def test_official_values_equal_the_official_script(images):
     gt, pred, pred_float = images
     assert compute('psnr', _bgr(pred), _bgr(gt), 'official') == pytest.approx(OFFICIAL_UINT8[0], abs=1e-5)
-    assert compute('ssim', _bgr(pred), _bgr(gt), 'official') == pytest.approx(OFFICIAL_UINT8[1], abs=1e-9)
+    assert compute('ssim', _bgr(pred), _bgr(gt), 'official') == pytest.approx(OFFICIAL_UINT8[1], abs=1e-12)
     raw = torch.from_numpy(pred_float).permute(2, 0, 1)[None]  # the network's float output, RGB
     assert compute('psnr', raw, _bgr(gt), 'official') == pytest.approx(OFFICIAL_FLOAT[0], abs=1e-5)
-    assert compute('ssim', raw, _bgr(gt), 'official') == pytest.approx(OFFICIAL_FLOAT[1], abs=1e-9)
+    assert compute('ssim', raw, _bgr(gt), 'official') == pytest.approx(OFFICIAL_FLOAT[1], abs=1e-12)
+    dark = raw * 0.1 - 0.2
+    assert compute('psnr', dark, _bgr(gt), 'official') == pytest.approx(OFFICIAL_DARK[0], abs=1e-5)
+    assert compute('ssim', dark, _bgr(gt), 'official') == pytest.approx(OFFICIAL_DARK[1], abs=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -131,9 +137,9 @@ def test_report_standard_numbers_equal_basicsr(folders):
 def test_report_official_numbers_equal_the_official_script(folders):
     doc = _report(folders, 'pred', 'official')
     assert doc['per_image']['a']['psnr'] == pytest.approx(OFFICIAL_UINT8[0], abs=1e-5)
-    assert doc['per_image']['a']['ssim'] == pytest.approx(OFFICIAL_UINT8[1], abs=1e-9)
+    assert doc['per_image']['a']['ssim'] == pytest.approx(OFFICIAL_UINT8[1], abs=1e-12)
     # A float TIFF is scored unclamped and unquantised, like the script's float output.
     doc = _report(folders, 'pred_float', 'official')
     assert doc['count'] == 1
     assert doc['per_image']['a']['psnr'] == pytest.approx(OFFICIAL_FLOAT[0], abs=1e-5)
-    assert doc['per_image']['a']['ssim'] == pytest.approx(OFFICIAL_FLOAT[1], abs=1e-9)
+    assert doc['per_image']['a']['ssim'] == pytest.approx(OFFICIAL_FLOAT[1], abs=1e-12)
