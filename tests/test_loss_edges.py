@@ -9,7 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from s2former_plugin.losses.s2former_loss import S2FormerPerceptualLoss, default_vgg19_path
+from s2former_plugin.losses.s2former_loss import (
+    MultiScalePSNRLoss,
+    S2FormerPerceptualLoss,
+    UncertaintyDrivenLoss,
+    default_vgg19_path,
+    psnr_loss,
+)
 
 
 def test_default_vgg19_path_is_torchvisions_cache(tmp_path, monkeypatch):
@@ -50,3 +56,22 @@ def test_layer_weights_weigh_each_feature_term(vgg19_file):
     assert first(x, y).item() == pytest.approx(F.l1_loss(f1x, f1y).item(), rel=1e-6)
     f2 = F.l1_loss(first.conv1_2(F.relu(f1x)), first.conv1_2(F.relu(f1y)))
     assert second(x, y).item() == pytest.approx(f2.item(), rel=1e-6)
+
+
+def test_psnr_loss_of_identical_images_is_finite():
+    x = torch.rand(2, 3, 8, 8)
+    assert psnr_loss(x, x).item() == pytest.approx(-80.0, abs=1e-6)  # 10 log10(1e-8): the epsilon, not NaN
+
+
+def test_multiscale_psnr_loss_with_one_side_output():
+    gt = torch.rand(1, 3, 8, 8)
+    final, side = gt + 0.1, torch.rand(1, 3, 4, 4)
+    side_target = F.interpolate(gt, size=(4, 4), mode='bicubic')
+    expected = psnr_loss(final, gt) + 0.5 * psnr_loss(side, side_target)
+    assert MultiScalePSNRLoss()([final, side], gt).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_uncertainty_loss_refuses_lists_of_different_lengths():
+    gt = torch.rand(1, 3, 8, 8)
+    with pytest.raises(ValueError, match='expected lists of equal length, got 2 and 1'):
+        UncertaintyDrivenLoss()([gt, gt], [torch.zeros_like(gt)], gt)
