@@ -15,12 +15,12 @@ python=${PYTHON:-python}
 mutmut="$python -m mutmut"
 
 case $module in
-  tiling) files='s2former_plugin/tiling.py'; tests='tests/test_tiling.py tests/test_infer_values.py' ;;
-  metrics) files='s2former_plugin/metrics/protocols.py'; tests='tests/test_metrics.py tests/test_metric_values.py' ;;
-  losses) files='s2former_plugin/losses/s2former_loss.py'; tests='tests/test_losses.py tests/test_paper_size.py' ;;
+  tiling) files='s2former_plugin/tiling.py'; tests='tests/test_tiling.py tests/test_tiling_edges.py tests/test_infer_values.py' ;;
+  metrics) files='s2former_plugin/metrics/protocols.py'; tests='tests/test_metrics.py tests/test_metric_values.py tests/test_metric_edges.py' ;;
+  losses) files='s2former_plugin/losses/s2former_loss.py'; tests='tests/test_losses.py tests/test_loss_edges.py tests/test_paper_size.py' ;;
   infer) files='s2former_plugin/infer.py'; tests='tests/test_infer.py tests/test_infer_values.py' ;;
   archs) files='s2former_plugin/archs/s2former_blocks.py s2former_plugin/archs/s2former_arch.py'
-         tests='tests/test_parity_float64.py tests/test_s2former_arch.py tests/test_paper_size.py' ;;
+         tests='tests/test_parity_float64.py tests/test_arch_edges.py tests/test_s2former_arch.py tests/test_paper_size.py' ;;
   models) files='s2former_plugin/models/s2former_model.py'
           tests='tests/test_s2former_model.py tests/test_distributed_validation.py' ;;
   *) echo "unknown module: $module" >&2; exit 2 ;;
