@@ -1,7 +1,10 @@
-"""Shared pytest fixtures (helpers for subprocess runs live in helpers.py)."""
+"""Shared pytest fixtures (helpers for subprocess runs live in helpers.py), and the guard that the code under test
+is this checkout's."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,31 @@ import torch
 from ci_guard import pytest_runtest_logreport, pytest_sessionfinish, pytest_terminal_summary  # noqa: F401
 
 DATA = Path(__file__).resolve().parent / 'data'
+CHECKOUT_PACKAGE = Path(__file__).resolve().parents[1] / 's2former_plugin'
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to run when ``s2former_plugin`` (in this process or in the tests' subprocesses) is not this checkout's.
+
+    The startup hook (``s2former_plugin.pth``) imports the *installed* package before pytest puts the checkout on
+    ``sys.path``: with a regular (non-editable) install, or an editable install of another checkout, the tests
+    would silently exercise that code instead of this one.
+    """
+    from helpers import clean_env
+
+    import s2former_plugin
+
+    fix = 'install this checkout with `pip install -e .` (or run with PYTHONPATH=<checkout>)'
+    found = Path(s2former_plugin.__file__).resolve().parent
+    if found != CHECKOUT_PACKAGE:
+        raise pytest.UsageError(f'tests would import s2former_plugin from {found}, not from {CHECKOUT_PACKAGE}: {fix}')
+    code = 'import s2former_plugin; print(s2former_plugin.__file__)'
+    proc = subprocess.run([sys.executable, '-c', code], env=clean_env(), capture_output=True, text=True, timeout=60)
+    found = Path(proc.stdout.strip() or '?').resolve().parent
+    if proc.returncode != 0 or found != CHECKOUT_PACKAGE:
+        raise pytest.UsageError(
+            f'subprocesses of the tests would import s2former_plugin from {found}, not from {CHECKOUT_PACKAGE}: {fix}'
+        )
 
 
 @pytest.fixture(scope='session')

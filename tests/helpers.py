@@ -100,8 +100,11 @@ def write_yaml(path: Path, opt: dict) -> Path:
 
 
 def clean_env(**extra: str) -> dict:
-    """Environment for CLI subprocesses: CPU only, few threads, no stray PYTHONPATH (discovery must not need it)."""
+    """Environment for CLI subprocesses: CPU only, few threads, no stray PYTHONPATH (discovery must not need it)
+    except the checkout itself, so that subprocesses run the code under test (the installed ``.pth`` hook still
+    does the discovery)."""
     env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'S2FORMER_PLUGIN_DISABLE')}
+    env['PYTHONPATH'] = str(REPO)
     env.update(CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore', **extra)
     return env
 

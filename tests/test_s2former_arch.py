@@ -22,16 +22,14 @@ from s2former_plugin.official import (
     ours_state_dict_to_official,
 )
 
-HERE = Path(__file__).parent
-SHARED = HERE.parent.parent / 'shared' / 'fixtures' / 'official_parity'
-FIXTURE = HERE / 'data' / 'official_small_seed1.pt'
-MANIFEST = SHARED / 'official_default_manifest.json'
+DATA = Path(__file__).parent / 'data'
+FIXTURE = DATA / 'official_small_seed1.pt'
+MANIFEST = DATA / 'official_default_manifest.json'
 
 
 @pytest.fixture(scope='module')
 def fixture() -> dict:
-    path = FIXTURE if FIXTURE.exists() else SHARED / FIXTURE.name
-    return torch.load(path, weights_only=True)
+    return torch.load(FIXTURE, weights_only=True)
 
 
 @pytest.fixture(scope='module')
@@ -56,8 +54,6 @@ def test_small_preset_is_fixture_config(fixture):
 
 
 def test_paper_net_matches_official_manifest():
-    if not MANIFEST.exists():
-        pytest.skip('official manifest not available')
     manifest = json.loads(MANIFEST.read_text())
     net = S2Former()
     assert sum(p.numel() for p in net.parameters()) == manifest['num_parameters'] == 8_525_361
