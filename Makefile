@@ -9,7 +9,7 @@ EXTRAS ?= dev
 # The stamp records that the pinned dependencies are installed; delete .venv (or the stamp) to reinstall them.
 DEPS := $(VENV)/.deps-installed
 
-.PHONY: quickstart test lint install clean-venv
+.PHONY: quickstart test lint install mutants clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# Mutation testing of one module (slow; see docs/testing.md): make mutants MODULE=tiling
+MODULE ?= tiling
+mutants: install
+	$(BIN)/pip install mutmut==3.8.1
+	PYTHON=$(abspath $(BIN)/python) bash tests/run_mutants.sh $(MODULE)
 
 clean-venv:
 	rm -rf $(VENV)
