@@ -5,13 +5,12 @@ ONNX export with the plain ops."""
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, SHARED
+from helpers import SHARED, run
 from torch import nn
 
 from s2former_plugin.archs import s2former_ops as ops
@@ -67,9 +66,10 @@ def test_switch_and_context_manager():
 
 
 def _import_with_env(value: str) -> subprocess.CompletedProcess:
+    """Import the ops module (the one under test) in a fresh interpreter with ``S2FORMER_FAST_OPS=value``."""
+    root = Path(ops.__file__).resolve().parents[2]
     code = 'from s2former_plugin.archs import s2former_ops as o; print(o.fast_ops_enabled())'
-    env = {**os.environ, ops.ENV_VAR: value, 'PYTHONPATH': str(REPO)}
-    return subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=120)
+    return run(['-c', code], cwd=root, timeout=120, PYTHONPATH=str(root), **{ops.ENV_VAR: value})
 
 
 @pytest.mark.parametrize(('value', 'expected'), [('0', 'False'), ('1', 'True'), ('', 'True')])
