@@ -185,12 +185,12 @@ def test_small_network_gradients_agree_float64(small_net):
 
 def test_small_network_paths_agree_float32(small_net):
     """Float32: the two paths round differently, which can flip a near-tied ranking decision (as thread counts do
-    for the official code, ~3e-3): most values agree to 1e-5, every value to 5e-3."""
+    for the official code, ~3e-3): on average they agree to 1e-6 (measured ~1e-7), every value to 5e-3."""
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         fast, plain = both_paths(lambda: _all_maps(small_net, x))
     diff = torch.cat([(a - b).abs().flatten() for a, b in zip(fast, plain, strict=True)])
-    assert diff.mean() <= 1e-5 and diff.max() <= 5e-3, (diff.mean(), diff.max())
+    assert diff.mean() <= 1e-6 and diff.max() <= 5e-3, (diff.mean(), diff.max())
 
 
 # ---------------------------------------------------------------------------------------- official parity, both paths

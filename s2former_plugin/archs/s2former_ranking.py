@@ -1,20 +1,21 @@
 """Uncertainty-driven ranking (UDR), the "UDR" of UDR-S2Former (Chen et al., ICCV 2023).
 
-At each decoder scale the network predicts an uncertainty map, and with it uncertainty *features*
-``var = elu(conv1(x))`` (``UncertaintyHead.features``, ``(B, C, H, W)``). Uncertainty tells where the network is
-unsure of the restoration, i.e. where rain degrades the image. Instead of using its raw values, the decoder
-*ranks* positions by it: a top-k mask keeps the ``RANK_KEEP_RATIO`` (80 %) highest-ranked entries, and the
-mask re-weights the two attentions of each reconstruction stage:
+The paper's idea: the uncertainty the network predicts at each decoder scale marks where rain degrades the image,
+and the decoder's two attentions should treat those positions differently. Rather than weighting by raw values,
+UDR *ranks* positions by the uncertainty features ``var = elu(conv1(x))`` (``UncertaintyHead.features``,
+``(B, C, H, W)``, the inner activation of the head that predicts the scale's uncertainty map): a top-k mask marks
+the ``RANK_KEEP_RATIO`` (80 %) highest-ranked entries, and the mask re-weights the two attentions of each
+reconstruction stage:
 
-* sparse sampling attention (SSA), :func:`ssa_constraint`: per channel of ``var``, positions outside the top
-  80 % of the ``H*W`` map are damped by ``SSA_DAMPING`` (x0.6) before the SSA predicts where to sample its keys
-  and values, so the sampling offsets and scales follow the more uncertain (degraded) regions;
-* local reconstruction (LR), :func:`lr_modulation`: per window, the uncertainty affinity ``v v^T`` between its
-  positions ranks, for each query, the keys; the attention logits of keys outside the query's top 80 % are
+* sparse sampling attention (SSA), :func:`ssa_constraint`: per channel of ``var`` over the ``H*W`` map,
+  features at positions outside the top 80 % are damped by ``SSA_DAMPING`` (x0.6) before the SSA predicts the
+  offsets and scales of its key/value sampling grid;
+* local reconstruction (LR), :func:`lr_modulation`: per window, the affinity ``v v^T`` of the uncertainty
+  features ranks, for each query, the keys; the attention logits of keys outside the query's top 80 % are
   multiplied by ``LR_SHARPENING`` (x1.2).
 
-The constants, the official code's choices, are fixed (the released weights were trained with them). Both masks
-depend only on ``var``, so a decoder stage computes each once for all its blocks. The selection itself is
+The constants are the official code's (the released weights were trained with them). Both masks depend only on
+``var``, so a decoder stage computes each once for all its blocks. The selection itself is
 :func:`s2former_ops.topk_mask` (plain ``topk`` + scatter, or a faster threshold, behind the ops switch).
 Under autocast the rankings run in float32 (:func:`s2former_ops.float32_under_autocast`).
 """
