@@ -13,6 +13,7 @@ import torch
 from helpers import SHARED, run
 from torch import nn
 
+from s2former_plugin.archs import s2former_blocks as blocks
 from s2former_plugin.archs import s2former_ops as ops
 from s2former_plugin.archs import s2former_ranking as udr
 from s2former_plugin.archs.s2former_arch import S2Former
@@ -240,3 +241,29 @@ def test_onnx_export_with_plain_ops(small_net, tmp_path):
             ref = small_net(x)
         got = onnx_net(x)
         assert got.shape == ref.shape and (got - ref).abs().mean() <= 1e-5, size
+
+
+# ------------------------------------------------------------------------------------ autocast guards, both paths
+@pytest.mark.parametrize('fast', PATHS)
+def test_float32_guards_hold_on_both_paths(fast):
+    """The autocast float32 guards are not speed tricks: the bias-free LN statistics and the ranking stay float32
+    under autocast on the plain path too (a float16 variance overflows for |x| > 256; bfloat16 ELU values tie)."""
+    torch.manual_seed(0)
+    norm = blocks.BiasFreeLayerNorm(8)
+    x = (torch.randn(2, 8, 4, 4) * 600).half().float()
+    head = blocks.UncertaintyHead(16)
+    with torch.no_grad():  # pre-activations in [-5.2, -3.7]: distinct ELU values in float32, ties in bfloat16
+        head.conv1.weight.mul_(0.3)
+        head.conv1.bias.fill_(-4.5)
+    feats = torch.rand(2, 16, 16, 16) * 4 - 2
+    with ops.fast_ops(fast), torch.no_grad():
+        expected = norm(x)
+        with torch.autocast('cpu', dtype=torch.float16):
+            got = norm(x.half())
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            constraint = udr.ssa_constraint(head.features(feats))
+            out = S2Former(preset='small').eval()(torch.rand(1, 3, 64, 64))
+    assert got.dtype == torch.float32 and torch.allclose(got, expected, atol=1e-5)
+    kept = (constraint == 1).sum((1, 2))
+    assert torch.equal(kept, torch.full_like(kept, int(udr.RANK_KEEP_RATIO * 16 * 16)))
+    assert torch.isfinite(out).all()
