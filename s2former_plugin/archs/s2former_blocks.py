@@ -5,6 +5,10 @@ Each block reproduces the computation of the official implementation (Owen718/UD
 to floating-point rounding, with clearer names; ``s2former_plugin.official`` maps the official parameter names to
 these. Layout conventions: ``(B, C, H, W)`` is "channel-first", ``(B, H, W, C)`` is "channel-last"; the decoder
 (reconstruction) blocks work channel-last, everything else channel-first.
+
+Uncertainty-driven ranking, which guides the decoder's two attentions, is its own module (``s2former_ranking``);
+the kernels that exist only for speed sit behind one switch in ``s2former_ops`` (fast by default, plain ops as
+the reference).
 """
 
 from __future__ import annotations
