@@ -11,6 +11,8 @@ import torch
 
 from s2former_plugin import export, infer
 from s2former_plugin.archs import s2former_blocks as blocks
+from s2former_plugin.archs import s2former_ops as ops
+from s2former_plugin.archs import s2former_ranking as udr
 from s2former_plugin.archs.s2former_arch import S2Former
 from s2former_plugin.onnx_backend import OnnxError, OnnxNetwork, output_names, require
 
@@ -194,4 +196,4 @@ def test_traced_sampling_axes_equal_cached_ones(size):
 @pytest.mark.parametrize('n', [1, 2, 5, 64, 99, 4096])
 def test_traced_topk_mask_equals_eager(n):
     scores = torch.randn(3, n, generator=torch.Generator().manual_seed(n))
-    assert torch.equal(blocks._traced_topk_mask(scores, blocks.RANK_KEEP_RATIO), blocks.topk_mask(scores))
+    assert torch.equal(ops._traced_topk_mask(scores, udr.RANK_KEEP_RATIO), udr.topk_mask(scores))

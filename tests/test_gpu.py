@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from s2former_plugin.archs import s2former_blocks as blocks
+from s2former_plugin.archs import s2former_ranking as udr
 from s2former_plugin.archs.s2former_arch import S2Former
 
 
@@ -43,7 +44,7 @@ def test_separable_sampling_grid_is_bitwise_the_full_grid(dtype, h, w):
     torch.manual_seed(0)
     ssa = blocks.SparseSamplingAttention(16, 2, 8).to(dtype)
     x = torch.randn(2, h, w, 16, dtype=dtype)
-    constraint = blocks.SparseSamplingAttention.constraint(torch.randn(2, 16, h, w, dtype=dtype))
+    constraint = udr.ssa_constraint(torch.randn(2, 16, h, w, dtype=dtype))
     assert torch.equal(ssa.sampling_grid(x, constraint), _reference_grid(ssa, x, constraint))
 
 
@@ -97,18 +98,18 @@ def test_ranking_guide_keeps_its_top_k_under_bf16_autocast():
     x = torch.rand(2, 16, 16, 16) * 4 - 2
     with torch.autocast('cpu', dtype=torch.bfloat16):
         guide = head.features(x)
-        constraint = blocks.SparseSamplingAttention.constraint(guide)
+        constraint = udr.ssa_constraint(guide)
     assert guide.dtype == torch.float32
     kept = (constraint == 1).sum((1, 2))  # per image and channel
-    assert torch.equal(kept, torch.full_like(kept, int(blocks.RANK_KEEP_RATIO * 16 * 16)))
+    assert torch.equal(kept, torch.full_like(kept, int(udr.RANK_KEEP_RATIO * 16 * 16)))
 
 
 def test_local_modulation_is_the_float32_one_under_bf16_autocast():
     torch.manual_seed(0)
     var = torch.randn(2, 16, 32, 32) * 3
-    expected = blocks.LocalReconstruction.modulation(var, 8, 0.25)
+    expected = udr.lr_modulation(var, 8, 0.25)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        got = blocks.LocalReconstruction.modulation(var, 8, 0.25)
+        got = udr.lr_modulation(var, 8, 0.25)
     assert torch.equal(got, expected)
 
 
@@ -132,7 +133,7 @@ def test_local_reconstruction_logits_do_not_overflow_fp16():
     with torch.no_grad():
         lr.qkv.weight.mul_(400)  # q.k ~ 1e5 unscaled: inf in float16 (the scale is folded into the modulation)
     x = torch.randn(1, 8, 8, 16)
-    modulation = blocks.LocalReconstruction.modulation(torch.randn(1, 16, 8, 8), 8, lr.scale)
+    modulation = udr.lr_modulation(torch.randn(1, 16, 8, 8), 8, lr.scale)
     with torch.autocast('cpu', dtype=torch.float16), torch.no_grad():
         out = lr(x, modulation)
     assert torch.isfinite(out).all()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from s2former_plugin.archs.s2former_arch import S2Former
-from s2former_plugin.archs.s2former_blocks import topk_mask
+from s2former_plugin.archs.s2former_ranking import topk_mask
 from s2former_plugin.official import (
     build_from_official,
     infer_config,

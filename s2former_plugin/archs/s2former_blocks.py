@@ -5,23 +5,23 @@ Each block reproduces the computation of the official implementation (Owen718/UD
 to floating-point rounding, with clearer names; ``s2former_plugin.official`` maps the official parameter names to
 these. Layout conventions: ``(B, C, H, W)`` is "channel-first", ``(B, H, W, C)`` is "channel-last"; the decoder
 (reconstruction) blocks work channel-last, everything else channel-first.
+
+Uncertainty-driven ranking, which guides the decoder's two attentions, is its own module (``s2former_ranking``);
+the kernels that exist only for speed sit behind one switch in ``s2former_ops`` (fast by default, plain ops as
+the reference).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Fraction of positions the uncertainty ranking keeps "in" (the official top-k uses k = int(0.8 * N)).
-RANK_KEEP_RATIO = 0.8
-# Sparse sampling attention: features at positions outside the top-k of the uncertainty map are scaled by this.
-SSA_DAMPING = 0.6
-# Local reconstruction: attention logits of key positions outside the per-query top-k are scaled by this.
-LR_SHARPENING = 1.2
+from . import s2former_ops as ops
+from . import s2former_ranking as udr
+from .s2former_ops import autocast_on, float32_under_autocast, to_float32
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -30,75 +30,6 @@ LR_SHARPENING = 1.2
 def pointwise(x: Tensor, conv: nn.Conv2d) -> Tensor:
     """Apply a 1x1 ``nn.Conv2d`` to a channel-last tensor ``(..., C_in) -> (..., C_out)`` as a matmul."""
     return F.linear(x, conv.weight.flatten(1), conv.bias)
-
-
-# oneDNN's fused matmul + pointwise kernel (what inductor uses on CPU); no autograd formula, so inference only.
-_HAS_LINEAR_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_linear_pointwise')
-
-
-def linear_gelu(x: Tensor, fc: nn.Linear) -> Tensor:
-    """``gelu(fc(x))`` for ``x (..., C)``. Without autograd on fp32 CPU tensors: one oneDNN matmul with the bias
-    and exact (erf) GELU fused, which skips two passes over the (4x wide) output (~5 % of a 256x256 forward)."""
-    needs_grad = torch.is_grad_enabled() and (x.requires_grad or fc.weight.requires_grad)
-    plain = not _HAS_LINEAR_POINTWISE or x.device.type != 'cpu' or x.dtype != torch.float32
-    if needs_grad or plain or torch.jit.is_tracing() or torch.compiler.is_compiling():  # tracers: plain ops
-        return F.gelu(fc(x))
-    out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), fc.weight, fc.bias, 'gelu', [], 'none')
-    return out.view(*x.shape[:-1], -1)
-
-
-def autocast_on(x: Tensor) -> bool:
-    """Whether autocast (to float16/bfloat16) is active for ``x``'s device."""
-    try:
-        return torch.is_autocast_enabled(x.device.type)
-    except RuntimeError:  # a device type autocast does not know (e.g. meta)
-        return False
-
-
-def float32_under_autocast(x: Tensor) -> contextlib.AbstractContextManager:
-    """Autocast switched off while active for ``x``'s device (a no-op otherwise).
-
-    For the numerically sensitive parts: the uncertainty rankings (in half precision near -1 ELU values tie, the
-    top-k threshold then keeps every position and the damping silently switches off; the ``v @ v^T`` affinity
-    can overflow float16) and the normalisation statistics (a float16 variance overflows for |x| > 256).
-    Callers cast their 16-bit inputs to float32 inside.
-    """
-    return torch.autocast(x.device.type, enabled=False) if autocast_on(x) else contextlib.nullcontext()
-
-
-def _float32(x: Tensor) -> Tensor:
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
-def topk_mask(scores: Tensor, keep_ratio: float = RANK_KEEP_RATIO) -> Tensor:
-    """Boolean mask of the ``k = int(keep_ratio * N)`` largest entries along the last dim of ``scores``.
-
-    Exact equivalent of scattering ``torch.topk(scores, k).indices`` into a zero mask, computed from a threshold
-    and a comparison: the k-th largest value is the largest of the ``N - k + 1`` smallest, selected unsorted
-    (about 2x faster on CPU than ``kthvalue`` for the same value, and than a full top-k plus scatter). The two
-    differ only when the k-th largest value is tied with a value outside the top-k (then all tied entries are
-    kept): a measure-zero event for real-valued features.
-    """
-    if torch.jit.is_tracing():  # export: k follows the traced size instead of being baked in
-        return _traced_topk_mask(scores, keep_ratio)
-    n = scores.shape[-1]
-    k = int(keep_ratio * n)
-    if k <= 0:
-        return torch.zeros_like(scores, dtype=torch.bool)
-    if k >= n:
-        return torch.ones_like(scores, dtype=torch.bool)
-    smallest = scores.topk(n - k + 1, dim=-1, largest=False, sorted=False).values
-    threshold = smallest.amax(dim=-1, keepdim=True)
-    return scores >= threshold
-
-
-def _traced_topk_mask(scores: Tensor, keep_ratio: float) -> Tensor:
-    """:func:`topk_mask` for a tracer, where ``scores.shape[-1]`` is a traced 0-dim tensor: ``k`` is computed in the
-    graph (in float64 and floored, as Python's ``int(keep_ratio * n)``), so an exported graph ranks any size."""
-    n = torch.as_tensor(scores.shape[-1])
-    k = (n.double() * keep_ratio).floor().long()
-    smallest = scores.topk(n - k.clamp(min=1) + 1, dim=-1, largest=False, sorted=False).values
-    return (scores >= smallest.amax(dim=-1, keepdim=True)) & (k > 0)  # k = 0 (n = 1): nothing kept
 
 
 def relative_position_index(window_size: int) -> Tensor:
@@ -201,49 +132,9 @@ class BiasFreeLayerNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if autocast_on(x):  # statistics in float32 under autocast, as autocast runs F.layer_norm
             with float32_under_autocast(x):
-                return self.forward(_float32(x))
-        x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
-        needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
-        if needs_grad and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):  # tracers: plain ops
-            return _BiasFreeLayerNormFunction.apply(x, self.weight, self.eps).permute(0, 3, 1, 2)
-        # Two-pass variance over the channel-last view: ~2x faster than Tensor.var over dim 1 on CPU.
-        var = (x - x.mean(-1, keepdim=True)).square().mean(-1, keepdim=True)
-        return (x * torch.rsqrt(var + self.eps) * self.weight).permute(0, 3, 1, 2)
-
-
-class _BiasFreeLayerNormFunction(torch.autograd.Function):
-    """``x / sqrt(var(x) + eps) * weight`` over the last dim, with a hand-written backward.
-
-    Same forward values as the plain ops; autograd through those saves four full-size tensors and runs about a
-    dozen full-size passes backward (the two means alone broadcast-and-divide twice). Here only
-    ``xhat = x * rstd`` is saved and the backward is five passes:
-
-        grad_weight = sum(g * xhat),   s = g * weight,   m = mean_C(s * xhat)
-        grad_x = rstd * (s - (xhat - mean * rstd) * m) = rstd * s - (rstd * m) * xhat + rstd^2 * m * mean
-
-    (1.5-3x faster forward + backward for the encoder's maps, e.g. 12 vs 41 ms at 4x32x128x128).
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, eps: float) -> Tensor:
-        mean = x.mean(-1, keepdim=True)
-        var = (x - mean).square_().mean(-1, keepdim=True)  # two-pass: var_mean over a short last dim is ~9x slower
-        rstd = (var + eps).rsqrt_()
-        xhat = x * rstd
-        ctx.save_for_backward(xhat, rstd, mean, weight)
-        return xhat * weight
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        xhat, rstd, mean, weight = ctx.saved_tensors
-        grad_weight = (g * xhat).sum(tuple(range(g.dim() - 1))) if ctx.needs_input_grad[1] else None
-        if not ctx.needs_input_grad[0]:
-            return None, grad_weight, None
-        s = g * weight
-        m = (s * xhat).mean(-1, keepdim=True)  # (..., 1)
-        grad_x = torch.addcmul(rstd * rstd * m * mean, rstd, s).addcmul_(-rstd * m, xhat)
-        return grad_x, grad_weight, None
+                return self.forward(to_float32(x))
+        x = ops.bias_free_layer_norm(x.permute(0, 2, 3, 1), self.weight, self.eps)  # over C of (B, H, W, C)
+        return x.permute(0, 3, 1, 2)
 
 
 class ChannelLayerNorm(nn.LayerNorm):
@@ -344,7 +235,7 @@ class GlobalAttention(nn.Module):
         tokens = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, N, C)
         q = self.q(tokens).view(b, -1, self.num_heads, c // self.num_heads).transpose(1, 2)  # (B, heads, N, d)
         k, v = self.kv(tokens).view(b, -1, 2, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, d)
+        out = ops.attention(q, k, v)  # (B, heads, N, d)
         out = out.transpose(1, 2).reshape(b, h, w, c)  # channel = head * d + i
         return pointwise(out, self.proj).permute(0, 3, 1, 2) + self.dwconv(x)
 
@@ -414,7 +305,8 @@ class SparseSamplingAttention(WindowAttentionBase):
     per-window, per-head grid, shifted and stretched by offsets/scales predicted from uncertainty-ranked features.
 
     The offset/scale predictors see ``x * constraint``, where ``constraint`` is 1 at the positions whose
-    uncertainty feature ranks in the top 80 % of its channel's map and 0.6 elsewhere (see :meth:`constraint`).
+    uncertainty feature ranks in the top 80 % of its channel's map and 0.6 elsewhere
+    (:func:`s2former_ranking.ssa_constraint`).
     Channel-last in/out; ``H`` and ``W`` must be multiples of ``window_size``.
     """
 
@@ -424,14 +316,6 @@ class SparseSamplingAttention(WindowAttentionBase):
         self.scale_head = nn.Conv2d(dim, num_heads * 2, 1)
         self.qkv = nn.Conv2d(dim, dim * 3, 1)
         self.proj = nn.Conv2d(dim, dim, 1)
-
-    @staticmethod
-    def constraint(var: Tensor) -> Tensor:
-        """Ranking constraint from uncertainty features ``(B, C, H, W)`` -> channel-last ``(B, H, W, C)``."""
-        b, c, h, w = var.shape
-        keep = topk_mask(var.reshape(b, c, h * w)).view(b, c, h, w)
-        one = torch.ones((), dtype=var.dtype, device=var.device)
-        return torch.where(keep, one, one * SSA_DAMPING).permute(0, 2, 3, 1)
 
     def sampling_grid(self, x: Tensor, constraint: Tensor) -> Tensor:
         """Per-head sampling grid ``(B*heads, H, W, 2)`` for ``grid_sample``."""
@@ -453,16 +337,6 @@ class SparseSamplingAttention(WindowAttentionBase):
         shape = (b * heads, nh, ws, nw, ws)
         return torch.stack([gx.expand(shape), gy.expand(shape)], dim=-1).reshape(b * heads, h, w, 2)
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """``softmax(q k^T * scale + bias) v`` per window and head, ``(B*nW, heads, N, d)`` each."""
-        bias = self.relative_position_bias().unsqueeze(0)  # (1, heads, N, N)
-        if not torch.is_grad_enabled():
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        # With autograd, SDPA with a float mask takes its "math" path, whose safe softmax adds an isneginf().all()
-        # pass over the logits (for fully masked rows, which an additive bias cannot produce): written out, the
-        # same operations run ~30 % faster forward + backward (bitwise the same values).
-        return ((q * self.scale) @ k.transpose(-2, -1) + bias).softmax(dim=-1) @ v
-
     def forward(self, x: Tensor, constraint: Tensor) -> Tensor:
         b, h, w, c = x.shape
         ws, heads, d = self.ws, self.num_heads, c // self.num_heads
@@ -477,7 +351,8 @@ class SparseSamplingAttention(WindowAttentionBase):
         kv = F.grid_sample(kv, grid, mode='bilinear', padding_mode='zeros', align_corners=True)
         kv = kv.view(b, heads, 2, d, nh, ws, nw, ws).permute(2, 0, 4, 6, 1, 5, 7, 3)
         kv = kv.reshape(2, -1, heads, ws * ws, d)  # (2, B*nh*nw, heads, ws*ws, d)
-        out = self.attend(q, kv[0], kv[1])  # (B*nW, heads, N, d)
+        bias = self.relative_position_bias().unsqueeze(0)  # (1, heads, N, N)
+        out = ops.attention(q, kv[0], kv[1], bias)  # softmax(q k^T / sqrt(d) + bias) v: (B*nW, heads, N, d)
         out = out.view(b, nh, nw, heads, ws, ws, d).permute(0, 1, 4, 2, 5, 3, 6).reshape(b, h, w, c)
         return pointwise(out, self.proj)
 
@@ -486,7 +361,7 @@ class LocalReconstruction(WindowAttentionBase):
     """Window self-attention whose logits are modulated by uncertainty ranking (channel-last in/out).
 
     For each query, the logits of keys outside its top-80 % uncertainty affinity are multiplied by 1.2
-    (see :meth:`modulation`).
+    (:func:`s2former_ranking.lr_modulation`).
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int):
@@ -494,28 +369,9 @@ class LocalReconstruction(WindowAttentionBase):
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
-    @staticmethod
-    def modulation(var: Tensor, ws: int, scale: float = 1.0) -> Tensor:
-        """Logit modulation ``(B*nW, 1, ws*ws, ws*ws)`` (times ``scale``) from uncertainty features ``(B, C, H, W)``.
-
-        Reproduces the official windowing exactly: the official code partitions the *channel-first* ``var`` as
-        if it were channel-last, i.e. views ``(B, C, H, W)`` as ``(B, C/ws, ws, H/ws, ws, W)``, swaps the two
-        middle axes and regroups the result as ``(-1, ws*ws, C)``. The released weights were trained with this
-        layout, so it is kept as is (it needs ``C % ws == 0``). The affinity is ``v @ v^T`` per window.
-        """
-        b, c, h, w = var.shape
-        v = var.reshape(b, c // ws, ws, h // ws, ws, w).transpose(2, 3).reshape(-1, ws * ws, c)
-        if autocast_on(var):
-            with float32_under_autocast(var):
-                affinity = _float32(v) @ _float32(v).transpose(1, 2)
-        else:
-            affinity = v @ v.transpose(1, 2)  # (B*nW, N, N)
-        keep = topk_mask(affinity)
-        one = torch.full((), scale, dtype=var.dtype, device=var.device)
-        return torch.where(keep, one, one * LR_SHARPENING).unsqueeze(1)
-
     def forward(self, x: Tensor, modulation: Tensor) -> Tensor:
-        """``modulation`` from :meth:`modulation` with ``scale=self.scale`` (the query scaling folded in)."""
+        """``modulation`` from :func:`s2former_ranking.lr_modulation` with ``scale=self.scale`` (the query
+        scaling folded in)."""
         b, h, w, c = x.shape
         ws, heads = self.ws, self.num_heads
         windows = window_partition(x, ws)  # (B*nW, N, C)
@@ -543,7 +399,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(linear_gelu(x, self.fc1))
+        return self.fc2(ops.linear_gelu(x, self.fc1))
 
 
 class ReconstructionBlock(nn.Module):
@@ -588,10 +444,10 @@ class ReconstructionLayer(nn.ModuleList):
 
         Returns the channel-first output ``(B, C, H, W)``.
         """
-        constraint = SparseSamplingAttention.constraint(var)
+        constraint = udr.ssa_constraint(var)
         modulation = None
         if len(self) > 1:
-            modulation = LocalReconstruction.modulation(var, self.window_size, self[1].attn.scale)
+            modulation = udr.lr_modulation(var, self.window_size, self[1].attn.scale)
         x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
         for i, block in enumerate(self):
             x = block(x, constraint if i % 2 == 0 else modulation)
@@ -611,7 +467,7 @@ class UncertaintyHead(nn.Module):
         """The ranking guide ``elu(conv1(x))``; float32 under autocast (half-precision ELU values tie near -1)."""
         if autocast_on(x):
             with float32_under_autocast(x):
-                return F.elu(self.conv1(_float32(x)))
+                return F.elu(self.conv1(to_float32(x)))
         return F.elu(self.conv1(x))
 
     def forward(self, features: Tensor) -> Tensor:
