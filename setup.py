@@ -76,6 +76,10 @@ setup(
         'scikit-image',
         'matplotlib',
     ],
-    extras_require={'dev': ['pytest', 'ruff'], 'export': ['onnx==1.23.2', 'onnxruntime==1.31.1']},
+    extras_require={
+        # Pinned: a newer ruff may lint or format differently, and make test must mean the same everywhere.
+        'dev': ['pytest==9.2.0', 'ruff==0.17.6'],
+        'export': ['onnx==1.23.2', 'onnxruntime==1.31.1'],
+    },
     cmdclass={'build_py': BuildPyWithHook, 'editable_wheel': EditableWheelWithHook},
 )
