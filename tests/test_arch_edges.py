@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from s2former_plugin.archs.s2former_blocks import topk_mask
+from s2former_plugin.archs.s2former_ranking import topk_mask
 
 
 def _reference(scores: torch.Tensor, keep_ratio: float) -> torch.Tensor:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from s2former_plugin.archs import s2former_ranking as udr
 from s2former_plugin.archs.s2former_arch import S2Former
 from s2former_plugin.archs.s2former_blocks import (
     BiasFreeLayerNorm,
@@ -144,7 +145,7 @@ def test_decoder_attention_gradcheck_and_grad_paths_agree(sparse):
         attn.relative_position_bias_table.normal_(0, 0.5)
     x = torch.randn(1, 8, 8, dim, dtype=torch.float64)
     var = torch.randn(1, dim, 8, 8, dtype=torch.float64)
-    guide = SparseSamplingAttention.constraint(var) if sparse else LocalReconstruction.modulation(var, ws, attn.scale)
+    guide = udr.ssa_constraint(var) if sparse else udr.lr_modulation(var, ws, attn.scale)
     with torch.no_grad():
         ref = attn(x, guide)
     out = attn(x.clone().requires_grad_(), guide)
