@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
 from basicsr.data import build_dataset
 from basicsr.models import build_model
-from helpers import parsed_options, tiny_s2former_options, write_paired_folder
+from helpers import parsed_options, run, tiny_s2former_options, write_paired_folder, write_yaml
 from torch.utils.data import DataLoader
 
 from s2former_plugin import compat
@@ -195,3 +197,31 @@ def test_loader_reads_the_micro_batches_of_one_step_per_iteration(setup, accumul
     batches = list(loader)
     assert [b['lq'].shape[0] for b in batches] == [accumulate] * (4 // accumulate)  # 4 images
     assert total_iters == 6 and total_epochs == math.ceil(6 / (4 // accumulate))
+
+
+@pytest.mark.slow
+def test_basicsr_train_counts_optimizer_steps_and_saves_the_scaler(tmp_path):
+    """``python -m basicsr.train`` with accumulate 2 x batch 1 and fp16: each logged iteration is one optimizer
+    step (one scheduler step, lr following CyclicLR per step), total_iter steps are run, the state holds the
+    scaler."""
+    write_paired_folder(tmp_path / 'data', n=4, size=(24, 24))
+    opt = tiny_s2former_options(tmp_path / 'data', None, name='acc', total_iter=3, save_freq=3)
+    opt['train'].update(amp='fp16', accumulate=2)
+    opt['datasets']['train']['batch_size_per_gpu'] = 1
+    opt['val']['val_freq'] = 100
+    write_yaml(tmp_path / 'acc.yml', opt)
+    # This checkout's code, wherever the installed plugin points (discovery itself is tested elsewhere).
+    proc = run(['-m', 'basicsr.train', '-opt', 'acc.yml'], cwd=tmp_path, PYTHONPATH=str(Path(__file__).parents[1]))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = tmp_path / 'experiments' / 'acc'
+    log = next(exp.glob('train_*.log')).read_text()
+    assert 'Require iter number per epoch: 2' in log and 'Total epochs: 2; iters: 3' in log
+    assert 'train:accumulate: 2 micro-batches of 1 per optimizer step' in log
+    iters = [int(v) for v in re.findall(r'iter:\s+(\d+), lr:', log)]
+    lrs = [float(v) for v in re.findall(r'lr:\(([\d.e+-]+),\)', log)]
+    assert iters == [1, 2, 3]
+    # CyclicLR from 1e-3 to 2e-3 in 4 steps up, stepped by basicsr from the second iteration on: one scheduler
+    # step per optimizer step.
+    assert lrs == pytest.approx([1e-3, 1.25e-3, 1.5e-3])
+    state = torch.load(exp / 'training_states' / '3.state', weights_only=True)
+    assert state['iter'] == 3 and set(state['grad_scaler']) >= {'scale', '_growth_tracker'}
