@@ -7,7 +7,8 @@
 #   1. the gpu-marked tests (tests/test_gpu.py: CUDA vs CPU in float64, no host-device sync in a warm forward,
 #      CUDA graph capture, fp16/bf16 autocast training step, infer --fp16);
 #   2. the quickstart training on CUDA (100 iterations), then 100 steps of the same network in fp32 and in
-#      bf16/fp16 autocast (s/step each; `train: amp` itself is not an option yet);
+#      bf16/fp16 autocast (s/step each), and 20 iterations each of `train:amp: bf16` and
+#      `train:amp: fp16` with `train:accumulate: 2` through basicsr.train;
 #   3. distributed: 1 process with NCCL and the PSNR loss alone (the unused-parameter case), 2 processes on the
 #      CPU of this GPU host (num_gpu: 0, gloo through the device-aware backend), and 2 processes for one GPU,
 #      which must stop with the one-line "more processes than GPUs" error;
@@ -80,6 +81,11 @@ for mode, dtype in (('fp32', None), ('bf16 autocast', torch.bfloat16), ('fp16 au
           f'loss {losses[0]:.3f} -> {losses[-1]:.3f}, peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB')
     torch.cuda.reset_peak_memory_stats(); del net, opt
 PY
+for amp in bf16 fp16; do
+    check "quickstart-cuda-amp-$amp" $PY -m basicsr.train -opt "$REPO/options/quickstart.yml" \
+        --force_yml num_gpu=1 name=gpu_amp_$amp train:total_iter=20 train:amp=$amp train:accumulate=2 val:val_freq=20
+    train_figures gpu_amp_$amp
+done
 
 step '3. distributed'
 PORT=$((29500 + RANDOM % 1000))

@@ -13,7 +13,11 @@ basicsr 1.4.2 (the last PyPI release) predates current torch/torchvision. The fi
   for CPU tensors (``cpu:gloo,cuda:nccl`` on GPU hosts), stops when there are more processes than GPUs, and DDP
   wrapping no longer passes CUDA device ids for CPU models.
 * Optimizers and schedulers: any ``torch.optim`` optimizer (``AdamW`` ...) and ``CyclicLR`` (the paper's schedule).
-* Checkpoints are written atomically (temp file + rename), so a run killed while saving loses nothing.
+* Checkpoints are written atomically (temp file + rename), so a run killed while saving loses nothing; a model's
+  ``extra_training_state()`` (the fp16 GradScaler) is saved with its optimizers and schedulers.
+* Gradient accumulation (``train:accumulate: N`` of S2FormerModel): the training loader reads
+  ``N x batch_size_per_gpu`` images per iteration, which the model splits into N micro-batches; basicsr's epoch
+  count follows, so iterations, schedulers, EMA, logs and checkpoints count optimizer steps.
 * An unknown ``type:`` names the registry's choices, the plugin's first.
 """
 
@@ -107,6 +111,34 @@ def _checked_parse_options(func: Callable) -> Callable:
         return opt, parsed
 
     return parse_options
+
+
+def _accumulating_dataloaders(func: Callable) -> Callable:
+    """basicsr's ``create_train_val_dataloader`` with ``N x batch_size_per_gpu`` per training batch (``accumulate``).
+
+    One loader batch per iteration (the ``CPUPrefetcher`` and ``CUDAPrefetcher`` unchanged) holds the N
+    micro-batches of one optimizer step; basicsr's iterations per epoch and epoch count are computed from it, so
+    ``total_iter`` optimizer steps are run. ``drop_last`` drops an epoch's last incomplete group.
+    """
+
+    def create_train_val_dataloader(opt, logger):
+        accumulate = (opt.get('train') or {}).get('accumulate') or 1
+        train = opt['datasets'].get('train')
+        if accumulate == 1 or train is None or opt.get('model_type') != 'S2FormerModel':
+            return func(opt, logger)
+        batch = train['batch_size_per_gpu']
+        train['batch_size_per_gpu'] = batch * accumulate
+        try:
+            result = func(opt, logger)
+        finally:
+            train['batch_size_per_gpu'] = batch  # the option as written (the model splits by accumulate)
+        logger.info(
+            f'train:accumulate: {accumulate} micro-batches of {batch} per optimizer step per GPU: the statistics '
+            f'above count loader batches of {batch * accumulate}, i.e. optimizer steps'
+        )
+        return result
+
+    return create_train_val_dataloader
 
 
 def test_main(root_path: str | None = None) -> None:
@@ -233,6 +265,9 @@ def _save_training_state(self, epoch: int, current_iter: int) -> None:
         'optimizers': [o.state_dict() for o in self.optimizers],
         'schedulers': [s.state_dict() for s in self.schedulers],
     }
+    extra = getattr(self, 'extra_training_state', None)
+    if extra is not None:
+        state.update(extra())
     atomic_torch_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
 
@@ -425,6 +460,7 @@ def apply() -> None:
     _reroute_entry_points()
     basicsr.train.load_resume_state = load_resume_state
     basicsr.train.parse_options = _checked_parse_options(basicsr.train.parse_options)
+    basicsr.train.create_train_val_dataloader = _accumulating_dataloaders(basicsr.train.create_train_val_dataloader)
     basicsr.train.get_root_logger = _wrap_get_root_logger(basicsr.train.get_root_logger)
     options.init_dist = init_dist
     BaseModel.model_to_device = _model_to_device

@@ -3,7 +3,8 @@
 Usage::
 
     python -m s2former_plugin.infer --weights net_g_latest.pth --input photos/ --output derained/ \\
-        [--tile 320] [--tile-overlap 64] [--save-uncertainty] [--device auto|cpu|cuda] [--fp16] [--config net.yml]
+        [--tile 320] [--tile-overlap 64] [--save-uncertainty] [--device auto|cpu|cuda] [--fp16 | --bf16] \\
+        [--config net.yml]
 
 Weights: a BasicSR checkpoint (``params_ema`` preferred, else ``params``), a released official
 ``udrs2former_*.pth`` or a plain state dict, always read with ``torch.load(weights_only=True)``. The network
@@ -115,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--save-uncertainty', action='store_true', help='also write OUTPUT/uncertainty/<name>.png')
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     p.add_argument('--fp16', action='store_true', help='half-precision autocast (CUDA only)')
+    p.add_argument(
+        '--bf16',
+        action='store_true',
+        help='bfloat16 autocast (CPU or CUDA; ranking in float32): faster, outputs differ slightly from float32',
+    )
     p.add_argument('--config', help='S2Former kwargs (YAML/JSON) or a BasicSR options file with network_g')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     return p
@@ -172,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        if args.fp16 and args.bf16:
+            raise InferError('--fp16 and --bf16: choose one')
         check_tiling(args.tile, args.tile_overlap, args.tile_batch, args.blend)
         inputs = list_inputs(args.input)
         if not inputs:
@@ -200,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     fp16 = args.fp16 and device.type == 'cuda'
     if args.fp16 and not fp16:
         print('infer: warning: --fp16 needs CUDA; running in float32', file=sys.stderr)
+    bf16 = args.bf16 and not onnx_file
+    if args.bf16 and not bf16:
+        print('infer: warning: --bf16 does not apply to an ONNX model; running in float32', file=sys.stderr)
+    amp_dtype = torch.float16 if fp16 else torch.bfloat16
     net = net if onnx_file else net.to(device)
     try:
         os.makedirs(args.output, exist_ok=True)
@@ -213,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     def forward(t: torch.Tensor):
-        with torch.autocast(device.type, dtype=torch.float16, enabled=fp16):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=fp16 or bf16):
             if args.save_uncertainty:
                 outputs, uncertainties = net(t, return_all=True)
                 return outputs[0].float(), uncertainties[0].float()
@@ -274,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     done = len(inputs) - len(failed)
     print(
         f'infer: {done}/{len(inputs)} images -> {args.output} ({used}, {device.type}'
-        f'{", fp16" if fp16 else ""}, tile {args.tile or "off"}, {time.perf_counter() - start:.1f}s)'
+        f'{", fp16" if fp16 else ""}{", bf16" if bf16 else ""}'
+        f', tile {args.tile or "off"}, {time.perf_counter() - start:.1f}s)'
     )
     written = {os.path.join(args.output, n) for n in names.values()}
     written |= {os.path.join(args.output, _float_name(n)) for n in names.values()}

@@ -4,7 +4,12 @@ YAML (``train:``):
   * ``psnr_opt`` / ``perceptual_opt`` / ``udl_opt``: the three loss terms (total ``psnr + 0.2 * perceptual + udl``
     in the paper); at least one is required;
   * ``optim_g`` (Adam, AdamW, ... see ``compat``), ``scheduler`` (``CyclicLR`` in the paper), ``ema_decay``;
-  * ``max_grad_norm``: optional gradient clipping.
+  * ``max_grad_norm``: optional gradient clipping;
+  * ``amp``: ``bf16`` / ``fp16`` / ``~`` (default): mixed precision, ``torch.autocast`` around the network forward,
+    losses in float32, a ``GradScaler`` for ``fp16`` (its state is saved with the training state);
+  * ``accumulate``: ``N`` (default 1) micro-batches of ``batch_size_per_gpu`` per optimizer step; basicsr's
+    iterations, schedulers, EMA, logging and checkpoints then count optimizer steps (``compat`` makes the loader
+    read ``N x batch_size_per_gpu`` per iteration; this model splits it).
 
 ``val:`` adds ``tile`` / ``tile_overlap`` / ``tile_blend`` (whole images of any size are validated tile by tile
 with blended overlaps; ``tile: ~`` runs whole images; ``tile_blend: official`` averages like the official test
@@ -15,6 +20,7 @@ are all-reduced.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import glob
 import os
@@ -42,12 +48,23 @@ LOSS_KEYS = ('psnr_opt', 'perceptual_opt', 'udl_opt')
 # The keys S2FormerModel and basicsr's training loop read from each block: anything else is a typo that would
 # silently change the experiment (``ema_decy`` trains without EMA, ``udl_otp`` drops a loss).
 OPTION_KEYS = {
-    'train': (*LOSS_KEYS, 'optim_g', 'scheduler', 'ema_decay', 'max_grad_norm', 'total_iter', 'warmup_iter'),
+    'train': (
+        *LOSS_KEYS,
+        'optim_g',
+        'scheduler',
+        'ema_decay',
+        'max_grad_norm',
+        'total_iter',
+        'warmup_iter',
+        'amp',
+        'accumulate',
+    ),
     'val': ('val_freq', 'save_img', 'suffix', 'metrics', 'pbar', 'tile', 'tile_overlap', 'tile_blend'),
     'logger': ('print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'),
 }
 _NUMBER_TEXT = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?')
 _TEXT_KEYS = ('type', 'name', 'suffix', 'project', 'resume_id')  # strings by nature
+AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}  # train:amp
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -137,6 +154,11 @@ def check_training_options(opt: dict) -> None:
     _check_number(train, 'max_grad_norm', 'train', 0)
     _check_number(train, 'total_iter', 'train', 1)
     _check_number(train, 'warmup_iter', 'train', -1)
+    if train.get('amp') is not None and train['amp'] not in AMP_DTYPES:
+        raise OptionError(f'train:amp: expected bf16, fp16 or ~ (float32), got {train["amp"]!r}')
+    accumulate = train.get('accumulate', 1)
+    if accumulate is not None and (isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1):
+        raise OptionError(f'train:accumulate: expected an integer >= 1 (micro-batches per step), got {accumulate!r}')
     for key in ('optim_g', 'scheduler', *LOSS_KEYS):
         if train.get(key) is not None and not isinstance(train[key], dict):
             raise OptionError(f'train:{key}: expected a mapping with a type, got {train[key]!r}')
@@ -211,6 +233,10 @@ class S2FormerModel(SRModel):
             build_loss(train_opt[k]).to(self.device) if train_opt.get(k) else None for k in LOSS_KEYS
         )
         self.max_grad_norm = train_opt.get('max_grad_norm')
+        self.amp_dtype = AMP_DTYPES.get(train_opt.get('amp'))
+        self.accumulate = train_opt.get('accumulate') or 1
+        # fp16 gradients underflow without loss scaling; bf16 has float32's exponent range and needs none.
+        self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.setup_optimizers()
         self.setup_schedulers()
 
@@ -235,29 +261,72 @@ class S2FormerModel(SRModel):
 
     # ------------------------------------------------------------------------------------------------------------
     def optimize_parameters(self, current_iter: int) -> None:
+        """One optimizer step over the fed batch, in ``train:accumulate`` equal micro-batches.
+
+        Each micro-batch's loss is divided by their number, so the summed gradients equal those of the whole batch
+        (every loss term is a mean over images). A non-finite loss stops before the update; with ``amp: fp16``,
+        inf/NaN *gradients* of a finite loss are the GradScaler's business (the step is skipped, the scale lowered).
+        """
+        n = self.accumulate
+        if self.lq.shape[0] % n:
+            raise ValueError(f'train:accumulate: {n} does not divide the batch of {self.lq.shape[0]} images')
         self.optimizer_g.zero_grad(set_to_none=True)
-        outputs, uncertainties = self.net_g(self.lq, return_all=True)
-        self.output = outputs[0]
+        totals, finals = OrderedDict(), []
+        for i, (lq, gt) in enumerate(zip(self.lq.tensor_split(n), self.gt.tensor_split(n), strict=True)):
+            # DDP all-reduces the gradients once, in the last micro-batch's backward.
+            sync = self.net_g.no_sync() if i < n - 1 and hasattr(self.net_g, 'no_sync') else contextlib.nullcontext()
+            with sync:
+                losses, final = self._losses(lq, gt)
+                self.grad_scaler.scale(losses['l_total'] / n).backward()
+            finals.append(final.detach())
+            for key, value in losses.items():
+                totals[key] = totals.get(key, 0) + value.detach() / n
+        self.output = torch.cat(finals)
+        self._stop_if_not_finite(totals, current_iter)
 
-        losses = OrderedDict()
-        if self.cri_psnr is not None:
-            losses['l_psnr'] = self.cri_psnr(outputs, self.gt)
-        if self.cri_perceptual is not None:
-            losses['l_percep'] = self.cri_perceptual(outputs[0], self.gt)
-        if self.cri_udl is not None:
-            losses['l_udl'] = self.cri_udl(outputs, uncertainties, self.gt)
-        l_total = sum(losses.values())
-        losses['l_total'] = l_total
-        self._stop_if_not_finite(losses, current_iter)
-
-        l_total.backward()
         if self.max_grad_norm:
+            self.grad_scaler.unscale_(self.optimizer_g)  # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.max_grad_norm)
-        self.optimizer_g.step()
+        self.grad_scaler.step(self.optimizer_g)
+        self.grad_scaler.update()
 
-        self.log_dict = self.reduce_loss_dict(losses)
+        self.log_dict = self.reduce_loss_dict(totals)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
+
+    def _losses(self, lq: torch.Tensor, gt: torch.Tensor) -> tuple[OrderedDict, torch.Tensor]:
+        """The configured losses of one (micro-)batch and its final output; the forward under ``train:amp``."""
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            outputs, uncertainties = self.net_g(lq, return_all=True)
+        if self.amp_dtype is not None:  # the losses (logs, exp, VGG features) in float32
+            outputs = [o.float() for o in outputs]
+            uncertainties = [u.float() for u in uncertainties]
+        losses = OrderedDict()
+        if self.cri_psnr is not None:
+            losses['l_psnr'] = self.cri_psnr(outputs, gt)
+        if self.cri_perceptual is not None:
+            losses['l_percep'] = self.cri_perceptual(outputs[0], gt)
+        if self.cri_udl is not None:
+            losses['l_udl'] = self.cri_udl(outputs, uncertainties, gt)
+        losses['l_total'] = sum(losses.values())
+        return losses, outputs[0]
+
+    def extra_training_state(self) -> dict:
+        """Saved with the optimizers and schedulers (``compat``): the fp16 GradScaler's scale and growth tracker."""
+        return {'grad_scaler': self.grad_scaler.state_dict()} if self.grad_scaler.is_enabled() else {}
+
+    def resume_training(self, resume_state: dict) -> None:
+        """basicsr's (optimizers, schedulers), then the GradScaler of an ``amp: fp16`` run."""
+        super().resume_training(resume_state)
+        if not self.grad_scaler.is_enabled():
+            return
+        if resume_state.get('grad_scaler') is None:
+            get_root_logger().warning(
+                f'train:amp: fp16: the training state holds no GradScaler state (saved without fp16); '
+                f'loss scaling starts afresh at {self.grad_scaler.get_scale():g}'
+            )
+        else:
+            self.grad_scaler.load_state_dict(resume_state['grad_scaler'])
 
     def _stop_if_not_finite(self, losses: OrderedDict, current_iter: int) -> None:
         """Raise before the update if any rank's loss is NaN/inf; checkpoints already saved are untouched."""

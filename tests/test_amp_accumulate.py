@@ -1,0 +1,228 @@
+"""S2FormerModel's ``train:amp`` (bf16 / fp16 autocast, GradScaler) and ``train:accumulate`` (micro-batches)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from basicsr.data import build_dataset
+from basicsr.models import build_model
+from helpers import parsed_options, run, tiny_s2former_options, write_paired_folder, write_yaml
+from torch.utils.data import DataLoader
+
+from s2former_plugin import compat
+from s2former_plugin.models.s2former_model import NonFiniteLoss, OptionError, check_training_options
+
+
+@pytest.fixture()
+def setup(tmp_path):
+    torch.manual_seed(0)
+    write_paired_folder(tmp_path / 'data', n=4, size=(24, 24))
+    opt = parsed_options(tiny_s2former_options(tmp_path / 'data', None), tmp_path)  # psnr + udl losses
+    train_set = build_dataset(opt['datasets']['train'])
+    batch = next(iter(DataLoader(train_set, batch_size=4)))
+    return tmp_path, opt, batch
+
+
+def _model(opt: dict, **train):
+    """A model with the given ``train:`` options, its net initialised from seed 0 (same weights every call)."""
+    opt = copy.deepcopy(opt)
+    opt['train'].update(train)
+    torch.manual_seed(0)
+    return build_model(opt)
+
+
+def _steps(model, batch: dict, n: int) -> list[dict]:
+    logs = []
+    for it in range(1, n + 1):
+        model.feed_data(batch)
+        model.optimize_parameters(it)
+        logs.append(dict(model.get_current_log()))
+    return logs
+
+
+@pytest.mark.parametrize(
+    ('key', 'value', 'expected'),
+    [
+        ('amp', 'fp32', 'train:amp: expected bf16, fp16 or ~'),
+        ('amp', True, 'train:amp'),
+        ('accumulate', 0, 'train:accumulate: expected an integer >= 1'),
+        ('accumulate', 1.5, 'train:accumulate'),
+        ('acumulate', 2, "did you mean 'accumulate'"),
+    ],
+)
+def test_bad_amp_and_accumulate_options_are_refused_in_one_line(setup, key, value, expected):
+    _, opt, _ = setup
+    opt['train'][key] = value
+    with pytest.raises(OptionError, match=expected) as info:
+        check_training_options(opt)
+    assert '\n' not in str(info.value)
+
+
+def test_bf16_losses_track_float32(setup):
+    """bf16 keeps 8 mantissa bits (relative rounding 2^-9 = 0.2 %) on every matmul/conv input; over a few steps
+    of this tiny net the losses (about -10 dB of PSNR loss) stay within 2 % of float32, where a wrong cast (a loss
+    in bf16, the ranking in bf16 tying) or a missing update would show as a larger gap or no change at all."""
+    _, opt, batch = setup
+    ref = _steps(_model(opt), batch, 4)
+    model = _model(opt, amp='bf16')
+    autocast_seen, loss_dtypes = [], set()
+    model.net_g.register_forward_hook(lambda m, i, o: autocast_seen.append(torch.is_autocast_enabled('cpu')))
+    udl = model.cri_udl.forward
+    model.cri_udl.forward = lambda outs, us, gt: loss_dtypes.update(t.dtype for t in (*outs, *us)) or udl(outs, us, gt)
+    amp = _steps(model, batch, 4)
+    assert autocast_seen == [True] * 4
+    assert loss_dtypes == {torch.float32}  # the bf16 uncertainty maps are cast before the losses
+    assert all(p.dtype == torch.float32 for p in model.net_g.parameters())  # master weights stay float32
+    for r, a in zip(ref, amp, strict=True):
+        for key in ('l_psnr', 'l_udl', 'l_total'):
+            assert math.isfinite(a[key])
+            assert a[key] == pytest.approx(r[key], rel=2e-2, abs=2e-2), key
+    assert any(a['l_total'] != r['l_total'] for r, a in zip(ref, amp, strict=True))  # autocast did change numbers
+    assert ref[-1]['l_total'] != ref[0]['l_total'] and amp[-1]['l_total'] != amp[0]['l_total']
+
+
+def test_fp16_grad_scaler_unscales_before_clipping(setup, monkeypatch):
+    """CPU autocast runs float16 in this torch, so the GradScaler path itself is exercised here."""
+    _, opt, batch = setup
+    norms = []
+    clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, 'clip_grad_norm_', lambda params, m: norms.append(clip(params, m)) or norms[-1])
+    _steps(_model(opt, max_grad_norm=1e6), batch, 1)
+    model = _model(opt, amp='fp16', max_grad_norm=1e6)
+    assert model.grad_scaler.is_enabled() and model.grad_scaler.get_scale() == 65536.0
+    # At 65536 this net's first scaled gradients overflow float16 (the scaler would skip the step and back off):
+    # start where they fit, to compare the clipped norm.
+    model.grad_scaler = torch.amp.GradScaler('cpu', init_scale=256.0)
+    _steps(model, batch, 1)
+    fp32_norm, fp16_norm = (float(n) for n in norms)
+    assert fp16_norm == pytest.approx(fp32_norm, rel=0.05)  # the true norm, not 65536 times it
+
+
+def test_fp16_overflow_skips_the_step_but_a_nan_loss_stops(setup):
+    _, opt, batch = setup
+    batch = {k: v[:2] for k, v in batch.items()}  # float16 on the CPU is slow
+    model = _model(opt, amp='fp16')
+    before = copy.deepcopy(model.net_g.state_dict())
+    model.grad_scaler = torch.amp.GradScaler('cpu', init_scale=3e38)  # scaled gradients overflow: its business
+    _steps(model, batch, 1)
+    after = model.net_g.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), 'an inf-gradient step was not skipped'
+    assert model.grad_scaler.get_scale() == pytest.approx(1.5e38)  # backed off by half
+    model.grad_scaler.update(new_scale=64.0)
+    _steps(model, batch, 1)  # at a scale that fits, the step updates
+    assert any(not torch.equal(before[k], v) for k, v in model.net_g.state_dict().items())
+
+    model.feed_data({**batch, 'lq': torch.full_like(batch['lq'], float('nan'))})
+    with pytest.raises(NonFiniteLoss, match='iteration 3'):
+        model.optimize_parameters(3)
+
+
+def test_grad_scaler_state_is_saved_and_resumed(setup):
+    root, opt, batch = setup
+    model = _model(opt, amp='fp16')
+    _steps(model, {k: v[:2] for k, v in batch.items()}, 1)
+    model.grad_scaler.update(new_scale=1234.0)  # as after a few back-offs
+    model.save(epoch=0, current_iter=2)
+
+    opt2 = copy.deepcopy(opt)
+    opt2['train']['amp'] = 'fp16'
+    opt2['auto_resume'] = True
+    state = compat.load_resume_state(opt2)  # weights_only=True
+    assert state['grad_scaler']['scale'] == 1234.0
+    resumed = _model(opt2)
+    resumed.resume_training(state)
+    assert resumed.grad_scaler.state_dict() == model.grad_scaler.state_dict()
+
+    no_amp = _model(opt)  # a float32 run saves no scaler state
+    assert no_amp.extra_training_state() == {}
+
+
+def test_accumulate_two_of_two_equals_one_batch_of_four(setup):
+    """Float64, same data: each micro-batch loss divided by 2 makes the summed gradients those of the batch of 4
+    (every loss term is a mean over images), so Adam's update, the EMA and the logged losses agree to rounding."""
+    _, opt, batch = setup
+    batch = {**batch, 'lq': batch['lq'].double(), 'gt': batch['gt'].double()}
+    whole, split = _model(opt), _model(opt, accumulate=2)
+    for model in (whole, split):
+        model.net_g.double()
+        model.net_g_ema.double()
+    ema_before = copy.deepcopy(split.net_g_ema.state_dict())
+    shapes = []
+    split.net_g.register_forward_hook(lambda m, i, o: shapes.append(tuple(i[0].shape)))
+
+    log_whole, log_split = _steps(whole, batch, 1)[0], _steps(split, batch, 1)[0]
+    assert shapes == [(2, 3, 16, 16), (2, 3, 16, 16)]  # two micro-batches of two
+    for key in log_whole:
+        assert log_split[key] == pytest.approx(log_whole[key], rel=1e-12)
+    for name, value in whole.net_g.state_dict().items():
+        torch.testing.assert_close(split.net_g.state_dict()[name], value, rtol=1e-10, atol=1e-12, msg=name)
+
+    # One optimizer step and one EMA update for the two micro-batches.
+    assert all(s['step'] == 1 for s in split.optimizer_g.state.values())
+    decay = split.ema_decay
+    net = split.net_g.state_dict()
+    for name, value in split.net_g_ema.named_parameters():
+        expected = decay * ema_before[name] + (1 - decay) * net[name]
+        torch.testing.assert_close(value.detach(), expected, rtol=1e-12, atol=1e-14)
+
+    _steps(whole, batch, 1), _steps(split, batch, 1)
+    for name, value in whole.net_g.state_dict().items():
+        torch.testing.assert_close(split.net_g.state_dict()[name], value, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_accumulate_needs_a_divisible_batch(setup):
+    _, opt, batch = setup
+    model = _model(opt, accumulate=3)
+    model.feed_data(batch)
+    with pytest.raises(ValueError, match='train:accumulate: 3 does not divide the batch of 4'):
+        model.optimize_parameters(1)
+
+
+@pytest.mark.parametrize('accumulate', [1, 2])
+def test_loader_reads_the_micro_batches_of_one_step_per_iteration(setup, accumulate):
+    """basicsr's loop runs one iteration per loader batch: the batch holds all micro-batches of one optimizer step,
+    and the epoch count grows so that total_iter optimizer steps are reached."""
+    import basicsr.train
+
+    _, opt, _ = setup
+    opt['train'].update(accumulate=accumulate, total_iter=6)
+    opt['datasets']['train']['batch_size_per_gpu'] = 1
+    loader, _, _, total_epochs, total_iters = basicsr.train.create_train_val_dataloader(opt, logging.getLogger('t'))
+    assert opt['datasets']['train']['batch_size_per_gpu'] == 1  # the option is left as written
+    batches = list(loader)
+    assert [b['lq'].shape[0] for b in batches] == [accumulate] * (4 // accumulate)  # 4 images
+    assert total_iters == 6 and total_epochs == math.ceil(6 / (4 // accumulate))
+
+
+@pytest.mark.slow
+def test_basicsr_train_counts_optimizer_steps_and_saves_the_scaler(tmp_path):
+    """``python -m basicsr.train`` with accumulate 2 x batch 1 and fp16: each logged iteration is one optimizer
+    step (one scheduler step, lr following CyclicLR per step), total_iter steps are run, the state holds the
+    scaler."""
+    write_paired_folder(tmp_path / 'data', n=4, size=(24, 24))
+    opt = tiny_s2former_options(tmp_path / 'data', None, name='acc', total_iter=3, save_freq=3)
+    opt['train'].update(amp='fp16', accumulate=2)
+    opt['datasets']['train']['batch_size_per_gpu'] = 1
+    opt['val']['val_freq'] = 100
+    write_yaml(tmp_path / 'acc.yml', opt)
+    # This checkout's code, wherever the installed plugin points (discovery itself is tested elsewhere).
+    proc = run(['-m', 'basicsr.train', '-opt', 'acc.yml'], cwd=tmp_path, PYTHONPATH=str(Path(__file__).parents[1]))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = tmp_path / 'experiments' / 'acc'
+    log = next(exp.glob('train_*.log')).read_text()
+    assert 'Require iter number per epoch: 2' in log and 'Total epochs: 2; iters: 3' in log
+    assert 'train:accumulate: 2 micro-batches of 1 per optimizer step' in log
+    iters = [int(v) for v in re.findall(r'iter:\s+(\d+), lr:', log)]
+    lrs = [float(v) for v in re.findall(r'lr:\(([\d.e+-]+),\)', log)]
+    assert iters == [1, 2, 3]
+    # CyclicLR from 1e-3 to 2e-3 in 4 steps up, stepped by basicsr from the second iteration on: one scheduler
+    # step per optimizer step.
+    assert lrs == pytest.approx([1e-3, 1.25e-3, 1.5e-3])
+    state = torch.load(exp / 'training_states' / '3.state', weights_only=True)
+    assert state['iter'] == 3 and set(state['grad_scaler']) >= {'scale', '_growth_tracker'}
