@@ -28,7 +28,7 @@ def test_another_checkout_is_refused(tmp_path):
     (other / 's2former_plugin').mkdir(parents=True)
     (other / 's2former_plugin' / '__init__.py').write_text('raise ImportError("the other checkout was imported")\n')
     (other / 'tests').mkdir()
-    for name in ('conftest.py', 'helpers.py'):
+    for name in ('conftest.py', 'helpers.py', 'ci_guard.py'):
         shutil.copy(TESTS / name, other / 'tests' / name)
     (other / 'tests' / 'test_passes.py').write_text('def test_passes():\n    pass\n')
     cmd = [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', str(other / 'tests')]
