@@ -66,6 +66,10 @@ setup(
         'scikit-image',
         'matplotlib',
     ],
-    extras_require={'dev': ['pytest', 'ruff']},
+    # rivals: Restormer, MPRNet (spandrel-extra-arches) and NAFNet (spandrel) for s2former_plugin.archs.rivals_arch
+    extras_require={
+        'dev': ['pytest', 'ruff'],
+        'rivals': ['spandrel==0.4.2', 'spandrel-extra-arches==0.2.0'],
+    },
     cmdclass={'build_py': BuildPyWithHook, 'editable_wheel': EditableWheelWithHook},
 )
