@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from helpers import REPO, run, write_paired_folder, write_yaml
 
 from s2former_plugin.checkpoint import load_state_dict_any
@@ -198,3 +200,45 @@ def test_benchmark_with_s2former_and_two_rivals(rivals, tmp_path):
     # The parameters of the net built from the entry (MPRNet shares one PReLU under many state-dict keys).
     assert results['mprnet']['params'] == sum(p.numel() for p in _build('MPRNet', mprnet['kwargs']).parameters())
     assert '| restormer |' in (out / 'results.md').read_text()
+
+
+OPTION_FILES = {'Restormer': 'restormer_rain200h.yml', 'MPRNet': 'mprnet_rain200h.yml', 'NAFNet': 'nafnet_rain200h.yml'}
+
+
+@pytest.mark.parametrize('name', OPTION_FILES)
+def test_training_options_name_registered_types_and_the_authors_nets(name):
+    import basicsr  # noqa: F401
+    from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+
+    opt = yaml.safe_load((REPO / 'options' / OPTION_FILES[name]).read_text())
+    assert opt['model_type'] in MODEL_REGISTRY and opt['network_g']['type'] == name in ARCH_REGISTRY
+    assert all(d['type'] in DATASET_REGISTRY for d in opt['datasets'].values())
+    assert opt['train']['pixel_opt']['type'] in LOSS_REGISTRY
+    assert all(m['type'] in METRIC_REGISTRY for m in opt['val']['metrics'].values())
+    assert opt['train']['scheduler']['periods'] == [opt['train']['total_iter']]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', OPTION_FILES)
+def test_training_options_train_with_plain_basicsr(rivals, tmp_path, name):
+    # The shipped file through `python -m basicsr.train`, with only the data, the net's size and the length shrunk.
+    data = write_paired_folder(tmp_path / 'data', n=3, size=(28, 36))
+    opt = yaml.safe_load((REPO / 'options' / OPTION_FILES[name]).read_text())
+    opt['network_g'].update(rivals[name]['kwargs'])
+    for phase, dataset in opt['datasets'].items():
+        dataset.update(dataroot_gt=str(data / 'gt'), dataroot_lq=str(data / 'lq'), io_backend={'type': 'disk'})
+        dataset['filename_tmpl'] = '{}'
+        if phase == 'train':
+            dataset.update(gt_size=16, batch_size_per_gpu=2, num_worker_per_gpu=0)
+    opt['train'].update(total_iter=2, warmup_iter=min(opt['train']['warmup_iter'], 1))
+    opt['train']['scheduler']['periods'] = [2]
+    opt['val']['val_freq'] = 2
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=2, use_tb_logger=False)
+    opt.update(num_gpu=0, name=f'tiny_{name}')
+    opt_file = write_yaml(tmp_path / 'o.yml', opt)
+    proc = run(['-m', 'basicsr.train', '-opt', str(opt_file)], tmp_path, PYTHONPATH=str(REPO))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = next((tmp_path / 'experiments' / f'tiny_{name}').glob('train_*.log')).read_text()
+    assert f'Network [{name}] is created' in log and 'End of training' in log
+    psnr = [float(v) for v in re.findall(r'# psnr: ([-\d.]+)', log)]
+    assert psnr and all(math.isfinite(v) for v in psnr)  # whole 28x36 validation images: not multiples of 8
