@@ -242,3 +242,14 @@ def test_training_options_train_with_plain_basicsr(rivals, tmp_path, name):
     assert f'Network [{name}] is created' in log and 'End of training' in log
     psnr = [float(v) for v in re.findall(r'# psnr: ([-\d.]+)', log)]
     assert psnr and all(math.isfinite(v) for v in psnr)  # whole 28x36 validation images: not multiples of 8
+
+
+@pytest.mark.parametrize('file', ['benchmark_derainers.yml', 'benchmark_derainers_cpu.yml'])
+def test_derainer_benchmark_options_build_s2former_and_the_three_rivals(rivals, tmp_path, file):
+    from s2former_plugin import benchmark
+
+    opt = benchmark.load_options(str(REPO / 'options' / file), {'data_root': str(tmp_path)})
+    types = [a['network_g']['type'] for a in opt['archs']]
+    assert types == ['S2Former', 'Restormer', 'MPRNet', 'NAFNet']
+    for entry in opt['archs']:
+        benchmark.build_net(entry['network_g'], entry['name'])
