@@ -44,6 +44,8 @@ YAML schema (see ``options/benchmark.yml``)::
     archs:
       - name: s2former_small
         network_g: {type: S2Former, preset: small}
+      - name: restormer                  # the rival derainers (pip install "s2former_plugin[rivals]"): Restormer,
+        network_g: {type: Restormer}     # MPRNet, NAFNet with their authors' kwargs (options/benchmark_derainers.yml)
       - name: ridnet
         network_g: {type: RIDNet, in_channels: 3, mid_channels: 64, out_channels: 3}
         checkpoint: ~                    # weights to evaluate instead of training (BasicSR or plain state dict)

@@ -253,3 +253,18 @@ def test_derainer_benchmark_options_build_s2former_and_the_three_rivals(rivals, 
     assert types == ['S2Former', 'Restormer', 'MPRNet', 'NAFNet']
     for entry in opt['archs']:
         benchmark.build_net(entry['network_g'], entry['name'])
+
+
+@pytest.mark.parametrize(('name', 'layout'), [('Restormer', 'params'), ('NAFNet', 'params'), ('MPRNet', 'state_dict')])
+def test_pretrain_network_g_loads_the_released_layouts(rivals, tmp_path, name, layout):
+    # What `path: {pretrain_network_g: ..., param_key_g: ...}` in the training options does (basicsr's loader).
+    from basicsr.models.base_model import BaseModel
+
+    ref = rivals[name]
+    ckpt, _ = _released(layout, ref['state_dict'])
+    torch.save(ckpt, tmp_path / 'released.pth')
+    net = _build(name, ref['kwargs'])
+    model = BaseModel.__new__(BaseModel)  # only load_network's helpers are used
+    model.load_network(net, str(tmp_path / 'released.pth'), strict=True, param_key=layout)
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(ref['input']), ref['outputs'][0], rtol=0, atol=1e-5)
