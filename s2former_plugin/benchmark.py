@@ -88,6 +88,7 @@ import gc
 import hashlib
 import importlib
 import json
+import logging
 import math
 import os
 import re
@@ -566,6 +567,13 @@ def train_child() -> None:
         topt['train']['total_iter'] = iters
         bench['seconds_per_iter'] = round(step, 4)
         print(f'benchmark: {step:.3f} s/iter -> total_iter {iters} for {bench["max_minutes"]} min', flush=True)
+        # Building the calibration's model set basicsr's root logger up without a log file, and basicsr sets it up
+        # only once: forget it, so that train_main adds the training log (the loss curves are read from it).
+        from basicsr.utils import logger as basicsr_logger
+
+        basicsr_logger.initialized_logger.pop('basicsr', None)
+        for handler in list(logging.getLogger('basicsr').handlers):
+            logging.getLogger('basicsr').removeHandler(handler)
     _finalise_schedule(topt['train'])
     with open(path, 'w', encoding='utf-8') as f:
         yaml.safe_dump(topt, f, sort_keys=False)
