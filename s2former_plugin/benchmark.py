@@ -462,7 +462,8 @@ def build_train_options(opt: dict, entry: dict, train_dir: str, device: str) -> 
         'ema_decay': tr['ema_decay'],
         'optim_g': copy.deepcopy(tr['optim_g']),
         'scheduler': copy.deepcopy(tr['scheduler']),
-        'total_iter': int(tr['total_iter']) if tr['total_iter'] else None,
+        # With max_minutes the count is calibrated in the training process (total_iter, if given, caps it).
+        'total_iter': int(tr['total_iter']) if tr['total_iter'] and tr['max_minutes'] is None else None,
         'warmup_iter': -1,
     }
     if model_type == 'S2FormerModel':

@@ -169,6 +169,7 @@ def test_benchmark_with_s2former_and_two_rivals(rivals, tmp_path):
             'batch_size': 2,
             'crop': 16,
             'total_iter': 2,
+            'max_minutes': 1,  # calibrated (capped at total_iter): the training log must survive the calibration
             'print_freq': 1,
             'save_checkpoint_freq': 2,
             'threads': 1,
@@ -195,6 +196,9 @@ def test_benchmark_with_s2former_and_two_rivals(rivals, tmp_path):
         values = [r['params'], r['macs@24'], r['speed']['24']['latency_ms'], *r['metrics'].values()]
         assert all(isinstance(v, int | float) and math.isfinite(v) for v in values), r
         assert r['test_images'] == 2 and not r['metrics_infinite']
+    for name in ('s2f', 'restormer'):  # trained: calibrated budget, loss curves read from basicsr's training log
+        train = results[name]['train']
+        assert train['seconds_per_iter_calibrated'] > 0 and train['curves'], train
     assert results['restormer']['train']['model_type'] == 'SRModel' and results['restormer']['train']['total_iter'] == 2
     assert results['mprnet']['weights_used'] == 'state_dict'
     # The parameters of the net built from the entry (MPRNet shares one PReLU under many state-dict keys).
