@@ -5,7 +5,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,export
+EXTRAS ?= dev,export,rivals
 # The stamp records that the pinned dependencies are installed; delete .venv (or the stamp) to reinstall them.
 DEPS := $(VENV)/.deps-installed
 

@@ -46,6 +46,8 @@ YAML schema (see ``options/benchmark.yml``)::
     archs:
       - name: s2former_small
         network_g: {type: S2Former, preset: small}
+      - name: restormer                  # the rival derainers (pip install "s2former_plugin[rivals]"): Restormer,
+        network_g: {type: Restormer}     # MPRNet, NAFNet with their authors' kwargs (options/benchmark_derainers.yml)
       - name: ridnet
         network_g: {type: RIDNet, in_channels: 3, mid_channels: 64, out_channels: 3}
         checkpoint: ~                    # weights to evaluate instead of training (BasicSR or plain state dict)
@@ -90,6 +92,7 @@ import gc
 import hashlib
 import importlib
 import json
+import logging
 import math
 import os
 import re
@@ -509,7 +512,8 @@ def build_train_options(opt: dict, entry: dict, train_dir: str, device: str) -> 
         'ema_decay': tr['ema_decay'],
         'optim_g': copy.deepcopy(tr['optim_g']),
         'scheduler': copy.deepcopy(tr['scheduler']),
-        'total_iter': int(tr['total_iter']) if tr['total_iter'] else None,
+        # With max_minutes the count is calibrated in the training process (total_iter, if given, caps it).
+        'total_iter': int(tr['total_iter']) if tr['total_iter'] and tr['max_minutes'] is None else None,
         'warmup_iter': -1,
     }
     if model_type == 'S2FormerModel':
@@ -622,6 +626,13 @@ def train_child() -> None:
         topt['train']['total_iter'] = iters
         bench['seconds_per_iter'] = round(step, 4)
         print(f'benchmark: {step:.3f} s/iter -> total_iter {iters} for {bench["max_minutes"]} min', flush=True)
+        # Building the calibration's model set basicsr's root logger up without a log file, and basicsr sets it up
+        # only once: forget it, so that train_main adds the training log (the loss curves are read from it).
+        from basicsr.utils import logger as basicsr_logger
+
+        basicsr_logger.initialized_logger.pop('basicsr', None)
+        for handler in list(logging.getLogger('basicsr').handlers):
+            logging.getLogger('basicsr').removeHandler(handler)
     _finalise_schedule(topt['train'])
     with open(path, 'w', encoding='utf-8') as f:
         yaml.safe_dump(topt, f, sort_keys=False)

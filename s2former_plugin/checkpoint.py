@@ -2,7 +2,8 @@
 
 * BasicSR checkpoints (``{'params': ..., 'params_ema': ...}``) written by training;
 * the authors' released ``udrs2former_*.pth`` files (plain state dicts with the official key names);
-* plain state dicts of our own ``S2Former`` (or of any other arch).
+* plain state dicts of our own ``S2Former`` (or of any other arch);
+* training checkpoints ``{'state_dict': ..., 'epoch': ..., 'optimizer': ...}`` (MPRNet's released files).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def load_state_dict_any(path: str, param_key: str | None = 'params') -> tuple[di
     if any(k in ckpt for k in BASICSR_KEYS):
         used = param_key if param_key in ckpt else next(k for k in BASICSR_KEYS[::-1] if k in ckpt)
         state = ckpt[used]
+    elif isinstance(ckpt.get('state_dict'), dict):  # MPRNet's train.py saves {'epoch', 'state_dict', 'optimizer'}
+        state, used = ckpt['state_dict'], 'state_dict'
     else:
         state, used = ckpt, 'state dict'
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]

@@ -1,0 +1,140 @@
+"""Rival derainers registered in BasicSR's ``ARCH_REGISTRY``: Restormer, MPRNet, NAFNet.
+
+The networks are not re-implemented here: each registered class is, once built, a subclass of the maintained copy
+of the authors' class in ``spandrel`` / ``spandrel-extra-arches`` (the optional extra
+``pip install "s2former_plugin[rivals]"``). So it takes the authors' keyword arguments, its state dict has the
+authors' key names (released checkpoints load with ``strict=True``), and its maths is theirs. What this module
+adds, in :meth:`_Rival.forward`:
+
+* any input size: the input is padded at the bottom and right to the net's multiple with reflection (as the
+  authors' deraining test scripts do) and the output cropped back; NAFNet pads itself (zeros, the authors' code);
+* one output: MPRNet returns its final (third) stage only, so basicsr's ``SRModel``, whole-image validation,
+  tiling and the benchmark treat every rival like any single-output net.
+
+YAML usage (the authors' keyword arguments)::
+
+    network_g: {type: Restormer, dim: 48, num_blocks: [4, 6, 6, 8], num_refinement_blocks: 4,
+                heads: [1, 2, 4, 8], ffn_expansion_factor: 2.66, bias: false, LayerNorm_type: WithBias}
+
+``spandrel`` is imported when a rival is first built, not when this module is imported, so the plugin works
+without the extra; asking for a rival without it raises :class:`MissingExtraError` naming the extra.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, ClassVar
+
+import torch.nn.functional as F
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import Tensor, nn
+
+__all__ = ['MissingExtraError', 'Restormer', 'MPRNet', 'NAFNet', 'RIVALS', 'pad_to_multiple']
+
+EXTRA = 's2former_plugin[rivals]'
+
+
+class MissingExtraError(ImportError):
+    """A rival was asked for without the optional ``rivals`` extra installed (one-line message)."""
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Pad ``x`` (B, C, H, W) at the bottom and right so that H and W are multiples of ``multiple``.
+
+    Reflection, as the authors' test scripts pad; sides shorter than the padding (reflection needs more pixels
+    than it mirrors) are padded by replication instead.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if not ph and not pw:
+        return x
+    mode = 'reflect' if ph < h and pw < w else 'replicate'
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+class _Rival(nn.Module):
+    """Base of the registered rivals: builds the authors' class lazily and makes its forward size-agnostic.
+
+    Instantiating ``Restormer(**kwargs)`` creates (once) a class ``Restormer`` deriving from both the registered
+    class and spandrel's ``Restormer``, and returns an instance of it, initialised by spandrel's ``__init__``.
+    """
+
+    #: (module, class name) of the authors' class in spandrel / spandrel-extra-arches.
+    impl: ClassVar[tuple[str, str]]
+    #: The pip distribution that holds :attr:`impl` (named in the missing-extra message).
+    distribution: ClassVar[str]
+    #: Inputs are padded to a multiple of this (1: the class accepts any size itself).
+    multiple: ClassVar[int] = 1
+    _concrete: ClassVar[dict[type, type]] = {}
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Rival:
+        if cls not in _Rival._concrete.values():
+            cls = _Rival._concrete.get(cls) or _Rival._concrete.setdefault(cls, _concrete_class(cls))
+        return super().__new__(cls)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Derain ``x`` (B, 3, H, W) of any H x W; returns the final output at the input's size."""
+        h, w = x.shape[-2:]
+        out = super().forward(pad_to_multiple(x, self.multiple))
+        if isinstance(out, (tuple, list)):  # MPRNet: (stage 3 = final, stage 2, stage 1)
+            out = out[0]
+        return out[..., :h, :w]
+
+
+def _concrete_class(cls: type) -> type:
+    """``cls`` combined with the authors' class it names (imported now: needs the extra)."""
+    module, name = cls.impl
+    try:
+        base = getattr(importlib.import_module(module), name)
+    except ImportError as err:
+        raise MissingExtraError(
+            f'{cls.__name__} needs the optional extra: pip install "{EXTRA}" ({cls.distribution} is missing: {err})'
+        ) from None
+    return type(cls.__name__, (cls, base), {'__module__': cls.__module__, '__qualname__': cls.__qualname__})
+
+
+@ARCH_REGISTRY.register()
+class Restormer(_Rival):
+    """Restormer (Zamir et al., CVPR 2022), swz30/Restormer ``restormer_arch.Restormer``; licence: see the authors'.
+
+    Keyword arguments as the authors' (``inp_channels, out_channels, dim, num_blocks, num_refinement_blocks,
+    heads, ffn_expansion_factor, bias, LayerNorm_type, dual_pixel_task``); deraining uses the defaults
+    (26.1 M parameters). Three 2x down-samplings: inputs are padded to a multiple of 8.
+    """
+
+    impl = ('spandrel_extra_arches.architectures.Restormer.__arch.restormer_arch', 'Restormer')
+    distribution = 'spandrel-extra-arches'
+    multiple = 8
+
+
+@ARCH_REGISTRY.register()
+class MPRNet(_Rival):
+    """MPRNet (Zamir et al., CVPR 2021), deraining variant, swz30/MPRNet ``Deraining/MPRNet.py``.
+
+    Keyword arguments as the authors' (``in_c, out_c, n_feat, scale_unetfeats, scale_orsnetfeats, num_cab,
+    kernel_size, reduction, bias``; deraining defaults n_feat 40, scale_unetfeats 20, scale_orsnetfeats 16,
+    3.6 M parameters). Returns the final (third) stage only. Stage 1 works on quarters of the image with two 2x
+    down-samplings: inputs are padded to a multiple of 8, as the authors' test script does.
+    """
+
+    impl = ('spandrel_extra_arches.architectures.MPRNet.__arch.MPRNet', 'MPRNet')
+    distribution = 'spandrel-extra-arches'
+    multiple = 8
+
+
+@ARCH_REGISTRY.register()
+class NAFNet(_Rival):
+    """NAFNet (Chen et al., ECCV 2022), megvii-research/NAFNet ``NAFNet_arch.NAFNet``.
+
+    Keyword arguments as the authors' (``img_channel, width, middle_blk_num, enc_blk_nums, dec_blk_nums``). The
+    authors' class pads to its multiple (``2 ** len(enc_blk_nums)``, zeros) and crops back itself; that is kept,
+    so outputs equal the authors' at every size.
+    """
+
+    impl = ('spandrel.architectures.NAFNet.__arch.NAFNet_arch', 'NAFNet')
+    distribution = 'spandrel'
+    multiple = 1
+
+
+#: The registered rivals by name.
+RIVALS: dict[str, type[_Rival]] = {c.__name__: c for c in (Restormer, MPRNet, NAFNet)}
