@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from s2former_plugin.archs.s2former_arch import S2Former
-from s2former_plugin.benchmark import count_macs, measure_speed, time_calls
+from s2former_plugin.benchmark.measure import count_macs, measure_speed, time_calls
 from s2former_plugin.official import ours_state_dict_to_official
 
 

@@ -5,7 +5,7 @@ Prints figures, never asserts. Example::
     python benchmarks/cpu_bf16_speed.py --threads 1 --size 256 --preset paper [--profile]
 
 Both variants run the same network (random weights, seed 0) on the same input, taking turns run by run
-(``s2former_plugin.benchmark.time_calls``: median wall and process CPU time); the output difference is printed
+(``s2former_plugin.benchmark.measure.time_calls``: median wall and process CPU time); the output difference is printed
 first. ``--profile`` adds the ten ops with the most self CPU time in each precision (torch.profiler).
 """
 
@@ -17,7 +17,7 @@ import os
 import torch
 
 from s2former_plugin.archs.s2former_arch import S2Former
-from s2former_plugin.benchmark import time_calls
+from s2former_plugin.benchmark.measure import time_calls
 
 
 def main() -> None:

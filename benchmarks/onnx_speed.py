@@ -21,7 +21,7 @@ import time
 import torch
 
 from s2former_plugin.archs.s2former_arch import PRESETS, S2Former
-from s2former_plugin.benchmark import time_calls
+from s2former_plugin.benchmark.measure import time_calls
 from s2former_plugin.onnx_backend import OnnxNetwork, export_onnx
 
 

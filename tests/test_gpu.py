@@ -274,7 +274,7 @@ class _FakeCudaModel:
 def test_step_time_calibration_matches_training_on_cuda(monkeypatch):
     import basicsr.models
 
-    from s2former_plugin import benchmark
+    from s2former_plugin.benchmark import train_child
 
     steps = []
     monkeypatch.setattr(basicsr.models, 'build_model', lambda opt: _FakeCudaModel(steps))
@@ -285,7 +285,7 @@ def test_step_time_calibration_matches_training_on_cuda(monkeypatch):
         'datasets': {'train': {'batch_size_per_gpu': 1, 'gt_size': 8}},
         'benchmark': {'calibration_iters': 2},
     }
-    step = benchmark._calibrate(topt)
+    step = train_child._calibrate(topt)
     assert all(steps), 'calibrated without the cudnn.benchmark mode basicsr.train trains with'
     assert step < 0.2, f'{step:.2f} s/step: the algorithm search was timed as a training step'
 

@@ -349,8 +349,6 @@ def fake_eval(monkeypatch):
     """The benchmark's evaluation subprocess replaced by a stub result (the data checks happen before it)."""
     import json
 
-    from s2former_plugin import benchmark
-
     calls = []
 
     def child(cmd, cwd, log_path, threads, what):
@@ -361,8 +359,10 @@ def fake_eval(monkeypatch):
             json.dump(stub, f)
         calls.append(what)
 
-    monkeypatch.setattr(benchmark, '_run_child', child)
-    monkeypatch.setattr(benchmark, 'write_plots', lambda *a: None)
+    from s2former_plugin.benchmark import driver, report
+
+    monkeypatch.setattr(driver, '_run_child', child)
+    monkeypatch.setattr(report, 'write_plots', lambda *a: None)
     return calls
 
 
