@@ -2,7 +2,7 @@
 # Mutation testing with mutmut 3 (pip install mutmut==3.8.1), one module at a time, in a scratch copy of the
 # checkout (mutmut writes a mutants/ folder and setup.cfg there; the checkout is left untouched).
 #
-#   tests/run_mutants.sh MODULE [SCRATCH]      MODULE: tiling | metrics | losses | infer | archs | models
+#   tests/run_mutants.sh MODULE [SCRATCH]      MODULE: tiling | metrics | losses | infer | archs | ranking | models
 #
 # Prints mutmut's counts (killed / survived / ...) as JSON; `cd SCRATCH && PYTHONPATH=$PWD/mutants mutmut results`
 # lists the survivors and `mutmut show NAME` shows one. CPU-heavy: runs under nice with two workers.
@@ -18,9 +18,12 @@ case $module in
   tiling) files='s2former_plugin/tiling.py'; tests='tests/test_tiling.py tests/test_tiling_edges.py tests/test_infer_values.py' ;;
   metrics) files='s2former_plugin/metrics/protocols.py'; tests='tests/test_metrics.py tests/test_metric_values.py tests/test_metric_edges.py' ;;
   losses) files='s2former_plugin/losses/s2former_loss.py'; tests='tests/test_losses.py tests/test_loss_edges.py tests/test_paper_size.py' ;;
-  infer) files='s2former_plugin/infer.py'; tests='tests/test_infer.py tests/test_infer_values.py' ;;
+  infer) files='s2former_plugin/infer.py s2former_plugin/inference.py'
+         tests='tests/test_infer.py tests/test_infer_values.py' ;;
   archs) files='s2former_plugin/archs/s2former_blocks.py s2former_plugin/archs/s2former_arch.py'
          tests='tests/test_parity_float64.py tests/test_arch_edges.py tests/test_s2former_arch.py tests/test_paper_size.py' ;;
+  ranking) files='s2former_plugin/archs/s2former_ranking.py s2former_plugin/archs/s2former_ops.py'
+           tests='tests/test_s2former_ops.py tests/test_arch_edges.py tests/test_parity_float64.py' ;;
   models) files='s2former_plugin/models/s2former_model.py'
           tests='tests/test_s2former_model.py tests/test_distributed_validation.py' ;;
   *) echo "unknown module: $module" >&2; exit 2 ;;

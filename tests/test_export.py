@@ -3,6 +3,7 @@ one-line errors for bad files, and the tracing-time size computations equal to t
 
 import copy
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,8 +14,11 @@ from s2former_plugin import export, infer
 from s2former_plugin.archs import s2former_blocks as blocks
 from s2former_plugin.archs import s2former_ops as ops
 from s2former_plugin.archs import s2former_ranking as udr
+from s2former_plugin.archs.padding import _traced_pad_to_multiple
 from s2former_plugin.archs.s2former_arch import S2Former
-from s2former_plugin.onnx_backend import OnnxError, OnnxNetwork, output_names, require
+from s2former_plugin.onnx_backend import OnnxError, OnnxNetwork, export_onnx, output_names, require
+
+DATA = Path(__file__).resolve().parent / 'data'
 
 # Sizes (N, H, W) run through one exported file: the traced 64x64, odd sizes (padded inside the network), a batch.
 SIZES = [(1, 64, 64), (1, 37, 53), (2, 97, 66), (1, 5, 130)]
@@ -180,7 +184,7 @@ def test_missing_extra_named_in_one_line(files, tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize('size', [(1, 1), (5, 200), (37, 53), (64, 64), (65, 127), (40, 130)])
 def test_traced_pad_equals_eager_pad(net, size):
     x = torch.rand(2, 3, *size)
-    np.testing.assert_array_equal(net._traced_pad(x).numpy(), net.pad(x).numpy())
+    np.testing.assert_array_equal(_traced_pad_to_multiple(x, net.pad_multiple).numpy(), net.pad(x).numpy())
 
 
 @pytest.mark.parametrize('size', [(8, 8), (16, 64), (72, 40), (64, 64)])
@@ -197,3 +201,36 @@ def test_traced_sampling_axes_equal_cached_ones(size):
 def test_traced_topk_mask_equals_eager(n):
     scores = torch.randn(3, n, generator=torch.Generator().manual_seed(n))
     assert torch.equal(ops._traced_topk_mask(scores, udr.RANK_KEEP_RATIO), udr.topk_mask(scores))
+
+
+# ---------------------------------------------------------------------------------- the rival derainers
+@pytest.mark.parametrize('name', ['Restormer', 'NAFNet'])
+def test_rival_exports_one_file_for_every_size(name, tmp_path):
+    """Restormer and NAFNet export like S2Former: one graph, any size, equal to PyTorch (shared padding)."""
+    net = _rival(name)
+    export_onnx(net, str(tmp_path / 'rival.onnx'), sample_size=(64, 96))
+    runtime = OnnxNetwork(str(tmp_path / 'rival.onnx'))  # runs a 23 x 17 image on loading
+    for h, w in ((64, 96), (37, 53), (71, 130)):
+        x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h * w))
+        with torch.no_grad():
+            expected = net(x)
+        out = runtime(x)
+        assert tuple(out.shape) == (1, 3, h, w)
+        assert (out - expected).abs().max() < 1e-5
+
+
+def test_mprnet_export_is_fixed_size_and_refused_on_loading(tmp_path):
+    """MPRNet's own forward splits the image into patches with Python ints (``int(H / 2)``), which a tracer bakes
+    in: its graph only runs at the traced size, and loading it says so instead of failing later."""
+    export_onnx(_rival('MPRNet'), str(tmp_path / 'mprnet.onnx'), sample_size=(64, 96))
+    with pytest.raises(OnnxError, match='onnxruntime failed on a 23 x 17 input'):
+        OnnxNetwork(str(tmp_path / 'mprnet.onnx'))
+
+
+def _rival(name: str) -> torch.nn.Module:
+    from s2former_plugin.archs import rivals_arch
+
+    ref = torch.load(DATA / 'rivals' / f'{name.lower()}_small_seed7.pt', weights_only=True)
+    net = getattr(rivals_arch, name)(**ref['kwargs'])
+    net.load_state_dict(ref['state_dict'], strict=True)
+    return net.eval()

@@ -25,31 +25,18 @@ from __future__ import annotations
 import importlib
 from typing import Any, ClassVar
 
-import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
-__all__ = ['MissingExtraError', 'Restormer', 'MPRNet', 'NAFNet', 'RIVALS', 'pad_to_multiple']
+from .padding import pad_to_multiple
+
+__all__ = ['MissingExtraError', 'Restormer', 'MPRNet', 'NAFNet', 'RIVALS']
 
 EXTRA = 's2former_plugin[rivals]'
 
 
 class MissingExtraError(ImportError):
     """A rival was asked for without the optional ``rivals`` extra installed (one-line message)."""
-
-
-def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    """Pad ``x`` (B, C, H, W) at the bottom and right so that H and W are multiples of ``multiple``.
-
-    Reflection, as the authors' test scripts pad; sides shorter than the padding (reflection needs more pixels
-    than it mirrors) are padded by replication instead.
-    """
-    h, w = x.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    if not ph and not pw:
-        return x
-    mode = 'reflect' if ph < h and pw < w else 'replicate'
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
 class _Rival(nn.Module):

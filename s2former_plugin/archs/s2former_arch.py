@@ -23,6 +23,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
+from .padding import pad_to_multiple
 from .s2former_blocks import (
     BottleneckBlock,
     ConvBlock,
@@ -192,29 +193,7 @@ class S2Former(nn.Module):
 
     def pad(self, x: Tensor) -> Tensor:
         """Pad ``(B, C, H, W)`` at the bottom/right to multiples of :attr:`pad_multiple` (no-op if already)."""
-        if torch.jit.is_tracing():  # export: the padding follows the traced size instead of being baked in
-            return self._traced_pad(x)
-        h, w = x.shape[-2:]
-        m = self.pad_multiple
-        ph, pw = -h % m, -w % m
-        if not (ph or pw):
-            return x
-        mode = 'reflect' if ph < h and pw < w else 'replicate'
-        return F.pad(x, (0, pw, 0, ph), mode=mode)
-
-    def _traced_pad(self, x: Tensor) -> Tensor:
-        """:meth:`pad` for a tracer, where ``H`` and ``W`` are traced 0-dim tensors: the same rows and columns
-        gathered by index (reflect where both pads are shorter than their sides, else replicate), so an exported
-        graph pads every size as the eager network does."""
-        h, w = torch.as_tensor(x.shape[-2]), torch.as_tensor(x.shape[-1])
-        m = self.pad_multiple
-        reflect = (-h % m < h) & (-w % m < w)
-
-        def index(n: Tensor) -> Tensor:
-            i = torch.arange(n + -n % m, device=x.device)
-            return torch.where(i < n, i, torch.where(reflect, 2 * (n - 1) - i, n - 1))
-
-        return x.index_select(2, index(h)).index_select(3, index(w))
+        return pad_to_multiple(x, self.pad_multiple)
 
     def forward(self, x: Tensor, return_all: bool = False) -> Tensor | tuple[list[Tensor], list[Tensor]]:
         """Derain ``x`` ``(B, in_channels, H, W)``, any ``H, W >= 1``.
