@@ -173,3 +173,18 @@ def photo(seed: int, shape: tuple[int, int] = (112, 200)) -> np.ndarray:
     noise = cv2.GaussianBlur(rng.normal(0, 40, (*shape, 3)), (0, 0), 1.5 + seed % 3)
     ramp = np.linspace(40, 200, shape[1])[None, :, None] * np.ones((shape[0], 1, 3))
     return np.clip(ramp + noise, 0, 255).astype(np.uint8)
+
+
+def write_mixed_images(folder: Path) -> dict[str, np.ndarray]:
+    """Images of the kinds infer must keep: odd size, grey, RGBA and 16 bit; written into the new ``folder``."""
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    imgs = {
+        'odd.png': rng.integers(0, 256, (37, 45, 3), dtype=np.uint8),
+        'gray.png': rng.integers(0, 256, (23, 31), dtype=np.uint8),
+        'rgba.png': rng.integers(0, 256, (26, 19, 4), dtype=np.uint8),
+        'deep.png': rng.integers(0, 65536, (21, 30, 3), dtype=np.uint16),
+    }
+    for name, img in imgs.items():
+        cv2.imwrite(str(folder / name), img)
+    return imgs

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import write_mixed_images
 
 from s2former_plugin import export, infer
 from s2former_plugin.archs import s2former_blocks as blocks
@@ -85,23 +86,9 @@ def test_export_check_and_final_output(net, files, tmp_path, capsys):
     assert 'no uncertainty output' in capsys.readouterr().err and not (tmp_path / 'o').exists()
 
 
-def _images(folder):
-    rng = np.random.default_rng(0)
-    folder.mkdir()
-    imgs = {
-        'odd.png': rng.integers(0, 256, (37, 45, 3), dtype=np.uint8),
-        'gray.png': rng.integers(0, 256, (23, 31), dtype=np.uint8),
-        'rgba.png': rng.integers(0, 256, (26, 19, 4), dtype=np.uint8),
-        'deep.png': rng.integers(0, 65536, (21, 30, 3), dtype=np.uint16),
-    }
-    for name, img in imgs.items():
-        cv2.imwrite(str(folder / name), img)
-    return imgs
-
-
 @pytest.mark.parametrize('tile', ['0', '24'])
 def test_infer_with_onnx_writes_the_checkpoints_images(files, tmp_path, tile):
-    imgs = _images(tmp_path / 'in')
+    imgs = write_mixed_images(tmp_path / 'in')
     common = ['--input', str(tmp_path / 'in'), '--tile', tile, '--tile-overlap', '8', '--save-uncertainty']
     for kind in ('pth', 'onnx'):
         rc = infer.main(['--weights', str(files[kind]), *common, '--output', str(tmp_path / kind), '--no-progress'])

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import write_mixed_images
 
 from s2former_plugin import infer
 from s2former_plugin.archs.s2former_arch import S2Former
@@ -37,16 +38,7 @@ def weights(net, tmp_path_factory):
 
 
 def _write_inputs(folder):
-    rng = np.random.default_rng(0)
-    folder.mkdir()
-    imgs = {
-        'odd.png': rng.integers(0, 256, (37, 45, 3), dtype=np.uint8),
-        'gray.png': rng.integers(0, 256, (23, 31), dtype=np.uint8),
-        'rgba.png': rng.integers(0, 256, (26, 19, 4), dtype=np.uint8),
-        'deep.png': rng.integers(0, 65536, (21, 30, 3), dtype=np.uint16),
-    }
-    for name, img in imgs.items():
-        cv2.imwrite(str(folder / name), img)
+    imgs = write_mixed_images(folder)
     (folder / 'corrupt.png').write_bytes(b'\x89PNG not really')
     return imgs
 
