@@ -5,7 +5,8 @@ folder of your own; nothing of them is in this repository)::
 
     python benchmarks/arch_speed.py --official PATH/TO/official_s2former
 
-CPU runs use ``--threads`` threads (2 by default); with CUDA, GPU fp32 and bf16-autocast latencies follow.
+CPU runs use ``--threads`` threads (2 by default); with CUDA, GPU fp32, bf16-autocast and fp16-autocast latencies
+follow, for inference and for the training step. ``--no-train`` times inference only (the size-scaling runs).
 """
 
 # ruff: noqa: B023  (the lambdas built in loops are called within the same iteration)
@@ -104,6 +105,7 @@ def main() -> None:
     parser.add_argument('--train-runs', type=int, default=3)
     parser.add_argument('--no-gpu', action='store_true')
     parser.add_argument('--no-cpu', action='store_true', help='CUDA figures only')
+    parser.add_argument('--no-train', action='store_true', help='inference figures only')
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -125,9 +127,7 @@ def main() -> None:
         for size in args.sizes:
             x = torch.rand(1, 3, size, size, device=device)
             size_macs = macs * (size / 256) ** 2
-            modes = {'fp32': contextlib.nullcontext}
-            if device.type == 'cuda':
-                modes['bf16-autocast'] = lambda: torch.autocast('cuda', dtype=torch.bfloat16)
+            modes = precision_modes(device)
             ref = build_official(official, size, net.state_dict(), device) if official else None
             for mode, ctx in modes.items():
                 with ctx():
@@ -161,32 +161,50 @@ def main() -> None:
                         )
             del ref
 
+        if args.no_train:
+            continue
         # training step: forward + backward of the sum of the means of all ten maps, same weights, same input
-        b, s = args.train_batch, args.train_size
-        nets = {'ours': _ReturnAll(net)}
-        if official:
-            nets['official'] = build_official(official, s, net.state_dict(), device)
-        res = measure_speed(nets, s, args.train_runs, device.type, batch=b, grad=True)
-        ours_ms, ours_cpu = res['ours']['latency_ms'], res['ours']['cpu_ms']
-        print(f'\n  ({load()})')
-        print(f'  train fwd+bwd {b}x3x{s}x{s}: ours {ours_ms:.1f} ms{_cpu(ours_cpu)}', end='')
-        if official:
-            ref = nets['official']
-            # the gradients of the last timed step (same input for both)
-            ours_grads = ours_state_dict_to_official({n: p.grad for n, p in net.named_parameters()})
-            ref_grads = dict(ref.named_parameters())
-            diffs = [(ours_grads[n] - p.grad).abs().max().item() for n, p in ref_grads.items()]
-            scale = max(p.grad.abs().max().item() for p in ref_grads.values())
-            t_ref, c_ref = res['official']['latency_ms'], res['official']['cpu_ms']
-            by_cpu = f' (by CPU time {c_ref / ours_cpu:.2f}x)' if c_ref else ''
-            print(
-                f', official {t_ref:.1f} ms{_cpu(c_ref)}, speed-up {t_ref / ours_ms:.2f}x{by_cpu};'
-                f' max |grad diff| {max(diffs):.2e} (largest grad {scale:.2e})'
-            )
-            del ref, nets
-        else:
-            print()
+        for mode, ctx in precision_modes(device).items():
+            with ctx():
+                train_step(net, official, device, mode, args)
         net.eval()
+
+
+def train_step(net: S2Former, official, device: torch.device, mode: str, args: argparse.Namespace) -> None:
+    """Time forward + backward of the sum of the means of all ten maps, ours and official, same weights and input."""
+    b, s = args.train_batch, args.train_size
+    nets = {'ours': _ReturnAll(net)}
+    if official:
+        nets['official'] = build_official(official, s, net.state_dict(), device)
+    res = measure_speed(nets, s, args.train_runs, device.type, batch=b, grad=True)
+    ours_ms, ours_cpu = res['ours']['latency_ms'], res['ours']['cpu_ms']
+    print(f'\n  ({load()})')
+    print(f'  train fwd+bwd {b}x3x{s}x{s} {mode}: ours {ours_ms:.1f} ms{_cpu(ours_cpu)}', end='')
+    if official:
+        ref = nets['official']
+        # the gradients of the last timed step (same input for both)
+        ours_grads = ours_state_dict_to_official({n: p.grad for n, p in net.named_parameters()})
+        ref_grads = dict(ref.named_parameters())
+        diffs = [(ours_grads[n] - p.grad).abs().max().item() for n, p in ref_grads.items()]
+        scale = max(p.grad.abs().max().item() for p in ref_grads.values())
+        t_ref, c_ref = res['official']['latency_ms'], res['official']['cpu_ms']
+        by_cpu = f' (by CPU time {c_ref / ours_cpu:.2f}x)' if c_ref else ''
+        print(
+            f', official {t_ref:.1f} ms{_cpu(c_ref)}, speed-up {t_ref / ours_ms:.2f}x{by_cpu};'
+            f' max |grad diff| {max(diffs):.2e} (largest grad {scale:.2e})'
+        )
+        del ref, nets
+    else:
+        print()
+
+
+def precision_modes(device: torch.device) -> dict[str, Callable[[], contextlib.AbstractContextManager]]:
+    """fp32 everywhere; on CUDA also bf16 and fp16 autocast (the ``train: amp`` settings)."""
+    modes: dict[str, Callable[[], contextlib.AbstractContextManager]] = {'fp32': contextlib.nullcontext}
+    if device.type == 'cuda':
+        modes['bf16-autocast'] = lambda: torch.autocast('cuda', dtype=torch.bfloat16)
+        modes['fp16-autocast'] = lambda: torch.autocast('cuda', dtype=torch.float16)
+    return modes
 
 
 def _cpu(ms: float | None) -> str:

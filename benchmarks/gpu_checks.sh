@@ -13,7 +13,9 @@
 #      CPU of this GPU host (num_gpu: 0, gloo through the device-aware backend), and 2 processes for one GPU,
 #      which must stop with the one-line "more processes than GPUs" error;
 #   4. infer --device cuda with and without --fp16 on three photos (seconds each);
-#   5. benchmarks/arch_speed.py on CUDA (paper preset, 256 and 512 pixels, fp32 and bf16 autocast).
+#   5. benchmarks/arch_speed.py on CUDA (paper preset, 256 and 512 pixels, fp32 and bf16/fp16 autocast, inference
+#      and training step; against the official code where OFFICIAL=PATH/TO/official_s2former is set);
+#   6. inference time and peak memory against image size, 128 to 2048 pixels (arch_speed.py --no-train).
 # WORKDIR (default: a new temporary folder) receives the runs' outputs; nothing is written elsewhere.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -128,7 +130,11 @@ for name in ('astronaut', 'chelsea', 'coffee'):
 PY
 
 step '5. benchmarks/arch_speed.py on CUDA'
-check arch-speed $PY "$REPO/benchmarks/arch_speed.py" --no-cpu --sizes 256 512 --runs 10 --train-batch 8
+check arch-speed $PY "$REPO/benchmarks/arch_speed.py" --no-cpu --sizes 256 512 --runs 10 --train-batch 8 \
+    ${OFFICIAL:+--official "$OFFICIAL"}
+
+step '6. inference time and memory against image size on CUDA'
+check arch-scaling $PY "$REPO/benchmarks/arch_speed.py" --no-cpu --no-train --sizes 128 256 512 1024 2048 --runs 5
 
 step "done: results under $WORK"
 [ $failed -eq 0 ] && echo 'gpu_checks: all passed' || echo 'gpu_checks: some checks FAILED (above)'
