@@ -352,6 +352,26 @@ def _model_to_device(self, net):
     return net
 
 
+def _validation(self, dataloader, current_iter: int, tb_logger, save_img: bool = False) -> None:
+    """basicsr's ``BaseModel.validation``, with the validation after training numbered right (every model type).
+
+    ``basicsr.train`` validates once more after its loop with a counter one or two past ``total_iter`` (its epoch
+    loop steps the counter again after the last iteration): the log read "Best ... @ 22 iter" after 20 iterations
+    and the images were saved as ``*_22.png``. That validation is numbered ``total_iter`` here, and skipped when
+    ``total_iter`` itself was just validated: no step ran since, the weights are the same.
+    """
+    total = (self.opt.get('train') or {}).get('total_iter') if self.is_train else None
+    name = dataloader.dataset.opt['name']
+    validated = self.__dict__.setdefault('_validated_at', {})
+    if total is not None and current_iter > total:
+        if validated.get(name) == total:
+            logger.info(f'Validation {name}: iteration {int(total)} is validated above; not repeated')
+            return
+        current_iter = int(total)
+    _ORIGINAL['validation'](self, dataloader, current_iter, tb_logger, save_img)
+    validated[name] = current_iter
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Optimizers and schedulers
 # ----------------------------------------------------------------------------------------------------------------
@@ -456,7 +476,9 @@ def apply() -> None:
     from basicsr.utils.dist_util import master_only
     from basicsr.utils.registry import Registry
 
-    _ORIGINAL.update(init_dist=options.init_dist, setup_schedulers=BaseModel.setup_schedulers)
+    _ORIGINAL.update(
+        init_dist=options.init_dist, setup_schedulers=BaseModel.setup_schedulers, validation=BaseModel.validation
+    )
     _reroute_entry_points()
     basicsr.train.load_resume_state = load_resume_state
     basicsr.train.parse_options = _checked_parse_options(basicsr.train.parse_options)
@@ -466,6 +488,7 @@ def apply() -> None:
     BaseModel.model_to_device = _model_to_device
     BaseModel.get_optimizer = _get_optimizer
     BaseModel.setup_schedulers = _setup_schedulers
+    BaseModel.validation = _validation
     BaseModel.save_network = master_only(_save_network)  # basicsr's is rank-0 only too
     BaseModel.save_training_state = master_only(_save_training_state)
     Registry.get = _registry_get

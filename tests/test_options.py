@@ -70,6 +70,10 @@ def test_quickstart_trains_and_validates(tmp_path):
     assert 'S2FormerModel' in log and 'l_udl' in log
     psnr = [float(v) for v in re.findall(r'# psnr: ([-\d.]+)', log)]
     assert psnr and all(5 < v < 60 for v in psnr)
+    # the validation after the loop is numbered total_iter (basicsr's counter reads 4) and, as iteration 2 was just
+    # validated, not repeated
+    assert set(re.findall(r'Best: [-\d.]+ @ (\d+) iter', log)) == {'2'}
+    assert 'iteration 2 is validated above; not repeated' in log
     assert (exp / 'models' / 'net_g_latest.pth').is_file()
     assert list((exp / 'visualization').rglob('*.png'))
 

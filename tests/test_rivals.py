@@ -246,6 +246,7 @@ def test_training_options_train_with_plain_basicsr(rivals, tmp_path, name):
     assert f'Network [{name}] is created' in log and 'End of training' in log
     psnr = [float(v) for v in re.findall(r'# psnr: ([-\d.]+)', log)]
     assert psnr and all(math.isfinite(v) for v in psnr)  # whole 28x36 validation images: not multiples of 8
+    assert set(re.findall(r'Best: [-\d.]+ @ (\d+) iter', log)) == {'2'}  # basicsr's SRModel numbered right too
 
 
 @pytest.mark.parametrize('file', ['benchmark_derainers.yml', 'benchmark_derainers_cpu.yml'])

@@ -103,12 +103,30 @@ def test_tiled_validation_on_odd_sizes_saves_uncertainty(setup):
     root, opt, _ = setup
     opt['val']['metrics']['ssim'] = {'type': 'calculate_ssim', 'crop_border': 0, 'test_y_channel': True}
     model = build_model(opt)
-    model.validation(_val_loader(root, opt, (37, 53)), current_iter=5, tb_logger=None, save_img=True)
+    model.validation(_val_loader(root, opt, (37, 53)), current_iter=3, tb_logger=None, save_img=True)
     assert set(model.metric_results) == {'psnr', 'ssim'}
     assert all(v == v and abs(v) < 1e3 for v in model.metric_results.values())
-    saved = sorted((root / 'experiments' / 's2f' / 'visualization' / 'tiny_val').glob('*_5.png'))
+    saved = sorted((root / 'experiments' / 's2f' / 'visualization' / 'tiny_val').glob('*_3.png'))
     assert len(saved) == 3
     assert cv2.imread(str(saved[0])).shape == (37, 2 * 53, 3)  # derained | colour-mapped uncertainty
+
+
+def test_validation_after_training_is_numbered_total_iter_and_not_repeated(setup):
+    # basicsr.train validates once more after its loop, with its counter one or two past total_iter (4 here)
+    root, opt, _ = setup
+    loader = _val_loader(root, opt, (24, 24))
+    folder = root / 'experiments' / 's2f' / 'visualization' / 'tiny_val'
+    model = build_model(opt)
+    model.validation(loader, current_iter=6, tb_logger=None, save_img=True)
+    assert sorted(p.name.rsplit('_', 1)[1] for p in folder.glob('*.png')) == ['4.png'] * 3
+    assert {r['iter'] for r in model.best_metric_results['tiny_val'].values()} == {4}
+
+    model = build_model(opt)
+    model.validation(loader, current_iter=4, tb_logger=None, save_img=True)
+    for png in folder.glob('*.png'):
+        png.unlink()
+    model.validation(loader, current_iter=6, tb_logger=None, save_img=True)  # same weights as at 4: skipped
+    assert not list(folder.glob('*.png'))
 
 
 def test_tiled_prediction_matches_whole_image_closely(setup):
