@@ -42,7 +42,8 @@ def count_macs(net, size: int, device: str = 'cpu') -> dict:
     return {'macs': macs, 'uncounted_ops': uncounted}
 
 
-def _status_kb(key: str) -> int:
+def status_kb(key: str) -> int:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``, ...); ``OSError`` where there is none."""
     with open('/proc/self/status', encoding='ascii') as f:
         for line in f:
             if line.startswith(key + ':'):
@@ -146,7 +147,7 @@ def measure_speed(
                 try:
                     with open('/proc/self/clear_refs', 'w', encoding='ascii') as f:
                         f.write('5')
-                    base = _status_kb('VmRSS')
+                    base = status_kb('VmRSS')
                 except OSError:
                     base = None
             for _ in range(max(1, warmup)):
@@ -155,7 +156,7 @@ def measure_speed(
                 torch.cuda.synchronize()
                 peaks[name] = (torch.cuda.max_memory_allocated() - base) / 2**20
             elif base is not None:
-                peaks[name] = max(0, _status_kb('VmHWM') - base) / 1024
+                peaks[name] = max(0, status_kb('VmHWM') - base) / 1024
         times = time_calls(calls, runs, warmup=0, device=device)
     results = {name: {**times[name], 'peak_mem_mb': peaks[name]} for name in nets}
     return results if isinstance(net, dict) else results['net']
