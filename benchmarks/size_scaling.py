@@ -8,10 +8,12 @@ hidden by pages an earlier, larger call left to the allocator. Examples::
     python benchmarks/size_scaling.py --device cuda --sizes 128 256 512 1024 2048 4096 --tiled 4096 8192
 
 Time: median wall-clock of ``--runs`` calls after one warm-up call (one timed call where the warm-up took over
-30 s). Memory: on CPU the growth of the resident set's high-water mark (``VmHWM``) over the resident set before
-the first call, i.e. what the calls needed beyond the network and the input; on CUDA the peak of allocated tensor
-memory over what was allocated before. Tiled runs use ``s2former_plugin.tiling.tiled_forward`` (the tiling of
-``infer --tile`` and ``val: tile``): memory stays that of one tile plus the whole-image accumulators.
+30 s); on CPU also the process CPU time of the same calls, which with one thread is the compute time, little
+changed by other processes on a shared machine (the plot shows it). Memory: on CPU the growth of the resident
+set's high-water mark (``VmHWM``) over the resident set before the first call, i.e. what the calls needed beyond
+the network and the input; on CUDA the peak of allocated tensor memory over what was allocated before. Tiled runs
+use ``s2former_plugin.tiling.tiled_forward`` (the tiling of ``infer --tile`` and ``val: tile``): memory stays that
+of one tile plus the whole-image accumulators.
 """
 
 from __future__ import annotations
@@ -59,12 +61,20 @@ def measure_one(size: int, tile: int | None, args: argparse.Namespace) -> dict:
         torch.cuda.synchronize()
     warmup_s = time.perf_counter() - start
     runs = 1 if warmup_s > SLOW_WARMUP_S else args.runs
-    latency_ms = time_calls({'net': call}, runs, warmup=0, device=device.type)['net']['latency_ms']
+    times = time_calls({'net': call}, runs, warmup=0, device=device.type)['net']
     if device.type == 'cuda':
         peak_mib = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
         peak_mib = (status_kb('VmHWM') - base) / 1024
-    return {'size': size, 'tile': tile, 'seconds': latency_ms / 1000, 'peak_mib': peak_mib, 'runs': runs}
+    cpu_s = None if times['cpu_ms'] is None else times['cpu_ms'] / 1000
+    return {
+        'size': size,
+        'tile': tile,
+        'seconds': times['latency_ms'] / 1000,
+        'cpu_seconds': cpu_s,
+        'peak_mib': peak_mib,
+        'runs': runs,
+    }
 
 
 def run_child(size: int, tile: int | None, args: argparse.Namespace) -> dict:
@@ -93,10 +103,11 @@ def plot(results: list[dict], path: str, title: str) -> None:
             continue
         label = f'tiled ({rows[0]["tile"]} px tiles)' if tiled else 'whole image'
         sizes = [r['size'] for r in rows]
-        ax_t.plot(sizes, [r['seconds'] for r in rows], style, label=label)
+        ax_t.plot(sizes, [r['cpu_seconds'] or r['seconds'] for r in rows], style, label=label)
         ax_m.plot(sizes, [r['peak_mib'] for r in rows], style, label=label)
     ticks = sorted({r['size'] for r in results})
-    for ax, ylabel in ((ax_t, 'seconds per image'), (ax_m, 'peak memory (MiB)')):
+    seconds = 'CPU seconds per image' if results and results[0].get('cpu_seconds') else 'seconds per image'
+    for ax, ylabel in ((ax_t, seconds), (ax_m, 'peak memory (MiB)')):
         ax.set_xscale('log', base=2)
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.minorticks_off()
@@ -132,7 +143,7 @@ def main() -> None:
     where = torch.cuda.get_device_name() if args.device.startswith('cuda') else f'CPU, {args.threads} thread(s)'
     title = f'S2Former {args.preset}, torch {torch.__version__}, {where}'
     print(title + f', load average {os.getloadavg()[0]:.2f}')
-    print(f'{"size":>6} {"mode":<22} {"seconds":>9} {"peak MiB":>9}')
+    print(f'{"size":>6} {"mode":<22} {"seconds":>9} {"CPU s":>9} {"peak MiB":>9}')
     results = []
     jobs = [(s, None) for s in args.sizes] + [(s, args.tile) for s in args.tiled]
     for size, tile in jobs:
@@ -143,7 +154,8 @@ def main() -> None:
             print(f'{size:>6} {mode:<22} failed: {r["error"]}')
         else:
             note = '' if r['runs'] == args.runs else f'  ({r["runs"]} timed run)'
-            print(f'{size:>6} {mode:<22} {r["seconds"]:9.3f} {r["peak_mib"]:9.0f}{note}', flush=True)
+            cpu_s = '-' if r['cpu_seconds'] is None else f'{r["cpu_seconds"]:.3f}'
+            print(f'{size:>6} {mode:<22} {r["seconds"]:9.3f} {cpu_s:>9} {r["peak_mib"]:9.0f}{note}', flush=True)
     if args.json:
         with open(args.json, 'w', encoding='utf-8') as f:
             json.dump({'title': title, 'results': results}, f, indent=1)
