@@ -6,7 +6,8 @@ folder of your own; nothing of them is in this repository)::
     python benchmarks/arch_speed.py --official PATH/TO/official_s2former
 
 CPU runs use ``--threads`` threads (2 by default); with CUDA, GPU fp32, bf16-autocast and fp16-autocast latencies
-follow, for inference and for the training step. ``--no-train`` times inference only (the size-scaling runs).
+follow, for inference and for the training step. ``--no-train`` times inference only (the size-scaling runs);
+``--profile`` (CPU) splits each time into multiply-add kernels and the rest.
 """
 
 # ruff: noqa: B023  (the lambdas built in loops are called within the same iteration)
@@ -61,6 +62,38 @@ def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
     return peak / 2**20
 
 
+# Kernels whose work is multiply-adds (convolutions, matmuls, attention, their backward): both implementations run
+# the same ones, so the ratio to the official code can only grow through the rest (element-wise ops, copies,
+# normalisation, softmax, ranking, resampling).
+_GEMM_KERNELS = ('convolution', 'conv2d', 'mm', 'linear_pointwise', 'scaled_dot_product')
+
+
+def gemm_share(fn: Callable[[], object], calls: int = 3) -> float:
+    """Median over ``calls`` profiled calls (torch.profiler, CPU) of the share of self CPU time spent in
+    :data:`_GEMM_KERNELS` (the profiler's per-op overhead inflates both parts; the share is what is used)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    shares = []
+    for _ in range(calls):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        gemm = sum(e.self_cpu_time_total for e in events if any(k in e.key for k in _GEMM_KERNELS))
+        shares.append(gemm / total)
+    return sorted(shares)[len(shares) // 2]
+
+
+def print_gemm_split(shares: dict[str, float], ms: dict[str, float], ours: str) -> None:
+    """Each net's CPU time ``ms`` split by its share into multiply-add kernels and the rest, and the speed-up over
+    the official code that ours would reach with none of the rest (the ceiling of what removing overhead gives)."""
+    for name, share in shares.items():
+        print(f'    {name:16s} conv/matmul/attention {share:4.0%} ({share * ms[name]:6.0f} ms), rest {1 - share:4.0%}')
+    if 'official' in shares:
+        ceiling = ms['official'] / (shares[ours] * ms[ours])
+        print(f"    ceiling: official / ours' multiply-add time = {ceiling:.2f}x ({ours})")
+
+
 def matmul_gflops(device: torch.device, n: int = 2048) -> float:
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     t = time_calls({'mm': lambda: a @ b}, runs=5, warmup=2, device=device.type)['mm']['latency_ms'] / 1e3
@@ -106,6 +139,11 @@ def main() -> None:
     parser.add_argument('--no-gpu', action='store_true')
     parser.add_argument('--no-cpu', action='store_true', help='CUDA figures only')
     parser.add_argument('--no-train', action='store_true', help='inference figures only')
+    parser.add_argument(
+        '--profile',
+        action='store_true',
+        help='CPU: split each time into convolution/matmul/attention kernels and the rest (torch.profiler)',
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -150,6 +188,10 @@ def main() -> None:
                             f'  peak tensors {mem:6.0f} MiB, rss +{rss if rss is not None else float("nan"):5.0f} MiB'
                             f'  {gflops:5.1f} GFLOP/s ({100 * gflops / peak:.0f}% of matmul)'
                         )
+                    if args.profile and device.type == 'cpu':
+                        with torch.no_grad():
+                            shares = {name: gemm_share(lambda: module(x)) for name, module in nets.items()}
+                        print_gemm_split(shares, {n: r['cpu_ms'] for n, r in res.items()}, 'ours return_all')
                     if ref is not None:
                         t_ref, c_ref = res['official']['latency_ms'], res['official']['cpu_ms']
                         t_all, c_all = res['ours return_all']['latency_ms'], res['ours return_all']['cpu_ms']
@@ -193,9 +235,19 @@ def train_step(net: S2Former, official, device: torch.device, mode: str, args: a
             f', official {t_ref:.1f} ms{_cpu(c_ref)}, speed-up {t_ref / ours_ms:.2f}x{by_cpu};'
             f' max |grad diff| {max(diffs):.2e} (largest grad {scale:.2e})'
         )
-        del ref, nets
+        del ref
     else:
         print()
+    if args.profile and device.type == 'cpu':
+        x = torch.rand(b, 3, s, s, device=device)
+
+        def step(module: nn.Module) -> None:
+            module.zero_grad(set_to_none=True)
+            outputs, uncertainties = module(x)
+            sum(t.mean() for t in outputs + uncertainties).backward()
+
+        shares = {name: gemm_share(lambda: step(module)) for name, module in nets.items()}
+        print_gemm_split(shares, {n: r['cpu_ms'] for n, r in res.items()}, 'ours')
 
 
 def precision_modes(device: torch.device) -> dict[str, Callable[[], contextlib.AbstractContextManager]]:
