@@ -19,7 +19,7 @@ case $module in
   metrics) files='s2former_plugin/metrics/protocols.py'; tests='tests/test_metrics.py tests/test_metric_values.py tests/test_metric_edges.py' ;;
   losses) files='s2former_plugin/losses/s2former_loss.py'; tests='tests/test_losses.py tests/test_loss_edges.py tests/test_paper_size.py' ;;
   infer) files='s2former_plugin/infer.py s2former_plugin/inference.py'
-         tests='tests/test_infer.py tests/test_infer_values.py' ;;
+         tests='tests/test_infer.py tests/test_infer_values.py tests/test_inference_edges.py' ;;
   archs) files='s2former_plugin/archs/s2former_blocks.py s2former_plugin/archs/s2former_arch.py'
          tests='tests/test_parity_float64.py tests/test_arch_edges.py tests/test_s2former_arch.py tests/test_paper_size.py' ;;
   ranking) files='s2former_plugin/archs/s2former_ranking.py s2former_plugin/archs/s2former_ops.py'
@@ -46,8 +46,8 @@ export OMP_NUM_THREADS=1
 # The startup hook imports s2former_plugin before mutmut can put mutants/ first on sys.path, and the conftest guard
 # refuses a package from anywhere else: generate mutants/ first (the stats step then stops), then run with
 # PYTHONPATH pointing there.
-nice -n 10 $mutmut run --max-children 2 >mutmut_generate.log 2>&1 || true
+nice -n 19 $mutmut run --max-children 2 >mutmut_generate.log 2>&1 || true
 test -d mutants/s2former_plugin
-PYTHONPATH="$scratch/mutants" nice -n 10 $mutmut run --max-children 2 >mutmut_run.log 2>&1
+PYTHONPATH="$scratch/mutants" nice -n 19 $mutmut run --max-children 2 >mutmut_run.log 2>&1
 PYTHONPATH="$scratch/mutants" $mutmut export-cicd-stats >/dev/null
 cat mutants/mutmut-cicd-stats.json
