@@ -79,3 +79,41 @@ def test_uncertainty_written_only_when_asked(weights, photo_dir, tmp_path):
     np.testing.assert_array_equal(
         cv2.imread(str(tmp_path / 'plain' / 'a.png')), cv2.imread(str(tmp_path / 'unc' / 'a.png'))
     )
+
+
+def test_output_names_of_inputs_sharing_a_stem(weights, photo_dir, tmp_path):
+    img = cv2.imread(str(photo_dir / 'a.png'))
+    cv2.imwrite(str(photo_dir / 'a.jpg'), img)
+    cv2.imwrite(str(photo_dir / 'b.bmp'), img)
+    argv = ['--weights', str(weights), '--input', str(photo_dir), '--output', str(tmp_path / 'out')]
+    assert infer.main([*argv, '--tile', '0', '--no-progress']) == 0
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['a.jpg.png', 'a.png.png', 'b.png']
+
+
+@pytest.mark.parametrize('name', ['l.png', 'f.tiff'])
+def test_refuses_an_output_that_is_an_input_through_a_link(weights, tmp_path, capsys, name):
+    """The input folder holds a link to a file in the output folder, where the output of that input would go."""
+    (tmp_path / 'in').mkdir()
+    (tmp_path / 'out').mkdir()
+    img = np.random.default_rng(1).random((10, 12, 3), dtype=np.float32)
+    cv2.imwrite(str(tmp_path / 'out' / name), img if name.endswith('tiff') else np.uint8(img * 255))
+    (tmp_path / 'in' / name).symlink_to(tmp_path / 'out' / name)
+    before = (tmp_path / 'out' / name).read_bytes()
+    argv = ['--weights', str(weights), '--input', str(tmp_path / 'in'), '--output', str(tmp_path / 'out')]
+    assert infer.main([*argv, '--tile', '0', '--no-progress']) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f'infer: error: --output: writing {tmp_path / "out" / name} would overwrite an input'
+    assert (tmp_path / 'out' / name).read_bytes() == before
+
+
+def test_refuses_uncertainty_maps_over_the_inputs(weights, tmp_path, capsys):
+    out = tmp_path / 'out'
+    (out / 'uncertainty').mkdir(parents=True)
+    cv2.imwrite(str(out / 'uncertainty' / 'a.png'), np.full((10, 12, 3), 90, np.uint8))
+    before = (out / 'uncertainty' / 'a.png').read_bytes()
+    argv = ['--weights', str(weights), '--input', str(out / 'uncertainty'), '--output', str(out), '--tile', '0']
+    assert infer.main([*argv, '--no-progress', '--save-uncertainty']) == 2
+    assert 'would overwrite an input' in capsys.readouterr().err
+    assert (out / 'uncertainty' / 'a.png').read_bytes() == before
+    assert infer.main([*argv, '--no-progress']) == 0  # without the maps nothing lands on the inputs
+    assert (out / 'uncertainty' / 'a.png').read_bytes() == before and (out / 'a.png').is_file()
