@@ -72,3 +72,16 @@ def test_to_float32_leaves_float32_and_float64_alone():
         assert ops.to_float32(x) is x
     for dtype in (torch.float16, torch.bfloat16):
         assert ops.to_float32(torch.ones(2, dtype=dtype)).dtype == torch.float32
+
+
+def test_lr_modulation_default_scale_is_one():
+    """Without ``scale``: 1 for the keys in a query's top 80 % of the window affinity, ``LR_SHARPENING`` elsewhere."""
+    from s2former_plugin.archs.s2former_ranking import LR_SHARPENING, lr_modulation
+
+    var = torch.randn(1, 8, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mod = lr_modulation(var, 4)
+    assert mod.shape == (4, 1, 16, 16)
+    keep = mod == 1.0
+    assert torch.equal(keep | (mod == LR_SHARPENING), torch.ones_like(keep))
+    assert torch.equal(keep.sum(-1), torch.full((4, 1, 16), int(0.8 * 16)))
+    torch.testing.assert_close(lr_modulation(var, 4, scale=0.5), mod * 0.5)
