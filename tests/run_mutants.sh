@@ -3,6 +3,8 @@
 # checkout (mutmut writes a mutants/ folder and setup.cfg there; the checkout is left untouched).
 #
 #   tests/run_mutants.sh MODULE [SCRATCH]      MODULE: tiling | metrics | losses | infer | archs | ranking | models
+#   MUTANTS='PATTERN ...' tests/run_mutants.sh MODULE    only the mutants whose names match (fnmatch), e.g.
+#                                                       MUTANTS='s2former_plugin.infer.x_main*' for one function
 #
 # Prints mutmut's counts (killed / survived / ...) as JSON; `cd SCRATCH && PYTHONPATH=$PWD/mutants mutmut results`
 # lists the survivors and `mutmut show NAME` shows one. CPU-heavy: runs under nice with two workers.
@@ -19,7 +21,8 @@ case $module in
   metrics) files='s2former_plugin/metrics/protocols.py'; tests='tests/test_metrics.py tests/test_metric_values.py tests/test_metric_edges.py' ;;
   losses) files='s2former_plugin/losses/s2former_loss.py'; tests='tests/test_losses.py tests/test_loss_edges.py tests/test_paper_size.py' ;;
   infer) files='s2former_plugin/infer.py s2former_plugin/inference.py'
-         tests='tests/test_infer.py tests/test_infer_values.py tests/test_inference_edges.py' ;;
+         tests='tests/test_infer.py tests/test_infer_values.py tests/test_inference_edges.py tests/test_infer_cli_edges.py
+                tests/test_infer_bf16.py' ;;
   archs) files='s2former_plugin/archs/s2former_blocks.py s2former_plugin/archs/s2former_arch.py'
          tests='tests/test_parity_float64.py tests/test_arch_edges.py tests/test_s2former_arch.py tests/test_paper_size.py' ;;
   ranking) files='s2former_plugin/archs/s2former_ranking.py s2former_plugin/archs/s2former_ops.py'
@@ -48,6 +51,7 @@ export OMP_NUM_THREADS=1
 # PYTHONPATH pointing there.
 nice -n 19 $mutmut run --max-children 2 >mutmut_generate.log 2>&1 || true
 test -d mutants/s2former_plugin
-PYTHONPATH="$scratch/mutants" nice -n 19 $mutmut run --max-children 2 >mutmut_run.log 2>&1
+# shellcheck disable=SC2086 # the patterns are words on purpose
+PYTHONPATH="$scratch/mutants" nice -n 19 $mutmut run --max-children 2 ${MUTANTS:-} >mutmut_run.log 2>&1
 PYTHONPATH="$scratch/mutants" $mutmut export-cicd-stats >/dev/null
 cat mutants/mutmut-cicd-stats.json
