@@ -40,7 +40,7 @@ mkdir -p "$scratch"
   echo 'source_paths = s2former_plugin'
   echo 'only_mutate ='; for f in $files; do echo "    $f"; done
   echo 'pytest_add_cli_args_test_selection ='; for t in $tests; do echo "    $t"; done
-  echo 'pytest_add_cli_args ='; echo '    -p'; echo '    no:cacheprovider'
+  echo 'pytest_add_cli_args ='; echo '    -p'; echo '    no:cacheprovider'; echo '    -p'; echo '    mutmut_tqdm_lock'
   echo 'use_git_change_detection = false'
 } > "$scratch/setup.cfg"
 
@@ -51,7 +51,20 @@ export OMP_NUM_THREADS=1
 # PYTHONPATH pointing there.
 nice -n 19 $mutmut run --max-children 2 >mutmut_generate.log 2>&1 || true
 test -d mutants/s2former_plugin
-# shellcheck disable=SC2086 # the patterns are words on purpose
+# tqdm guards its bars with a multiprocessing lock made once in mutmut's parent process and shared by every forked
+# test run: a run killed (timeout) while holding it would leave every later run that opens a bar waiting until
+# its own timeout, counted as "timeout". Each test run gets a lock of its own instead.
+cat >mutants/mutmut_tqdm_lock.py <<'PY'
+import threading
+
+import tqdm
+
+
+def pytest_configure(config):
+    tqdm.tqdm.set_lock(threading.RLock())
+PY
+# shellcheck disable=SC2086 # the patterns are words on purpose (not file names: no globbing)
+set -f
 PYTHONPATH="$scratch/mutants" nice -n 19 $mutmut run --max-children 2 ${MUTANTS:-} >mutmut_run.log 2>&1
 PYTHONPATH="$scratch/mutants" $mutmut export-cicd-stats >/dev/null
 cat mutants/mutmut-cicd-stats.json

@@ -85,3 +85,20 @@ def test_lr_modulation_default_scale_is_one():
     assert torch.equal(keep | (mod == LR_SHARPENING), torch.ones_like(keep))
     assert torch.equal(keep.sum(-1), torch.full((4, 1, 16), int(0.8 * 16)))
     torch.testing.assert_close(lr_modulation(var, 4, scale=0.5), mod * 0.5)
+
+
+@pytest.mark.parametrize('fast', [True, False])
+def test_attention_on_three_dimensional_inputs(fast):
+    """``(..., N, d)`` takes any number of leading dims: here none but the batch, with a bias and autograd on (the
+    plain formula's path)."""
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 5, 4, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    bias = torch.randn(5, 5, generator=g, dtype=torch.float64)
+    with ops.fast_ops(fast):
+        out = ops.attention(q, k, v, bias)
+    expected = torch.softmax(q @ k.transpose(1, 2) / 2 + bias, dim=-1) @ v
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_autocast_on_a_device_autocast_does_not_know():
+    assert ops.autocast_on(torch.empty(2, device='meta')) is False
