@@ -38,6 +38,9 @@ def test_defaults():
     for i in (0, 2, 4):  # each of the three is required
         with pytest.raises(SystemExit):
             infer.build_parser().parse_args(full[:i] + full[i + 2 :])
+    # Numbers are integers (a string would fail the tiling checks, or tile with text).
+    args = infer.build_parser().parse_args([*full, '--tile', '96', '--tile-overlap', '16', '--tile-batch', '4'])
+    assert [(type(v), v) for v in (args.tile, args.tile_overlap, args.tile_batch)] == [(int, 96), (int, 16), (int, 4)]
 
 
 @pytest.mark.parametrize(
