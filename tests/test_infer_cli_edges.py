@@ -41,6 +41,10 @@ def test_defaults():
     # Numbers are integers (a string would fail the tiling checks, or tile with text).
     args = infer.build_parser().parse_args([*full, '--tile', '96', '--tile-overlap', '16', '--tile-batch', '4'])
     assert [(type(v), v) for v in (args.tile, args.tile_overlap, args.tile_batch)] == [(int, 96), (int, 16), (int, 4)]
+    for device in ('auto', 'cpu', 'cuda'):  # each device can be named (the choice is checked later)
+        assert infer.build_parser().parse_args([*full, '--device', device]).device == device
+    with pytest.raises(SystemExit):
+        infer.build_parser().parse_args([*full, '--device', 'gpu'])
 
 
 @pytest.mark.parametrize(
