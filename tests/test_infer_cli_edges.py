@@ -124,3 +124,22 @@ def test_refuses_uncertainty_maps_over_the_inputs(weights, tmp_path, capsys):
     assert (out / 'uncertainty' / 'a.png').read_bytes() == before
     assert infer.main([*argv, '--no-progress']) == 0  # without the maps nothing lands on the inputs
     assert (out / 'uncertainty' / 'a.png').read_bytes() == before and (out / 'a.png').is_file()
+
+
+def test_config_option_is_used(tmp_path, photo_dir):
+    """The bottleneck head count leaves no trace in the weights: only ``--config`` can give it, so a net with 4
+    heads run without it computes something else, and with it exactly the configured net."""
+    torch.manual_seed(5)
+    net = S2Former(preset='small', num_heads=(1, 2, 4, 8, 4)).eval()
+    torch.save(net.state_dict(), tmp_path / 'w.pth')
+    (tmp_path / 'net.yml').write_text('preset: small\nnum_heads: [1, 2, 4, 8, 4]\n')
+    argv = ['--weights', str(tmp_path / 'w.pth'), '--input', str(photo_dir), '--tile', '0', '--no-progress']
+    assert infer.main([*argv, '--output', str(tmp_path / 'with'), '--config', str(tmp_path / 'net.yml')]) == 0
+    assert infer.main([*argv, '--output', str(tmp_path / 'without')]) == 0
+    img = cv2.imread(str(photo_dir / 'a.png'))
+    x = torch.from_numpy(img[..., ::-1].astype(np.float32) / 255).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        expected = np.rint(net(x)[0].clamp(0, 1).permute(1, 2, 0).numpy()[..., ::-1] * 255)
+    with_config = cv2.imread(str(tmp_path / 'with' / 'a.png')).astype(np.float64)
+    assert np.abs(with_config - expected).max() <= 1
+    assert np.abs(cv2.imread(str(tmp_path / 'without' / 'a.png')) - expected).max() > 1
