@@ -10,6 +10,7 @@ import torch
 
 from s2former_plugin import infer
 from s2former_plugin.archs.s2former_arch import S2Former
+from s2former_plugin.tiling import tiled_forward
 
 
 @pytest.fixture(scope='module')
@@ -80,6 +81,7 @@ def test_uncertainty_written_only_when_asked(weights, photo_dir, tmp_path):
     assert infer.main([*argv, '--output', str(tmp_path / 'plain')]) == 0
     assert sorted(p.name for p in (tmp_path / 'plain').iterdir()) == ['a.png']
     assert infer.main([*argv, '--output', str(tmp_path / 'unc'), '--save-uncertainty']) == 0
+    assert infer.main([*argv, '--output', str(tmp_path / 'unc'), '--save-uncertainty']) == 0  # again, same folder
     assert sorted(p.name for p in (tmp_path / 'unc').iterdir()) == ['a.png', 'uncertainty']
     assert [p.name for p in (tmp_path / 'unc' / 'uncertainty').iterdir()] == ['a.png']
     # The image itself does not depend on the option.
@@ -143,3 +145,39 @@ def test_config_option_is_used(tmp_path, photo_dir):
     with_config = cv2.imread(str(tmp_path / 'with' / 'a.png')).astype(np.float64)
     assert np.abs(with_config - expected).max() <= 1
     assert np.abs(cv2.imread(str(tmp_path / 'without' / 'a.png')) - expected).max() > 1
+
+
+def test_tiling_options_reach_the_tiles(weights, photo_dir, tmp_path):
+    """``--tile``, ``--tile-overlap`` and ``--blend`` give exactly the tiled forward they name (a whole-image run or
+    the other blend differ by more than a rounding level)."""
+    net = S2Former(preset='small').eval()
+    net.load_state_dict(torch.load(weights, weights_only=True))
+    img = cv2.imread(str(photo_dir / 'a.png'))
+    x = torch.from_numpy(img[..., ::-1].astype(np.float32) / 255).permute(2, 0, 1)[None]
+
+    def expected(tile, blend):
+        with torch.no_grad():
+            out = tiled_forward(net, x, tile, 4, blend=blend)
+        return np.rint(out[0].clamp(0, 1).permute(1, 2, 0).numpy()[..., ::-1] * 255)
+
+    refs = {(t, b): expected(t, b) for t, b in ((16, 'cosine'), (16, 'official'), (None, 'cosine'))}
+    assert np.abs(refs[16, 'cosine'] - refs[16, 'official']).max() > 1
+    assert np.abs(refs[16, 'cosine'] - refs[None, 'cosine']).max() > 1
+    argv = ['--weights', str(weights), '--input', str(photo_dir), '--tile-overlap', '4', '--no-progress']
+    for tile, blend in refs:
+        out = tmp_path / f'{tile}_{blend}'
+        assert infer.main([*argv, '--tile', str(tile or 0), '--blend', blend, '--output', str(out)]) == 0
+        assert np.abs(cv2.imread(str(out / 'a.png')) - refs[tile, blend]).max() <= 1, (tile, blend)
+
+
+def test_a_skipped_image_does_not_stop_the_others(weights, photo_dir, tmp_path, capsys):
+    """An image too thin for ``--blend official`` is skipped by name; the images after it are still written."""
+    img = cv2.imread(str(photo_dir / 'a.png'))
+    cv2.imwrite(str(photo_dir / '0thin.png'), img[:4])
+    cv2.imwrite(str(photo_dir / 'b.png'), img)
+    argv = ['--weights', str(weights), '--input', str(photo_dir), '--output', str(tmp_path / 'out'), '--no-progress']
+    assert infer.main([*argv, '--tile', '16', '--tile-overlap', '4', '--blend', 'official']) == 1
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['a.png', 'b.png']
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f'infer: 1 file(s) skipped: {photo_dir / "0thin.png"}'
+    assert infer.main([*argv[:-3], '--output', str(tmp_path / 'cosine'), '--tile', '16', '--tile-overlap', '4']) == 0
