@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from s2former_plugin import infer
+from s2former_plugin import infer, inference
 from s2former_plugin.archs.s2former_arch import S2Former
 from s2former_plugin.tiling import tiled_forward
 
@@ -181,3 +181,32 @@ def test_a_skipped_image_does_not_stop_the_others(weights, photo_dir, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f'infer: 1 file(s) skipped: {photo_dir / "0thin.png"}'
     assert infer.main([*argv[:-3], '--output', str(tmp_path / 'cosine'), '--tile', '16', '--tile-overlap', '4']) == 0
+
+
+@pytest.mark.parametrize(
+    ('error', 'message'),
+    [
+        (inference.NonFiniteOutput('network output holds 3 NaN/inf values'), '; no output written'),
+        (inference.OutOfMemorySkip('out of GPU memory even with tile 64'), ', skipped: '),
+    ],
+)
+def test_an_image_failing_in_the_network_does_not_stop_the_others(
+    weights, photo_dir, tmp_path, capsys, monkeypatch, error, message
+):
+    img = cv2.imread(str(photo_dir / 'a.png'))
+    cv2.imwrite(str(photo_dir / 'b.png'), img)
+    real = infer.derain_array
+
+    def first_fails(arr, run):
+        if not hasattr(first_fails, 'done'):
+            first_fails.done = True
+            raise error
+        return real(arr, run)
+
+    monkeypatch.setattr(infer, 'derain_array', first_fails)
+    argv = ['--weights', str(weights), '--input', str(photo_dir), '--output', str(tmp_path / 'out'), '--no-progress']
+    assert infer.main([*argv, '--tile', '0']) == 1
+    assert [p.name for p in (tmp_path / 'out').iterdir()] == ['b.png']
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any(str(photo_dir / 'a.png') in line and message in line for line in err)
+    assert err[-1] == f'infer: 1 file(s) skipped: {photo_dir / "a.png"}'
