@@ -51,7 +51,8 @@ def _read_config(path: str) -> dict[str, Any]:
 
             cfg = yaml.safe_load(text)
     except Exception as exc:  # noqa: BLE001 - yaml/json raise various types
-        raise InferError(f'--config: cannot parse {path}: {exc}') from None
+        # YAML errors span several lines (context, caret): one line, as every infer error.
+        raise InferError(f'--config: cannot parse {path}: {" ".join(str(exc).split())[:300]}') from None
     if not isinstance(cfg, dict):
         raise InferError(f'--config: {path} does not hold a mapping')
     if isinstance(cfg.get('network_g'), dict):  # a BasicSR options file
@@ -169,10 +170,13 @@ def derain_array(
     if not torch.isfinite(out).all():  # would be cast to black or white pixels without a word
         raise NonFiniteOutput(f'network output holds {int((~torch.isfinite(out)).sum())} NaN/inf values')
     out_rgb = out[0].permute(1, 2, 0).float().numpy()
-    out_bgr = out_rgb[..., ::-1]
+    out_bgr = np.ascontiguousarray(out_rgb[..., ::-1])
     if gray:
-        res = cv2.cvtColor(np.ascontiguousarray(out_bgr), cv2.COLOR_BGR2GRAY)
-        res = _from_float(res, img.dtype).reshape(img.shape)
+        # Clip and quantise the colour output first, then convert: the grey output is exactly the grey conversion
+        # of the colour output (converting first would let out-of-range channels cancel). OpenCV has no float64
+        # conversion, float32 is exact enough for it.
+        colour = _from_float(out_bgr, np.float32 if img.dtype == np.float64 else img.dtype)
+        res = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY).astype(img.dtype).reshape(img.shape)
     else:
         res = _from_float(out_bgr, img.dtype)
         if alpha is not None:

@@ -3,6 +3,8 @@
 # checkout (mutmut writes a mutants/ folder and setup.cfg there; the checkout is left untouched).
 #
 #   tests/run_mutants.sh MODULE [SCRATCH]      MODULE: tiling | metrics | losses | infer | archs | ranking | models
+#   MUTANTS='PATTERN ...' tests/run_mutants.sh MODULE    only the mutants whose names match (fnmatch), e.g.
+#                                                       MUTANTS='s2former_plugin.infer.x_main*' for one function
 #
 # Prints mutmut's counts (killed / survived / ...) as JSON; `cd SCRATCH && PYTHONPATH=$PWD/mutants mutmut results`
 # lists the survivors and `mutmut show NAME` shows one. CPU-heavy: runs under nice with two workers.
@@ -19,7 +21,8 @@ case $module in
   metrics) files='s2former_plugin/metrics/protocols.py'; tests='tests/test_metrics.py tests/test_metric_values.py tests/test_metric_edges.py' ;;
   losses) files='s2former_plugin/losses/s2former_loss.py'; tests='tests/test_losses.py tests/test_loss_edges.py tests/test_paper_size.py' ;;
   infer) files='s2former_plugin/infer.py s2former_plugin/inference.py'
-         tests='tests/test_infer.py tests/test_infer_values.py' ;;
+         tests='tests/test_infer.py tests/test_infer_values.py tests/test_inference_edges.py tests/test_infer_cli_edges.py
+                tests/test_infer_bf16.py' ;;
   archs) files='s2former_plugin/archs/s2former_blocks.py s2former_plugin/archs/s2former_arch.py'
          tests='tests/test_parity_float64.py tests/test_arch_edges.py tests/test_s2former_arch.py tests/test_paper_size.py' ;;
   ranking) files='s2former_plugin/archs/s2former_ranking.py s2former_plugin/archs/s2former_ops.py'
@@ -37,7 +40,7 @@ mkdir -p "$scratch"
   echo 'source_paths = s2former_plugin'
   echo 'only_mutate ='; for f in $files; do echo "    $f"; done
   echo 'pytest_add_cli_args_test_selection ='; for t in $tests; do echo "    $t"; done
-  echo 'pytest_add_cli_args ='; echo '    -p'; echo '    no:cacheprovider'
+  echo 'pytest_add_cli_args ='; echo '    -p'; echo '    no:cacheprovider'; echo '    -p'; echo '    mutmut_tqdm_lock'
   echo 'use_git_change_detection = false'
 } > "$scratch/setup.cfg"
 
@@ -46,8 +49,22 @@ export OMP_NUM_THREADS=1
 # The startup hook imports s2former_plugin before mutmut can put mutants/ first on sys.path, and the conftest guard
 # refuses a package from anywhere else: generate mutants/ first (the stats step then stops), then run with
 # PYTHONPATH pointing there.
-nice -n 10 $mutmut run --max-children 2 >mutmut_generate.log 2>&1 || true
+nice -n 19 $mutmut run --max-children 2 >mutmut_generate.log 2>&1 || true
 test -d mutants/s2former_plugin
-PYTHONPATH="$scratch/mutants" nice -n 10 $mutmut run --max-children 2 >mutmut_run.log 2>&1
+# tqdm guards its bars with a multiprocessing lock made once in mutmut's parent process and shared by every forked
+# test run: a run killed (timeout) while holding it would leave every later run that opens a bar waiting until
+# its own timeout, counted as "timeout". Each test run gets a lock of its own instead.
+cat >mutants/mutmut_tqdm_lock.py <<'PY'
+import threading
+
+import tqdm
+
+
+def pytest_configure(config):
+    tqdm.tqdm.set_lock(threading.RLock())
+PY
+# shellcheck disable=SC2086 # the patterns are words on purpose (not file names: no globbing)
+set -f
+PYTHONPATH="$scratch/mutants" nice -n 19 $mutmut run --max-children 2 ${MUTANTS:-} >mutmut_run.log 2>&1
 PYTHONPATH="$scratch/mutants" $mutmut export-cicd-stats >/dev/null
 cat mutants/mutmut-cicd-stats.json

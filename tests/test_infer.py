@@ -159,6 +159,7 @@ def test_module_entry_point_runs(weights, tmp_path):
     ('extra', 'option'),
     [
         (['--tile-batch', '0'], '--tile-batch'),
+        (['--tile', '-5'], '--tile'),
         (['--tile', '32', '--tile-overlap', '32'], '--tile-overlap'),
         (['--tile-overlap', '-1'], '--tile-overlap'),
         (['--blend', 'gauss'], '--blend'),

@@ -75,8 +75,9 @@ def test_grey_values(net, weights, tmp_path):
     res, _ = _run_cli(weights, tmp_path, 'grey.png', grey)
     assert res.dtype == np.uint8 and res.shape == grey.shape
     out, _ = _forward(net, np.repeat(grey[..., None] / 255, 3, axis=2))  # three equal channels in
-    # Back to grey: BT.601 luma of the (unclipped) output, then clipped to the pixel range.
-    expected = np.clip(0.299 * out[..., 0] + 0.587 * out[..., 1] + 0.114 * out[..., 2], 0, 1)
+    # Back to grey: BT.601 luma of the colour output (each channel clipped to the pixel range first).
+    clipped = np.clip(out, 0, 1)
+    expected = 0.299 * clipped[..., 0] + 0.587 * clipped[..., 1] + 0.114 * clipped[..., 2]
     assert np.abs(res - expected * 255).max() <= 1
 
 
