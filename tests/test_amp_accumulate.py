@@ -176,6 +176,21 @@ def test_accumulate_two_of_two_equals_one_batch_of_four(setup):
         torch.testing.assert_close(split.net_g.state_dict()[name], value, rtol=1e-10, atol=1e-12, msg=name)
 
 
+@pytest.mark.parametrize('accumulate', [1, 2])
+def test_logged_losses_are_the_losses_of_the_step(setup, accumulate):
+    """The logged values are the batch's losses before the update (the mean over micro-batches), not merely equal
+    between the two settings: the batch-of-4 comparison above would pass with both logs negated."""
+    _, opt, batch = setup
+    model = _model(opt, accumulate=accumulate)
+    model.feed_data(batch)
+    with torch.no_grad():
+        parts = [model._losses(lq, gt)[0] for lq, gt in zip(model.lq.chunk(2), model.gt.chunk(2), strict=True)]
+    log = _steps(model, batch, 1)[0]
+    assert set(log) == set(parts[0])
+    for key in log:
+        assert log[key] == pytest.approx(sum(p[key].item() for p in parts) / 2, rel=1e-4, abs=1e-6), key
+
+
 def test_accumulate_needs_a_divisible_batch(setup):
     _, opt, batch = setup
     model = _model(opt, accumulate=3)
