@@ -241,3 +241,79 @@ def test_basicsr_train_counts_optimizer_steps_and_saves_the_scaler(tmp_path):
     assert lrs == pytest.approx([1e-3, 1.25e-3, 1.5e-3])
     state = torch.load(exp / 'training_states' / '3.state', weights_only=True)
     assert state['iter'] == 3 and set(state['grad_scaler']) >= {'scale', '_growth_tracker'}
+
+
+def _ddp_accumulate_worker(rank: int, init_file: str, opt: dict, batches: list[dict], results) -> None:
+    """One rank of a 2-process gloo group: two optimizer steps of accumulate 2 x micro-batch 1 on its own batch,
+    counting the gradient buckets DDP all-reduces in each micro-batch's backward."""
+    import datetime
+
+    import torch.distributed as dist
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)  # the net built in float64: tight comparison with one process
+    dist.init_process_group(
+        'gloo', init_method=f'file://{init_file}', rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60)
+    )
+    try:
+        torch.manual_seed(0)
+        model = build_model(dict(opt, dist=True, rank=rank, world_size=2))
+        reduced = []  # one entry per bucket all-reduced, tagged with the micro-batch whose backward sent it
+
+        def counting_allreduce(state, bucket):
+            reduced.append(len(forwards))
+            return default_hooks.allreduce_hook(None, bucket)  # the real collective
+
+        forwards = []
+        model.net_g.register_comm_hook(None, counting_allreduce)
+        model.net_g.register_forward_hook(lambda m, i, o: forwards.append(i[0].shape[0]))
+        logs = _steps(model, batches[rank], 2)
+        results[rank] = {
+            'forwards': forwards,
+            'reduced_after_forward': reduced,
+            'params': {k: v.detach().clone() for k, v in model.get_bare_model(model.net_g).state_dict().items()},
+            'logs': logs,
+        }
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_accumulate_under_ddp_reduces_once_per_step_and_equals_one_batch(setup):
+    """Two gloo processes, each accumulating 2 micro-batches of 1 image: DDP must all-reduce the gradients in the
+    last micro-batch's backward only (``no_sync`` before it), and the update must equal one process stepping on
+    all 4 images at once. Skipping the all-reduce leaves the replicas apart; reducing every micro-batch gives the
+    same values but twice the communication, seen in the bucket count."""
+    import torch.multiprocessing as mp
+
+    root, opt, batch = setup
+    batch = {k: v.double() for k, v in batch.items() if k in ('lq', 'gt')}
+    batches = [{k: v[2 * r : 2 * r + 2] for k, v in batch.items()} for r in range(2)]  # each rank its own images
+    ddp_opt = copy.deepcopy(opt)
+    ddp_opt['train']['accumulate'] = 2
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_ddp_accumulate_worker, args=(str(root / 'init'), ddp_opt, batches, results), nprocs=2, join=True)
+        ranks = [results[r] for r in range(2)]
+
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        whole = _model(opt)  # one process, the 4 images in one batch, no accumulation
+        whole_logs = _steps(whole, batch, 2)
+    finally:
+        torch.set_default_dtype(default)
+
+    for res in ranks:
+        assert res['forwards'] == [1, 1, 1, 1]  # 2 steps x 2 micro-batches of one image
+        # Buckets are sent only during the backward of micro-batches 2 and 4, the last of each step (DDP
+        # regroups its buckets after the first step, so the two counts may differ).
+        assert set(res['reduced_after_forward']) == {2, 4}
+        for name, value in whole.net_g.state_dict().items():
+            torch.testing.assert_close(res['params'][name], value, rtol=1e-9, atol=1e-12, msg=name)
+    # The logged losses: basicsr reduces them onto rank 0, the only rank that logs.
+    for got, expected in zip(ranks[0]['logs'], whole_logs, strict=True):
+        assert set(got) == set(expected)
+        for key in expected:
+            assert got[key] == pytest.approx(expected[key], rel=1e-9), key
