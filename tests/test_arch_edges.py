@@ -102,3 +102,25 @@ def test_attention_on_three_dimensional_inputs(fast):
 
 def test_autocast_on_a_device_autocast_does_not_know():
     assert ops.autocast_on(torch.empty(2, device='meta')) is False
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_sampling_grid_does_not_depend_on_the_default_dtype(dtype):
+    """The grid is cached by size, device and dtype only, so building it must not read torch's default dtype: a
+    grid first built under ``set_default_dtype(float64)`` was served, with float64 rounding, to later callers
+    (and a float32-built one to float64 callers), so float64 results depended on what ran before."""
+    from s2former_plugin.archs.s2former_blocks import _sampling_axes
+
+    default = torch.get_default_dtype()
+    grids = []
+    try:
+        for build_under in (torch.float32, torch.float64):
+            torch.set_default_dtype(build_under)
+            _sampling_axes.cache_clear()
+            grids.append(_sampling_axes(24, 40, 8, torch.device('cpu'), dtype))
+    finally:
+        torch.set_default_dtype(default)
+        _sampling_axes.cache_clear()
+    for a, b in zip(*grids, strict=True):
+        assert a.dtype == b.dtype == dtype
+        assert torch.equal(a, b)

@@ -68,11 +68,16 @@ def _sampling_axes(h: int, w: int, ws: int, device: torch.device, dtype: torch.d
     """
     with torch.inference_mode(False), torch.no_grad():
         nh, nw = h // ws, w // ws
-        ref = torch.stack(torch.meshgrid(torch.linspace(-1, 1, w), torch.linspace(-1, 1, h), indexing='ij'), 0)
+        # float32 whatever torch's default dtype: the cache key does not hold the default dtype, so a grid built
+        # under set_default_dtype(float64) would otherwise be served to later float32 callers and vice versa.
+        f32 = torch.float32
+        ref = torch.stack(
+            torch.meshgrid(torch.linspace(-1, 1, w, dtype=f32), torch.linspace(-1, 1, h, dtype=f32), indexing='ij'), 0
+        )
         ref = ref.permute(0, 2, 1).unsqueeze(0)  # (1, 2, h, w): channel 0 = x, channel 1 = y
         centres = F.avg_pool2d(ref, kernel_size=ws).reshape(1, 2, nh, 1, nw, 1)
-        step_h = torch.arange(ws) * 2 * ws / ws / (h - 1)
-        step_w = torch.arange(ws) * 2 * ws / ws / (w - 1)
+        step_h = torch.arange(ws, dtype=f32) * 2 * ws / ws / (h - 1)  # integer-valued until / ws: same rounding
+        step_w = torch.arange(ws, dtype=f32) * 2 * ws / ws / (w - 1)
         step_h, step_w = step_h - step_h.mean(), step_w - step_w.mean()
         offsets = torch.stack(torch.meshgrid(step_w.repeat(nw), step_h.repeat(nh), indexing='ij'), 0)
         offsets = offsets.permute(0, 2, 1).reshape(1, 2, nh, ws, nw, ws)
@@ -99,7 +104,7 @@ def _traced_sampling_axes(
         # torch.linspace(-1, 1, n): the first half counts up from -1, the second half down from 1
         coords = torch.where(i < n / 2, -1.0 + i * step, 1.0 - (n - 1 - i) * step)
         centres = coords.view(-1, ws).mean(1, keepdim=True)  # (n/ws, 1): avg_pool2d over each window
-        local = torch.arange(ws, device=device) * 2 * ws / ws / (n - 1)
+        local = torch.arange(ws, device=device, dtype=torch.float32) * 2 * ws / ws / (n - 1)
         local = local - local.mean()
         return (centres + local).to(dtype), local.to(dtype)  # (n/ws, ws), (ws,)
 
