@@ -87,6 +87,19 @@ def test_bf16_losses_track_float32(setup):
     assert ref[-1]['l_total'] != ref[0]['l_total'] and amp[-1]['l_total'] != amp[0]['l_total']
 
 
+@pytest.mark.parametrize(('amp', 'dtype'), [('bf16', torch.bfloat16), ('fp16', torch.float16)])
+def test_the_forward_runs_under_the_chosen_autocast_dtype(setup, amp, dtype):
+    """``amp: fp16`` must autocast to float16, not to the device's default autocast type (bfloat16 on the CPU)."""
+    _, opt, batch = setup
+    model = _model(opt, amp=amp)
+    seen = []
+    model.net_g.register_forward_hook(
+        lambda m, i, o: seen.append((torch.is_autocast_enabled('cpu'), torch.get_autocast_dtype('cpu')))
+    )
+    _steps(model, {k: v[:2] for k, v in batch.items()}, 1)
+    assert seen == [(True, dtype)]
+
+
 def test_fp16_grad_scaler_unscales_before_clipping(setup, monkeypatch):
     """CPU autocast runs float16 in this torch, so the GradScaler path itself is exercised here."""
     _, opt, batch = setup

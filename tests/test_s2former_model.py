@@ -40,6 +40,27 @@ def test_training_step_uses_all_three_losses(setup):
     assert changed, 'EMA did not move'
 
 
+def test_each_loss_reads_its_outputs_and_the_step_keeps_the_final_image(setup):
+    """The logged losses are those of the right maps (the perceptual loss on the final image, not a side output),
+    and ``model.output`` after the step is the final image: their sum alone (above) does not show either."""
+    _, opt, batch = setup
+    model = build_model(opt)
+    model.feed_data(batch)
+    with torch.no_grad():
+        outputs, uncertainties = model.net_g(model.lq, return_all=True)
+        expected = {
+            'l_psnr': model.cri_psnr(outputs, model.gt).item(),
+            'l_percep': model.cri_perceptual(outputs[0], model.gt).item(),
+            'l_udl': model.cri_udl(outputs, uncertainties, model.gt).item(),
+        }
+        assert model.cri_perceptual(outputs[1], model.gt).item() != pytest.approx(expected['l_percep'], rel=1e-3)
+    model.optimize_parameters(1)
+    log = model.get_current_log()
+    for key, value in expected.items():
+        assert log[key] == pytest.approx(value, rel=1e-4), key
+    torch.testing.assert_close(model.output, outputs[0], rtol=1e-4, atol=1e-5)
+
+
 def test_unknown_loss_key_is_rejected(setup):
     _, opt, _ = setup
     opt['train']['pixel_opt'] = {'type': 'L1Loss'}
