@@ -156,6 +156,35 @@ def test_grad_scaler_state_is_saved_and_resumed(setup):
     assert no_amp.extra_training_state() == {}
 
 
+def test_resuming_fp16_from_a_float32_state_says_the_scaling_starts_afresh(setup):
+    root, opt, batch = setup
+    model = _model(opt)  # float32: its state holds no scaler
+    _steps(model, {k: v[:2] for k, v in batch.items()}, 1)
+    model.save(epoch=0, current_iter=1)
+
+    opt2 = copy.deepcopy(opt)
+    opt2['train']['amp'] = 'fp16'
+    opt2['auto_resume'] = True
+    state = compat.load_resume_state(opt2)
+    assert 'grad_scaler' not in state
+    resumed = _model(opt2)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger('basicsr')
+    logger.addHandler(handler)
+    try:
+        resumed.resume_training(state)
+    finally:
+        logger.removeHandler(handler)
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert warnings == [
+        'train:amp: fp16: the training state holds no GradScaler state (saved without fp16); '
+        'loss scaling starts afresh at 65536'
+    ]
+    assert resumed.grad_scaler.get_scale() == 65536.0
+
+
 def test_accumulate_two_of_two_equals_one_batch_of_four(setup):
     """Float64, same data: each micro-batch loss divided by 2 makes the summed gradients those of the batch of 4
     (every loss term is a mean over images), so Adam's update, the EMA and the logged losses agree to rounding."""
