@@ -4,6 +4,7 @@ validation under a real process group: test_distributed_validation.py)."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import cv2
 import pytest
@@ -87,6 +88,27 @@ def test_nan_loss_stops_before_the_update(setup):
         model.optimize_parameters(7)
     after = model.net_g.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_nan_stop_message_names_the_losses_and_the_latest_checkpoint(setup):
+    """The advice names the checkpoint to restart from: the highest iteration saved (not ``latest``, not the
+    lexically last), or a placeholder when none was saved yet; and the loss values that were not finite."""
+    _, opt, batch = setup
+    models = Path(opt['path']['models'])
+    model = build_model(opt)
+    model.feed_data({**batch, 'lq': torch.full_like(batch['lq'], float('nan'))})
+    with pytest.raises(FloatingPointError) as info:
+        model.optimize_parameters(3)
+    message = str(info.value)
+    assert message.startswith('Non-finite loss at iteration 3 (l_psnr=nan, l_percep=nan, l_udl=nan, l_total=nan);')
+    assert message.endswith(f'path:pretrain_network_g: {models}/net_g_<iter>.pth')
+
+    for name in ('net_g_5.pth', 'net_g_40.pth', 'net_g_100.pth', 'net_g_latest.pth'):
+        (models / name).write_bytes(b'')
+    with pytest.raises(FloatingPointError) as info:
+        model.optimize_parameters(101)
+    assert str(info.value).endswith(f'path:pretrain_network_g: {models / "net_g_100.pth"}')
+    assert '\n' not in str(info.value)
 
 
 def test_resume_restores_network_ema_optimizer_and_scheduler(setup):
