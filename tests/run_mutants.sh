@@ -25,7 +25,9 @@ case $module in
          tests='tests/test_infer.py tests/test_infer_values.py tests/test_inference_edges.py tests/test_infer_cli_edges.py
                 tests/test_infer_bf16.py' ;;
   archs) files='s2former_plugin/archs/s2former_blocks.py s2former_plugin/archs/s2former_arch.py'
-         tests='tests/test_parity_float64.py tests/test_arch_edges.py tests/test_s2former_arch.py tests/test_paper_size.py' ;;
+         tests='tests/test_parity_float64.py tests/test_arch_edges.py tests/test_s2former_arch.py tests/test_paper_size.py
+                tests/test_export.py::test_traced_sampling_axes_equal_cached_ones
+                tests/test_distributed_losses.py::test_frozen_heads_are_exactly_those_the_losses_cannot_reach' ;;
   ranking) files='s2former_plugin/archs/s2former_ranking.py s2former_plugin/archs/s2former_ops.py'
            tests='tests/test_s2former_ops.py tests/test_arch_edges.py tests/test_parity_float64.py' ;;
   models) files='s2former_plugin/models/s2former_model.py'
@@ -43,7 +45,7 @@ mkdir -p "$scratch"
   echo 'source_paths = s2former_plugin'
   echo 'only_mutate ='; for f in $files; do echo "    $f"; done
   echo 'pytest_add_cli_args_test_selection ='; for t in $tests; do echo "    $t"; done
-  echo 'pytest_add_cli_args ='; echo '    -p'; echo '    no:cacheprovider'; echo '    -p'; echo '    mutmut_tqdm_lock'
+  echo 'pytest_add_cli_args ='; echo '    -p'; echo '    no:cacheprovider'; echo '    -p'; echo '    mutmut_tqdm_lock'; echo '    -p'; echo '    mutmut_child_hits'
   for d in ${deselect:-}; do echo '    --deselect'; echo "    $d"; done
   echo 'use_git_change_detection = false'
 } > "$scratch/setup.cfg"
@@ -66,6 +68,59 @@ import tqdm
 
 def pytest_configure(config):
     tqdm.tqdm.set_lock(threading.RLock())
+PY
+# mutmut maps each function to the tests that call it, from trampoline hits recorded in its own process during a
+# stats run; hits in processes a test spawns (the 2-process gloo tests) are lost, so mutants of code that only runs
+# there (the DDP all-reduces, the NaN stop agreed across ranks) would be tried against in-process tests alone. During
+# the stats run each spawned Python writes its hits to a file at exit (sitecustomize.py, imported at start-up from
+# PYTHONPATH), and the plugin adds them to the test that spawned it.
+cat >mutants/mutmut_child_hits.py <<'PY'
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_DIR = None
+
+
+def pytest_configure(config):
+    global _DIR
+    if os.environ.get('MUTANT_UNDER_TEST') == 'stats':
+        _DIR = tempfile.mkdtemp(prefix='mutmut_child_hits_')
+        os.environ['MUTMUT_CHILD_HITS'] = _DIR
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item, nextitem):
+    if _DIR is None:
+        return
+    from mutmut.state import state
+
+    for path in Path(_DIR).glob('*.json'):
+        state()._stats.update(json.loads(path.read_text()))
+        path.unlink()
+PY
+cat >mutants/sitecustomize.py <<'PY'
+import os
+
+if os.environ.get('MUTMUT_CHILD_HITS') and os.environ.get('MUTANT_UNDER_TEST') == 'stats':
+    import atexit
+
+    def _write_hits():
+        import json
+        import sys
+
+        if 'mutmut.state' not in sys.modules:
+            return
+        names = sorted(sys.modules['mutmut.state'].state()._stats)
+        if names:
+            path = os.path.join(os.environ['MUTMUT_CHILD_HITS'], f'{os.getpid()}.json')
+            with open(path, 'w') as f:
+                json.dump(names, f)
+
+    atexit.register(_write_hits)
 PY
 # shellcheck disable=SC2086 # the patterns are words on purpose (not file names: no globbing)
 set -f
