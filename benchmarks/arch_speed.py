@@ -68,6 +68,17 @@ def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
 _GEMM_KERNELS = ('convolution', 'conv2d', 'mm', 'linear_pointwise', 'scaled_dot_product')
 
 
+def is_gemm_kernel(key: str) -> bool:
+    """Whether a profiler event (op name) is a multiply-add kernel, :data:`_GEMM_KERNELS`."""
+    return any(k in key for k in _GEMM_KERNELS)
+
+
+def self_time_share(events) -> float:
+    """Share of the events' self CPU time (``key``, ``self_cpu_time_total``) spent in multiply-add kernels."""
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.self_cpu_time_total for e in events if is_gemm_kernel(e.key)) / total
+
+
 def gemm_share(fn: Callable[[], object], calls: int = 3) -> float:
     """Median over ``calls`` profiled calls (torch.profiler, CPU) of the share of self CPU time spent in
     :data:`_GEMM_KERNELS` (the profiler's per-op overhead inflates both parts; the share is what is used)."""
@@ -77,10 +88,7 @@ def gemm_share(fn: Callable[[], object], calls: int = 3) -> float:
     for _ in range(calls):
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             fn()
-        events = prof.key_averages()
-        total = sum(e.self_cpu_time_total for e in events)
-        gemm = sum(e.self_cpu_time_total for e in events if any(k in e.key for k in _GEMM_KERNELS))
-        shares.append(gemm / total)
+        shares.append(self_time_share(prof.key_averages()))
     return sorted(shares)[len(shares) // 2]
 
 
