@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import random
 import re
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from s2former_plugin.models.s2former_model import NonFiniteLoss, OptionError, ch
 @pytest.fixture()
 def setup(tmp_path):
     torch.manual_seed(0)
+    random.seed(0)  # basicsr's crops and flips: the same batch whatever ran before in the process
     write_paired_folder(tmp_path / 'data', n=4, size=(24, 24))
     opt = parsed_options(tiny_s2former_options(tmp_path / 'data', None), tmp_path)  # psnr + udl losses
     train_set = build_dataset(opt['datasets']['train'])
@@ -65,9 +67,11 @@ def test_bad_amp_and_accumulate_options_are_refused_in_one_line(setup, key, valu
 
 
 def test_bf16_losses_track_float32(setup):
-    """bf16 keeps 8 mantissa bits (relative rounding 2^-9 = 0.2 %) on every matmul/conv input; over a few steps
-    of this tiny net the losses (about -10 dB of PSNR loss) stay within 2 % of float32, where a wrong cast (a loss
-    in bf16, the ranking in bf16 tying) or a missing update would show as a larger gap or no change at all."""
+    """bf16 keeps 8 mantissa bits (relative rounding 2^-9 = 0.2 %) on every matmul/conv input. With the same
+    weights (step 1) the losses (about -20 dB of PSNR loss) agree within 0.5 % (at most 0.11 % measured over 40
+    random batches); the updates then drift apart (Adam's first steps move each weight by about lr whatever the
+    size of its gradient), at most 0.9 / 1.0 / 2.3 % at steps 2 / 3 / 4 over those batches, so 5 % there. A wrong
+    cast (a loss in bf16, the ranking in bf16 tying) or a missing update shows as a larger gap or no change."""
     _, opt, batch = setup
     ref = _steps(_model(opt), batch, 4)
     model = _model(opt, amp='bf16')
@@ -79,10 +83,11 @@ def test_bf16_losses_track_float32(setup):
     assert autocast_seen == [True] * 4
     assert loss_dtypes == {torch.float32}  # the bf16 uncertainty maps are cast before the losses
     assert all(p.dtype == torch.float32 for p in model.net_g.parameters())  # master weights stay float32
-    for r, a in zip(ref, amp, strict=True):
+    for step, (r, a) in enumerate(zip(ref, amp, strict=True)):
         for key in ('l_psnr', 'l_udl', 'l_total'):
             assert math.isfinite(a[key])
-            assert a[key] == pytest.approx(r[key], rel=2e-2, abs=2e-2), key
+            tol = 5e-3 if step == 0 else 5e-2
+            assert a[key] == pytest.approx(r[key], rel=tol, abs=tol), (step, key)
     assert any(a['l_total'] != r['l_total'] for r, a in zip(ref, amp, strict=True))  # autocast did change numbers
     assert ref[-1]['l_total'] != ref[0]['l_total'] and amp[-1]['l_total'] != amp[0]['l_total']
 
