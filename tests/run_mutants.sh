@@ -17,6 +17,7 @@ python=${PYTHON:-python}
 mutmut="$python -m mutmut"
 
 deselect=""
+timeout_constant=""
 case $module in
   tiling) files='s2former_plugin/tiling.py'; tests='tests/test_tiling.py tests/test_tiling_edges.py tests/test_infer_values.py' ;;
   metrics) files='s2former_plugin/metrics/protocols.py'; tests='tests/test_metrics.py tests/test_metric_values.py tests/test_metric_edges.py' ;;
@@ -33,7 +34,11 @@ case $module in
   models) files='s2former_plugin/models/s2former_model.py'
           tests='tests/test_s2former_model.py tests/test_distributed_validation.py tests/test_amp_accumulate.py'
           # a basicsr.train subprocess cannot import mutmut's trampolines (it runs outside the scratch folder)
-          deselect='tests/test_amp_accumulate.py::test_basicsr_train_counts_optimizer_steps_and_saves_the_scaler' ;;
+          deselect='tests/test_amp_accumulate.py::test_basicsr_train_counts_optimizer_steps_and_saves_the_scaler'
+          # mutmut's time limit is 15 x (the tests' measured call time + timeout_constant) wall seconds, and it
+          # does not count fixture set-up: the gloo validation runs in a module fixture (about 6-15 s), so with
+          # the default constant of 1 s every validation mutant would "time out".
+          timeout_constant=10 ;;
   *) echo "unknown module: $module" >&2; exit 2 ;;
 esac
 
@@ -48,6 +53,7 @@ mkdir -p "$scratch"
   echo 'pytest_add_cli_args ='; echo '    -p'; echo '    no:cacheprovider'; echo '    -p'; echo '    mutmut_tqdm_lock'; echo '    -p'; echo '    mutmut_child_hits'
   for d in ${deselect:-}; do echo '    --deselect'; echo "    $d"; done
   echo 'use_git_change_detection = false'
+  echo "timeout_constant = ${timeout_constant:-1}"
 } > "$scratch/setup.cfg"
 
 cd "$scratch"
