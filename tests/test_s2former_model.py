@@ -4,6 +4,7 @@ validation under a real process group: test_distributed_validation.py)."""
 from __future__ import annotations
 
 import copy
+import random
 from pathlib import Path
 
 import cv2
@@ -21,6 +22,7 @@ from s2former_plugin.official import build_from_official
 @pytest.fixture()
 def setup(tmp_path, vgg19_file):
     torch.manual_seed(0)
+    random.seed(0)  # basicsr's crops and flips: the same batch whatever ran before in the process
     write_paired_folder(tmp_path / 'data', n=3, size=(24, 24))
     opt = parsed_options(tiny_s2former_options(tmp_path / 'data', vgg19_file), tmp_path)
     train_set = build_dataset(opt['datasets']['train'])
@@ -59,7 +61,10 @@ def test_each_loss_reads_its_outputs_and_the_step_keeps_the_final_image(setup):
     log = model.get_current_log()
     for key, value in expected.items():
         assert log[key] == pytest.approx(value, rel=1e-4), key
-    torch.testing.assert_close(model.output, outputs[0], rtol=1e-4, atol=1e-5)
+    # The training forward (with gradients, plain ops) and this one (fast ops) round differently, and a flipped
+    # near-tie of the ranking moves a few pixels by ~1e-4: compare the mean difference, against a side output's.
+    near, side = ((model.output - o).abs().mean().item() for o in (outputs[0], outputs[1]))
+    assert near < 1e-5 and side > 1e-3, (near, side)
 
 
 def test_unknown_loss_key_is_rejected(setup):
