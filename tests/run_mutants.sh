@@ -32,7 +32,8 @@ case $module in
   ranking) files='s2former_plugin/archs/s2former_ranking.py s2former_plugin/archs/s2former_ops.py'
            tests='tests/test_s2former_ops.py tests/test_arch_edges.py tests/test_parity_float64.py' ;;
   models) files='s2former_plugin/models/s2former_model.py'
-          tests='tests/test_s2former_model.py tests/test_distributed_validation.py tests/test_amp_accumulate.py'
+          tests='tests/test_s2former_model.py tests/test_distributed_validation.py tests/test_amp_accumulate.py
+                 tests/test_distributed_losses.py::test_validation_failure_on_one_rank_stops_all_ranks_at_once'
           # a basicsr.train subprocess cannot import mutmut's trampolines (it runs outside the scratch folder)
           deselect='tests/test_amp_accumulate.py::test_basicsr_train_counts_optimizer_steps_and_saves_the_scaler'
           # mutmut's time limit is 15 x (the tests' measured call time + timeout_constant) wall seconds, and it

@@ -47,6 +47,20 @@ def _options(root: Path) -> dict:
     return opt
 
 
+class _Scalars:
+    """basicsr's tensorboard writer, as far as validation uses it: records ``add_scalar`` calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self.calls.append([tag, value, step])
+
+
+def _saved(opt: dict, current_iter: int) -> list[str]:
+    return sorted(p.name for p in Path(opt['path']['visualization']).rglob(f'*_{current_iter}.png'))
+
+
 def _build(opt: dict):
     torch.manual_seed(0)  # same weights on every rank and in the single-process reference
     return build_model(opt)
@@ -66,8 +80,12 @@ def _worker(rank: int, opt: dict, port: int, out_dir: str) -> None:
         seen = []
         predict = model.predict
         model.predict = lambda lq: seen.append(tuple(lq.shape)) or predict(lq)
-        model.validation(loader, current_iter=1, tb_logger=None, save_img=False)
-        record = {'metrics': model.metric_results, 'validated': len(seen)}
+        scalars = _Scalars()
+        model.validation(loader, current_iter=3, tb_logger=scalars, save_img=True)
+        dist.barrier()  # every rank has written its images
+        record = {'metrics': model.metric_results, 'validated': len(seen), 'scalars': scalars.calls}
+        record['images'] = _saved(opt, 3)
+        record['best_iter'] = model.best_metric_results[opt['datasets']['val']['name']]['psnr']['iter']
 
         train_batch = next(iter(DataLoader(build_dataset(opt['datasets']['train']), batch_size=1)))
         if rank == 1:
@@ -87,15 +105,17 @@ def _worker(rank: int, opt: dict, port: int, out_dir: str) -> None:
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory) -> tuple[dict, list[dict], list[float]]:
+def runs(tmp_path_factory) -> tuple[dict, list[dict], dict[str, list[float]], dict]:
     root = tmp_path_factory.mktemp('dist')
     opt = _options(root)
 
     # Single process: the model's validation, and the same scores computed image by image.
     model = _build(opt)
     dataset = build_dataset(opt['datasets']['val'])
-    model.validation(DataLoader(dataset), current_iter=1, tb_logger=None, save_img=False)
+    scalars = _Scalars()
+    model.validation(DataLoader(dataset), current_iter=2, tb_logger=scalars, save_img=True)
     single = dict(model.metric_results)
+    single_io = {'scalars': scalars.calls, 'images': _saved(opt, 2)}
     by_hand = {name: [] for name in METRICS}
     for i in range(len(dataset)):
         item = dataset[i]
@@ -108,18 +128,18 @@ def runs(tmp_path_factory) -> tuple[dict, list[dict], list[float]]:
     out_dir.mkdir()
     mp.start_processes(_worker, args=(opt, _free_port(), str(out_dir)), nprocs=WORLD, start_method='spawn')
     ranks = [json.loads((out_dir / f'rank{r}.json').read_text()) for r in range(WORLD)]
-    return single, ranks, by_hand
+    return single, ranks, by_hand, single_io
 
 
 def test_single_process_means_are_the_per_image_means(runs):
-    single, _, by_hand = runs
+    single, _, by_hand, _ = runs
     assert len(by_hand['psnr']) == 3 and len(set(by_hand['psnr'])) == 3  # three different scores
     for name, values in by_hand.items():
         assert single[name] == pytest.approx(sum(values) / len(values), rel=1e-12, abs=1e-12)
 
 
 def test_every_rank_reports_the_single_process_means(runs):
-    single, ranks, _ = runs
+    single, ranks, _, _ = runs
     assert [r['validated'] for r in ranks] == [2, 1]  # uneven shards: 3 images on 2 ranks
     for rank, record in enumerate(ranks):
         assert set(record['metrics']) == set(METRICS)
@@ -128,7 +148,20 @@ def test_every_rank_reports_the_single_process_means(runs):
 
 
 def test_nan_on_one_rank_stops_every_rank_before_the_update(runs):
-    _, ranks, _ = runs
+    _, ranks, _, _ = runs
     for rank, record in enumerate(ranks):
         assert record['stopped'] is not None and 'Non-finite loss at iteration 3' in record['stopped'], rank
         assert record['weights_unchanged'], rank
+
+
+def test_images_and_scalars_are_written_at_the_iteration_in_both_modes(runs):
+    """Each rank saves its share of the images (all three in the end) named with the iteration, and rank 0 logs
+    each metric to the tensorboard writer at that iteration; the same in one process."""
+    single, ranks, _, single_io = runs
+    names = ['000_2.png', '001_2.png', '002_2.png']  # iterations below total_iter (4): not renumbered
+    assert single_io['images'] == names
+    assert single_io['scalars'] == [[f'metrics/tiny_val/{k}', v, 2] for k, v in single.items()]
+    assert ranks[0]['images'] == [n.replace('_2', '_3') for n in names]
+    assert ranks[0]['scalars'] == [[f'metrics/tiny_val/{k}', v, 3] for k, v in ranks[0]['metrics'].items()]
+    assert ranks[1]['scalars'] == []  # only rank 0 logs
+    assert [r['best_iter'] for r in ranks] == [3, 3]
