@@ -253,3 +253,19 @@ def test_decoder_stage_of_several_blocks_needs_a_width_multiple_of_the_window(de
     with pytest.raises(ValueError, match='^decoder channels 12 must be a multiple of the window size 8$'):
         blocks.ReconstructionLayer(depth, 12, 2, 8)
     assert len(blocks.ReconstructionLayer(depth, 16, 2, 8)) == depth
+
+
+def test_traced_sampling_axes_do_not_depend_on_the_default_dtype():
+    """Built in float32 like the cached grid, whatever torch's default dtype (an integer ``arange`` would follow it)."""
+    default = torch.get_default_dtype()
+    axes = []
+    try:
+        for build_under in (torch.float32, torch.float64):
+            torch.set_default_dtype(build_under)
+            size = (torch.tensor(24), torch.tensor(40))
+            axes.append(blocks._traced_sampling_axes(*size, 8, torch.device('cpu'), torch.float64))
+    finally:
+        torch.set_default_dtype(default)
+    for a, b in zip(*axes, strict=True):
+        assert a.dtype == b.dtype == torch.float64
+        assert torch.equal(a, b)
