@@ -26,7 +26,8 @@ case $module in
          tests='tests/test_infer.py tests/test_infer_values.py tests/test_inference_edges.py tests/test_infer_cli_edges.py
                 tests/test_infer_bf16.py' ;;
   archs) files='s2former_plugin/archs/s2former_blocks.py s2former_plugin/archs/s2former_arch.py'
-         tests='tests/test_parity_float64.py tests/test_arch_edges.py tests/test_s2former_arch.py tests/test_paper_size.py
+         tests='tests/test_parity_float64.py tests/test_arch_edges.py tests/test_arch_details.py tests/test_s2former_arch.py
+                tests/test_paper_size.py tests/test_gpu.py
                 tests/test_export.py::test_traced_sampling_axes_equal_cached_ones
                 tests/test_distributed_losses.py::test_frozen_heads_are_exactly_those_the_losses_cannot_reach' ;;
   ranking) files='s2former_plugin/archs/s2former_ranking.py s2former_plugin/archs/s2former_ops.py'
