@@ -81,7 +81,8 @@ PY
 # stats run; hits in processes a test spawns (the 2-process gloo tests) are lost, so mutants of code that only runs
 # there (the DDP all-reduces, the NaN stop agreed across ranks) would be tried against in-process tests alone. During
 # the stats run each spawned Python writes its hits to a file at exit (sitecustomize.py, imported at start-up from
-# PYTHONPATH), and the plugin adds them to the test that spawned it.
+# PYTHONPATH), and the plugin adds them to the test that spawned it; it also maps every test of a module to each
+# function hit in that module (module-scoped fixtures).
 cat >mutants/mutmut_child_hits.py <<'PY'
 import json
 import os
@@ -100,6 +101,9 @@ def pytest_configure(config):
         os.environ['MUTMUT_CHILD_HITS'] = _DIR
 
 
+_MODULE_HITS, _MODULE_TESTS = {}, {}
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_teardown(item, nextitem):
     if _DIR is None:
@@ -109,6 +113,22 @@ def pytest_runtest_teardown(item, nextitem):
     for path in Path(_DIR).glob('*.json'):
         state()._stats.update(json.loads(path.read_text()))
         path.unlink()
+    # A module-scoped fixture runs (and records its hits) in the set-up of the first test that uses it only, so the
+    # tests that check its results would never be run against a mutant: every test of a module counts for every
+    # function hit in that module.
+    module = item.nodeid.split('::')[0]
+    _MODULE_HITS.setdefault(module, set()).update(state()._stats)
+    _MODULE_TESTS.setdefault(module, set()).add(item.nodeid.removeprefix('mutants/'))
+
+
+def pytest_sessionfinish(session):
+    if _DIR is None:
+        return
+    from mutmut.state import state
+
+    for module, functions in _MODULE_HITS.items():
+        for function in functions:
+            state().tests_by_mangled_function_name[function] |= _MODULE_TESTS[module]
 PY
 cat >mutants/sitecustomize.py <<'PY'
 import os
