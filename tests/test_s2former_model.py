@@ -214,3 +214,44 @@ def test_missing_pretrained_file_is_named(setup):
     opt['path']['pretrain_network_g'] = str(root / 'nope.pth')
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         build_model(opt)
+
+
+@pytest.mark.parametrize('ema_decay', [0.9, 0])
+def test_prediction_uses_the_ema_network_when_there_is_one(setup, ema_decay):
+    """Validation scores the EMA weights (what is saved as ``params_ema`` and deployed), the trained ones without
+    EMA; right after building both nets are equal, so the training net is moved away from the EMA first."""
+    _, opt, _ = setup
+    opt['train']['ema_decay'] = ema_decay
+    model = build_model(opt)
+    with torch.no_grad():
+        for p in model.net_g.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.opt['val']['tile'] = None
+    x = torch.rand(1, 3, 24, 24)
+    predicted, _ = model.predict(x)
+    nets = {'ema': getattr(model, 'net_g_ema', None), 'trained': model.net_g}
+    with torch.no_grad():
+        outputs = {k: n.eval()(x, return_all=True)[0][0] for k, n in nets.items() if n is not None}
+    expected = 'ema' if ema_decay else 'trained'
+    assert set(outputs) == ({'ema', 'trained'} if ema_decay else {'trained'})
+    assert torch.equal(predicted, outputs[expected])
+    if ema_decay:
+        assert not torch.allclose(outputs['ema'], outputs['trained'], atol=1e-3)
+
+
+@pytest.mark.parametrize('strict', [True, False])
+def test_strict_loading_refuses_a_checkpoint_with_missing_keys(setup, strict):
+    root, opt, _ = setup
+    state = build_model(opt).net_g.state_dict()
+    dropped = next(iter(state))
+    del state[dropped]
+    path = root / 'partial.pth'
+    torch.save({'params': state, 'params_ema': state}, path)
+    opt['path'].update(pretrain_network_g=str(path), strict_load_g=strict)
+    if strict:
+        with pytest.raises(RuntimeError, match=dropped):
+            build_model(opt)
+    else:
+        model = build_model(opt)  # the other weights loaded
+        loaded = model.net_g.state_dict()
+        assert all(torch.equal(loaded[k], v) for k, v in state.items())
