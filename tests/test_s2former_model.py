@@ -11,7 +11,9 @@ import cv2
 import pytest
 import torch
 from basicsr.data import build_dataset
+from basicsr.metrics import calculate_metric
 from basicsr.models import build_model
+from basicsr.utils import tensor2img
 from helpers import parsed_options, tiny_s2former_options, write_paired_folder
 from torch.utils.data import DataLoader
 
@@ -255,3 +257,18 @@ def test_strict_loading_refuses_a_checkpoint_with_missing_keys(setup, strict):
         model = build_model(opt)  # the other weights loaded
         loaded = model.net_g.state_dict()
         assert all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+def test_validation_of_one_image_reports_its_own_score(setup):
+    """The mean over a one-image set is that image's score (the count is not floored above 1)."""
+    root, opt, _ = setup
+    write_paired_folder(root / 'one', n=1, size=(24, 24), seed=2)
+    val_opt = dict(opt['datasets']['val'], dataroot_gt=str(root / 'one' / 'gt'), dataroot_lq=str(root / 'one' / 'lq'))
+    dataset = build_dataset(val_opt)
+    model = build_model(opt)
+    model.validation(DataLoader(dataset), current_iter=1, tb_logger=None, save_img=False)
+    item = dataset[0]
+    output, _ = model.predict(item['lq'].unsqueeze(0))
+    data = {'img': tensor2img(output), 'img2': tensor2img(item['gt'].unsqueeze(0))}
+    expected = float(calculate_metric(data, dict(opt['val']['metrics']['psnr'])))
+    assert model.metric_results['psnr'] == pytest.approx(expected, rel=1e-12)
