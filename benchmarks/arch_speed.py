@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from s2former_plugin.archs.s2former_arch import S2Former
-from s2former_plugin.benchmark.measure import count_macs, measure_speed, time_calls
+from s2former_plugin.benchmark.measure import count_macs, measure_speed, time_calls, training_step
 from s2former_plugin.official import ours_state_dict_to_official
 
 
@@ -248,13 +248,7 @@ def train_step(net: S2Former, official, device: torch.device, mode: str, args: a
         print()
     if args.profile and device.type == 'cpu':
         x = torch.rand(b, 3, s, s, device=device)
-
-        def step(module: nn.Module) -> None:
-            module.zero_grad(set_to_none=True)
-            outputs, uncertainties = module(x)
-            sum(t.mean() for t in outputs + uncertainties).backward()
-
-        shares = {name: gemm_share(lambda: step(module)) for name, module in nets.items()}
+        shares = {name: gemm_share(lambda: training_step(module, x)) for name, module in nets.items()}
         print_gemm_split(shares, {n: r['cpu_ms'] for n, r in res.items()}, 'ours')
 
 

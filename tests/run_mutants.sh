@@ -132,24 +132,21 @@ def pytest_sessionfinish(session):
 PY
 cat >mutants/sitecustomize.py <<'PY'
 import os
+import sys
 
-if os.environ.get('MUTMUT_DIE_WITH_PARENT') and hasattr(os, 'register_at_fork'):
+if os.environ.get('MUTMUT_DIE_WITH_PARENT') and sys.platform == 'linux':
     # A test run that mutmut kills at its time limit leaves the processes its test spawned (gloo ranks waiting
     # for a peer) running; piled up, they slow every later run into false time-outs. Linux: die with the parent.
     import ctypes
     import signal
 
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (AttributeError, OSError):
-        pass
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 if os.environ.get('MUTMUT_CHILD_HITS') and os.environ.get('MUTANT_UNDER_TEST') == 'stats':
     import atexit
 
     def _write_hits():
         import json
-        import sys
 
         if 'mutmut.state' not in sys.modules:
             return

@@ -8,7 +8,10 @@ from __future__ import annotations
 import gc
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -98,6 +101,12 @@ def _sum_of_means(out: Any) -> Any:
     return out.mean()
 
 
+def training_step(module: torch.nn.Module, x: torch.Tensor) -> None:
+    """The timed training step: ``zero_grad``, forward, backward of the sum of the means of all outputs."""
+    module.zero_grad(set_to_none=True)
+    _sum_of_means(module(x)).backward()
+
+
 def measure_speed(
     net, size: int, runs: int = 5, device: str = 'cpu', *, batch: int = 1, warmup: int = 1, grad: bool = False
 ) -> dict:
@@ -126,8 +135,7 @@ def measure_speed(
     def call(module) -> Any:
         def run() -> None:
             if grad:
-                module.zero_grad(set_to_none=True)
-                _sum_of_means(module(x)).backward()
+                training_step(module, x)
             else:
                 module(x)
 
