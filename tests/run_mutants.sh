@@ -2,7 +2,8 @@
 # Mutation testing with mutmut 3 (pip install mutmut==3.8.1), one module at a time, in a scratch copy of the
 # checkout (mutmut writes a mutants/ folder and setup.cfg there; the checkout is left untouched).
 #
-#   tests/run_mutants.sh MODULE [SCRATCH]      MODULE: tiling | metrics | losses | infer | archs | ranking | models
+#   tests/run_mutants.sh MODULE [SCRATCH]      MODULE: tiling | metrics | losses | infer | archs | ranking | models |
+#                                              options | setup (parts of models)
 #   MUTANTS='PATTERN ...' tests/run_mutants.sh MODULE    only the mutants whose names match (fnmatch), e.g.
 #                                                       MUTANTS='s2former_plugin.infer.x_main*' for one function
 #
@@ -41,6 +42,27 @@ case $module in
           # does not count fixture set-up: the gloo validation runs in a module fixture (about 6-15 s), so with
           # the default constant of 1 s every validation mutant would "time out".
           timeout_constant=10 ;;
+  # The option checks (pure functions of the options) against the option tests alone; every model test builds a
+  # model, and so runs them, but none of the others looks at what they refuse.
+  options) files='s2former_plugin/models/s2former_model.py'
+           tests='tests/test_option_checks.py
+                  tests/test_reliability.py::test_training_option_typos_and_types_are_refused
+                  tests/test_reliability.py::test_shipped_options_pass_the_checks
+                  tests/test_amp_accumulate.py::test_bad_amp_and_accumulate_options_are_refused_in_one_line
+                  tests/test_s2former_model.py::test_unknown_loss_key_is_rejected
+                  tests/test_s2former_model.py::test_bad_validation_options_fail_at_build_time'
+           MUTANTS=${MUTANTS:-'s2former_plugin.models.s2former_model.x_*'} ;;
+  # The model's set-up (construction, training settings, EMA net, freezing, optimizer) with the in-process model
+  # tests: each of these mutants would otherwise also start every gloo test (each builds a model). Re-run the
+  # survivors under `models` (MUTANTS=...) to try them against the multi-process tests too.
+  setup) files='s2former_plugin/models/s2former_model.py'
+         tests='tests/test_model_setup.py tests/test_s2former_model.py tests/test_amp_accumulate.py
+                tests/test_distributed_losses.py::test_frozen_heads_are_exactly_those_the_losses_cannot_reach'
+         deselect='tests/test_amp_accumulate.py::test_basicsr_train_counts_optimizer_steps_and_saves_the_scaler
+                   tests/test_amp_accumulate.py::test_accumulate_under_ddp_reduces_once_per_step_and_equals_one_batch'
+         timeout_constant=10
+         m='s2former_plugin.models.s2former_model.xǁS2FormerModelǁ'
+         MUTANTS=${MUTANTS:-"${m}__init__* ${m}init_training_settings* ${m}_build_ema_network* ${m}model_to_device* ${m}setup_optimizers*"} ;;
   *) echo "unknown module: $module" >&2; exit 2 ;;
 esac
 

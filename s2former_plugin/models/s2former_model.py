@@ -96,23 +96,22 @@ def _check_values(value, where: str) -> None:
         )
 
 
-def _check_number(block: dict, key: str, where: str, low: float | None = None, high: float | None = None) -> None:
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_number(block: dict, key: str, where: str, low: float, high: float | None = None) -> None:
     value = block.get(key)
     if value is None:
         return
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or (low is not None and value < low) or (high is not None and value > high):
-        bounds = f' in [{low}, {high}]' if high is not None else (f' >= {low}' if low is not None else '')
+    if not _is_number(value) or value < low or (high is not None and value > high):
+        bounds = f' in [{low}, {high}]' if high is not None else f' >= {low}'
         raise OptionError(f'{where}:{key}: expected a number{bounds}, got {value!r}')
 
 
 # Values torch would otherwise reject with a traceback from inside the optimizer or scheduler.
 _NUMBERS = ('lr', 'weight_decay', 'eps', 'momentum', 'gamma', 'eta_min', 'base_lr', 'max_lr', 'loss_weight')
 _NUMBER_LISTS = {'betas': 2, 'milestones': None, 'periods': None, 'restart_weights': None}
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _check_kind(name: str, value, where: str) -> None:
@@ -156,7 +155,7 @@ def check_training_options(opt: dict) -> None:
     _check_number(train, 'warmup_iter', 'train', -1)
     if train.get('amp') is not None and train['amp'] not in AMP_DTYPES:
         raise OptionError(f'train:amp: expected bf16, fp16 or ~ (float32), got {train["amp"]!r}')
-    accumulate = train.get('accumulate', 1)
+    accumulate = train.get('accumulate')
     if accumulate is not None and (isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1):
         raise OptionError(f'train:accumulate: expected an integer >= 1 (micro-batches per step), got {accumulate!r}')
     for key in ('optim_g', 'scheduler', *LOSS_KEYS):
