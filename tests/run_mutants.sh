@@ -3,13 +3,16 @@
 # checkout (mutmut writes a mutants/ folder and setup.cfg there; the checkout is left untouched).
 #
 #   tests/run_mutants.sh MODULE [SCRATCH]      MODULE: tiling | metrics | losses | infer | archs | ranking | models |
-#                                              options | setup (parts of models)
+#                                              options | setup (parts of models) | bridge | keys | rivals
 #   MUTANTS='PATTERN ...' tests/run_mutants.sh MODULE    only the mutants whose names match (fnmatch), e.g.
 #                                                       MUTANTS='s2former_plugin.infer.x_main*' for one function
 #
 # Prints mutmut's counts (killed / survived / ...) as JSON; `cd SCRATCH && PYTHONPATH=$PWD/mutants mutmut results`
 # lists the survivors and `mutmut show NAME` shows one. CPU-heavy: runs under nice with two workers.
 set -euo pipefail
+# The whole script is one block, read before any of it runs: bash reads a script as it goes, so editing this file
+# during an hour-long run would otherwise run a mix of the old and the new text.
+{
 
 module=${1:?usage: tests/run_mutants.sh MODULE [SCRATCH]}
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,6 +45,17 @@ case $module in
           # does not count fixture set-up: the gloo validation runs in a module fixture (about 6-15 s), so with
           # the default constant of 1 s every validation mutant would "time out".
           timeout_constant=10 ;;
+  bridge) files='s2former_plugin/metrics/pyiqa_metric.py s2former_plugin/metrics/scoring.py'
+          tests='tests/test_metrics.py tests/test_metrics_validation.py tests/test_metric_edges.py tests/test_report.py
+                 tests/test_reliability.py::test_non_finite_prediction_is_not_scored
+                 tests/test_reliability.py::test_validation_metric_bridge_refuses_nan_prediction
+                 tests/test_reliability.py::test_report_and_benchmark_reader_refuses_damaged_images' ;;
+  keys) files='s2former_plugin/archs/s2former_keys.py s2former_plugin/archs/padding.py'
+        tests='tests/test_s2former_arch.py tests/test_parity_float64.py tests/test_paper_size.py tests/test_infer_values.py
+               tests/test_export.py tests/test_rivals.py tests/test_s2former_ops.py
+               tests/test_reliability.py::test_official_checkpoint_loader_refuses_non_finite_weights' ;;
+  rivals) files='s2former_plugin/archs/rivals_arch.py'
+          tests='tests/test_rivals.py tests/test_export.py' ;;
   # The option checks (pure functions of the options) against the option tests alone; every model test builds a
   # model, and so runs them, but none of the others looks at what they refuse.
   options) files='s2former_plugin/models/s2former_model.py'
@@ -185,3 +199,5 @@ set -f
 MUTMUT_DIE_WITH_PARENT=1 PYTHONPATH="$scratch/mutants" nice -n 19 $mutmut run --max-children 2 ${MUTANTS:-} >mutmut_run.log 2>&1
 PYTHONPATH="$scratch/mutants" $mutmut export-cicd-stats >/dev/null
 cat mutants/mutmut-cicd-stats.json
+exit
+}

@@ -103,8 +103,13 @@ def test_ema_network_loads_params_ema_of_the_pretrained_checkpoint(opt, tmp_path
     # strict_load_g reaches the EMA net too: a checkpoint without some EMA key is refused unless it is false.
     dropped = next(iter(ema_state))
     torch.save({'params': state, 'params_ema': {k: v for k, v in ema_state.items() if k != dropped}}, path)
-    with pytest.raises(RuntimeError, match=dropped):
-        _build(opt, ema_decay=0.9)
+    for strict in (True, None):  # strict unless the options say otherwise, as for net_g
+        if strict is None:
+            del opt['path']['strict_load_g']
+        else:
+            opt['path']['strict_load_g'] = strict
+        with pytest.raises(RuntimeError, match=dropped):
+            _build(opt, ema_decay=0.9)
     opt['path']['strict_load_g'] = False
     assert _build(opt, ema_decay=0.9).net_g_ema.training is False
 

@@ -216,10 +216,7 @@ class S2FormerModel(SRModel):
 
     def init_training_settings(self) -> None:
         self.net_g.train()
-        train_opt = self.opt['train']
-        unused = sorted(k for k in train_opt if k.endswith('_opt') and k not in LOSS_KEYS)
-        if unused:
-            raise ValueError(f'S2FormerModel: train:{unused[0]} is not used; the losses are {", ".join(LOSS_KEYS)}')
+        train_opt = self.opt['train']  # its keys and types were checked in __init__ (check_training_options)
         if not any(train_opt.get(k) for k in LOSS_KEYS):
             raise ValueError(f'S2FormerModel: set at least one of train:{", train:".join(LOSS_KEYS)}')
 
