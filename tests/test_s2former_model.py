@@ -272,3 +272,17 @@ def test_validation_of_one_image_reports_its_own_score(setup):
     data = {'img': tensor2img(output), 'img2': tensor2img(item['gt'].unsqueeze(0))}
     expected = float(calculate_metric(data, dict(opt['val']['metrics']['psnr'])))
     assert model.metric_results['psnr'] == pytest.approx(expected, rel=1e-12)
+
+
+def test_basicsr_test_api_derains_the_fed_batch(setup):
+    """``feed_data`` + ``test`` + ``get_current_visuals``, as basicsr's own scripts call a model."""
+    _, opt, _ = setup
+    model = build_model(opt)
+    model.opt['val']['tile'] = None
+    x = torch.rand(1, 3, 24, 24)
+    model.feed_data({'lq': x})
+    model.test()
+    expected, uncertainty = model.predict(x)
+    assert torch.equal(model.output, expected) and torch.equal(model.uncertainty, uncertainty)
+    assert expected.shape == x.shape and uncertainty.shape == x.shape
+    assert torch.equal(model.get_current_visuals()['result'], expected.cpu())
