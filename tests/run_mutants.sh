@@ -22,6 +22,9 @@ mutmut="$python -m mutmut"
 
 deselect=""
 timeout_constant=""
+# Subprocesses outside the scratch folder cannot import mutmut's trampolines (benchmark and basicsr.train runs).
+rival_subprocesses='tests/test_rivals.py::test_benchmark_with_s2former_and_two_rivals
+                    tests/test_rivals.py::test_training_options_train_with_plain_basicsr'
 case $module in
   tiling) files='s2former_plugin/tiling.py'; tests='tests/test_tiling.py tests/test_tiling_edges.py tests/test_infer_values.py' ;;
   metrics) files='s2former_plugin/metrics/protocols.py'; tests='tests/test_metrics.py tests/test_metric_values.py tests/test_metric_edges.py' ;;
@@ -53,9 +56,11 @@ case $module in
   keys) files='s2former_plugin/archs/s2former_keys.py s2former_plugin/archs/padding.py'
         tests='tests/test_s2former_arch.py tests/test_parity_float64.py tests/test_paper_size.py tests/test_infer_values.py
                tests/test_export.py tests/test_rivals.py tests/test_s2former_ops.py
-               tests/test_reliability.py::test_official_checkpoint_loader_refuses_non_finite_weights' ;;
+               tests/test_reliability.py::test_official_checkpoint_loader_refuses_non_finite_weights'
+        deselect=$rival_subprocesses ;;
   rivals) files='s2former_plugin/archs/rivals_arch.py'
-          tests='tests/test_rivals.py tests/test_export.py' ;;
+          tests='tests/test_rivals.py tests/test_export.py'
+          deselect=$rival_subprocesses ;;
   # The option checks (pure functions of the options) against the option tests alone; every model test builds a
   # model, and so runs them, but none of the others looks at what they refuse.
   options) files='s2former_plugin/models/s2former_model.py'

@@ -122,9 +122,7 @@ def needs_reference(metric_opt: dict) -> bool:
     """Whether a ``val:metrics`` entry compares with ground truth (``niqe``, ``piqe``, ``calculate_niqe``: no)."""
     kind = metric_opt.get('type')
     if kind == 'pyiqa':
-        return metric_opt.get('protocol', 'standard') == 'official' or not protocols.is_no_reference(
-            metric_opt.get('metric', 'psnr')
-        )
+        return not protocols.is_no_reference(metric_opt.get('metric', 'psnr'))  # official: psnr/ssim only (checked)
     return kind != 'calculate_niqe'
 
 
@@ -135,17 +133,26 @@ def check_val_metrics(metrics_opt: dict) -> None:
     that would record the worst iteration as the best. An explicit flag that contradicts the metric is refused.
 
     Raises:
-        ValueError: an unknown pyiqa metric name; ``better`` is not ``higher``/``lower``, or says higher for a
-            lower-is-better metric.
+        ValueError: an unknown pyiqa metric name or protocol, a metric the official protocol does not define;
+            ``better`` is not ``higher``/``lower``, or says higher for a lower-is-better metric.
     """
     for name, metric_opt in (metrics_opt or {}).items():
         if not isinstance(metric_opt, dict):
             continue
         if metric_opt.get('type') == 'pyiqa':
+            metric, protocol = metric_opt.get('metric', 'psnr'), metric_opt.get('protocol', 'standard')
             try:
-                protocols.check_metric_name(metric_opt.get('metric', 'psnr'))
+                protocols.check_metric_name(metric)
             except protocols.UnknownMetric as exc:
                 raise ValueError(f'val:metrics:{name}:metric: {exc}') from None
+            if protocol not in protocols.PROTOCOLS:
+                known = ', '.join(protocols.PROTOCOLS)
+                raise ValueError(f'val:metrics:{name}:protocol: {protocol!r} is not one of {known}')
+            if protocol == 'official' and metric not in protocols.OFFICIAL_METRICS:
+                raise ValueError(
+                    f'val:metrics:{name}: the official protocol defines {", ".join(protocols.OFFICIAL_METRICS)} only, '
+                    f'not {metric!r}'
+                )
         better, lower = metric_opt.get('better'), _lower_better(metric_opt)
         if better not in (None, 'higher', 'lower'):
             raise ValueError(f"val:metrics:{name}:better: expected 'higher' or 'lower', got {better!r}")
