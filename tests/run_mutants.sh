@@ -49,7 +49,8 @@ case $module in
           # the default constant of 1 s every validation mutant would "time out".
           timeout_constant=10 ;;
   bridge) files='s2former_plugin/metrics/pyiqa_metric.py s2former_plugin/metrics/scoring.py'
-          tests='tests/test_metrics.py tests/test_metrics_validation.py tests/test_metric_edges.py tests/test_report.py
+          tests='tests/test_metric_bridge.py tests/test_metrics.py tests/test_metrics_validation.py tests/test_metric_edges.py
+                 tests/test_report.py
                  tests/test_reliability.py::test_non_finite_prediction_is_not_scored
                  tests/test_reliability.py::test_validation_metric_bridge_refuses_nan_prediction
                  tests/test_reliability.py::test_report_and_benchmark_reader_refuses_damaged_images' ;;
