@@ -107,6 +107,8 @@ export OMP_NUM_THREADS=1
 # PYTHONPATH pointing there.
 nice -n 19 $mutmut run --max-children 2 >mutmut_generate.log 2>&1 || true
 test -d mutants/s2former_plugin
+# The tests find the option files and docs beside the package (helpers.REPO), which is mutants/ during the run.
+cp -r options docs mutants/
 # tqdm guards its bars with a multiprocessing lock made once in mutmut's parent process and shared by every forked
 # test run: a run killed (timeout) while holding it would leave every later run that opens a bar waiting until
 # its own timeout, counted as "timeout". Each test run gets a lock of its own instead.
