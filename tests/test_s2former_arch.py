@@ -147,3 +147,14 @@ def test_mmengine_registry():
 
     net = MODELS.build(dict(type='S2Former', preset='small', num_bottleneck_blocks=1))
     assert isinstance(net, S2Former) and net.config['num_bottleneck_blocks'] == 1
+
+
+@pytest.mark.parametrize(
+    'key', ['encoder_level1.0.model.0.conv.9.weight', 'head.weight', 'ENCODER_LEVEL1.0.model.0.conv.0.weight']
+)
+def test_a_key_outside_the_table_is_named(key):
+    with pytest.raises(KeyError) as info:
+        official_key_to_ours(key)
+    assert info.value.args == (f'no UDR-S2Former key mapping for {key!r}',)
+    with pytest.raises(KeyError, match='no UDR-S2Former key mapping'):
+        our_key_to_official('encoders.0.0.unknown.weight')
