@@ -55,7 +55,8 @@ case $module in
                  tests/test_reliability.py::test_validation_metric_bridge_refuses_nan_prediction
                  tests/test_reliability.py::test_report_and_benchmark_reader_refuses_damaged_images' ;;
   keys) files='s2former_plugin/archs/s2former_keys.py s2former_plugin/archs/padding.py'
-        tests='tests/test_s2former_arch.py tests/test_parity_float64.py tests/test_paper_size.py tests/test_infer_values.py
+        tests='tests/test_padding.py tests/test_s2former_arch.py tests/test_parity_float64.py tests/test_paper_size.py
+               tests/test_infer_values.py
                tests/test_export.py tests/test_rivals.py tests/test_s2former_ops.py
                tests/test_reliability.py::test_official_checkpoint_loader_refuses_non_finite_weights'
         deselect=$rival_subprocesses ;;
