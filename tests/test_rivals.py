@@ -273,3 +273,19 @@ def test_pretrain_network_g_loads_the_released_layouts(rivals, tmp_path, name, l
     model.load_network(net, str(tmp_path / 'released.pth'), strict=True, param_key=layout)
     with torch.no_grad():
         torch.testing.assert_close(net.eval()(ref['input']), ref['outputs'][0], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', FILES)
+def test_concrete_class_derives_from_the_registered_and_the_authors_class(rivals, name):
+    """Built afresh, not from the cache ``_Rival`` keeps after the first build: what every rival is an instance of."""
+    import importlib
+
+    from s2former_plugin.archs import rivals_arch
+
+    registered = rivals_arch.RIVALS[name]
+    module, impl = registered.impl
+    authors = getattr(importlib.import_module(module), impl)
+    concrete = rivals_arch._concrete_class(registered)
+    assert concrete.__bases__ == (registered, authors)
+    assert (concrete.__name__, concrete.__qualname__, concrete.__module__) == (name, name, rivals_arch.__name__)
+    assert type(_build(name, rivals[name]['kwargs'])).__bases__ == (registered, authors)
