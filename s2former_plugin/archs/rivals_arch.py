@@ -77,7 +77,7 @@ def _concrete_class(cls: type) -> type:
         raise MissingExtraError(
             f'{cls.__name__} needs the optional extra: pip install "{EXTRA}" ({cls.distribution} is missing: {err})'
         ) from None
-    return type(cls.__name__, (cls, base), {'__module__': cls.__module__, '__qualname__': cls.__qualname__})
+    return type(cls.__name__, (cls, base), {})  # __module__: this module's (the caller's); __qualname__: the name
 
 
 @ARCH_REGISTRY.register()
