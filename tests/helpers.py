@@ -1,7 +1,11 @@
-"""Helpers shared by the tests: tiny image folders, tiny YAML options, and subprocess runs of the real CLIs."""
+"""Helpers shared by the tests: tiny image folders, tiny YAML options, models built from them, the basicsr log,
+and subprocess runs of the real CLIs."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import logging
 import os
 import subprocess
 import sys
@@ -132,6 +136,34 @@ def tiny_s2former_options(
         train['perceptual_opt'] = {'type': 'S2FormerPerceptualLoss', 'loss_weight': 0.2, 'vgg_weights': str(vgg19)}
     opt['val'].update(tile=32, tile_overlap=8)
     return opt
+
+
+def build_seeded_model(opt: dict, **train):
+    """``build_model`` of ``opt`` with ``train:`` updated, its net initialised from seed 0 (same weights every call)."""
+    import torch
+    from basicsr.models import build_model
+
+    opt = copy.deepcopy(opt)
+    opt['train'].update(train)
+    torch.manual_seed(0)
+    return build_model(opt)
+
+
+@contextlib.contextmanager
+def basicsr_log(level: int = logging.INFO):
+    """The records logged to basicsr's logger inside the block (the logger's level lowered to ``level`` meanwhile)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger('basicsr')
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
 
 
 def parsed_options(opt: dict, root: Path) -> dict:

@@ -13,7 +13,15 @@ import pytest
 import torch
 from basicsr.data import build_dataset
 from basicsr.models import build_model
-from helpers import parsed_options, run, tiny_s2former_options, write_paired_folder, write_yaml
+from helpers import (
+    basicsr_log,
+    build_seeded_model,
+    parsed_options,
+    run,
+    tiny_s2former_options,
+    write_paired_folder,
+    write_yaml,
+)
 from torch.utils.data import DataLoader
 
 from s2former_plugin import compat
@@ -29,14 +37,6 @@ def setup(tmp_path):
     train_set = build_dataset(opt['datasets']['train'])
     batch = next(iter(DataLoader(train_set, batch_size=4)))
     return tmp_path, opt, batch
-
-
-def _model(opt: dict, **train):
-    """A model with the given ``train:`` options, its net initialised from seed 0 (same weights every call)."""
-    opt = copy.deepcopy(opt)
-    opt['train'].update(train)
-    torch.manual_seed(0)
-    return build_model(opt)
 
 
 def _steps(model, batch: dict, n: int) -> list[dict]:
@@ -73,8 +73,8 @@ def test_bf16_losses_track_float32(setup):
     size of its gradient), at most 0.9 / 1.0 / 2.3 % at steps 2 / 3 / 4 over those batches, so 5 % there. A wrong
     cast (a loss in bf16, the ranking in bf16 tying) or a missing update shows as a larger gap or no change."""
     _, opt, batch = setup
-    ref = _steps(_model(opt), batch, 4)
-    model = _model(opt, amp='bf16')
+    ref = _steps(build_seeded_model(opt), batch, 4)
+    model = build_seeded_model(opt, amp='bf16')
     autocast_seen, loss_dtypes = [], set()
     model.net_g.register_forward_hook(lambda m, i, o: autocast_seen.append(torch.is_autocast_enabled('cpu')))
     udl = model.cri_udl.forward
@@ -96,7 +96,7 @@ def test_bf16_losses_track_float32(setup):
 def test_the_forward_runs_under_the_chosen_autocast_dtype(setup, amp, dtype):
     """``amp: fp16`` must autocast to float16, not to the device's default autocast type (bfloat16 on the CPU)."""
     _, opt, batch = setup
-    model = _model(opt, amp=amp)
+    model = build_seeded_model(opt, amp=amp)
     seen = []
     model.net_g.register_forward_hook(
         lambda m, i, o: seen.append((torch.is_autocast_enabled('cpu'), torch.get_autocast_dtype('cpu')))
@@ -111,8 +111,8 @@ def test_fp16_grad_scaler_unscales_before_clipping(setup, monkeypatch):
     norms = []
     clip = torch.nn.utils.clip_grad_norm_
     monkeypatch.setattr(torch.nn.utils, 'clip_grad_norm_', lambda params, m: norms.append(clip(params, m)) or norms[-1])
-    _steps(_model(opt, max_grad_norm=1e6), batch, 1)
-    model = _model(opt, amp='fp16', max_grad_norm=1e6)
+    _steps(build_seeded_model(opt, max_grad_norm=1e6), batch, 1)
+    model = build_seeded_model(opt, amp='fp16', max_grad_norm=1e6)
     assert model.grad_scaler.is_enabled() and model.grad_scaler.get_scale() == 65536.0
     # At 65536 this net's first scaled gradients overflow float16 (the scaler would skip the step and back off):
     # start where they fit, to compare the clipped norm.
@@ -125,7 +125,7 @@ def test_fp16_grad_scaler_unscales_before_clipping(setup, monkeypatch):
 def test_fp16_overflow_skips_the_step_but_a_nan_loss_stops(setup):
     _, opt, batch = setup
     batch = {k: v[:2] for k, v in batch.items()}  # float16 on the CPU is slow
-    model = _model(opt, amp='fp16')
+    model = build_seeded_model(opt, amp='fp16')
     before = copy.deepcopy(model.net_g.state_dict())
     model.grad_scaler = torch.amp.GradScaler('cpu', init_scale=3e38)  # scaled gradients overflow: its business
     _steps(model, batch, 1)
@@ -143,7 +143,7 @@ def test_fp16_overflow_skips_the_step_but_a_nan_loss_stops(setup):
 
 def test_grad_scaler_state_is_saved_and_resumed(setup):
     root, opt, batch = setup
-    model = _model(opt, amp='fp16')
+    model = build_seeded_model(opt, amp='fp16')
     _steps(model, {k: v[:2] for k, v in batch.items()}, 1)
     model.grad_scaler.update(new_scale=1234.0)  # as after a few back-offs
     model.save(epoch=0, current_iter=2)
@@ -153,17 +153,17 @@ def test_grad_scaler_state_is_saved_and_resumed(setup):
     opt2['auto_resume'] = True
     state = compat.load_resume_state(opt2)  # weights_only=True
     assert state['grad_scaler']['scale'] == 1234.0
-    resumed = _model(opt2)
+    resumed = build_seeded_model(opt2)
     resumed.resume_training(state)
     assert resumed.grad_scaler.state_dict() == model.grad_scaler.state_dict()
 
-    no_amp = _model(opt)  # a float32 run saves no scaler state
+    no_amp = build_seeded_model(opt)  # a float32 run saves no scaler state
     assert no_amp.extra_training_state() == {}
 
 
 def test_resuming_fp16_from_a_float32_state_says_the_scaling_starts_afresh(setup):
     root, opt, batch = setup
-    model = _model(opt)  # float32: its state holds no scaler
+    model = build_seeded_model(opt)  # float32: its state holds no scaler
     _steps(model, {k: v[:2] for k, v in batch.items()}, 1)
     model.save(epoch=0, current_iter=1)
 
@@ -172,16 +172,9 @@ def test_resuming_fp16_from_a_float32_state_says_the_scaling_starts_afresh(setup
     opt2['auto_resume'] = True
     state = compat.load_resume_state(opt2)
     assert 'grad_scaler' not in state
-    resumed = _model(opt2)
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = logging.getLogger('basicsr')
-    logger.addHandler(handler)
-    try:
+    resumed = build_seeded_model(opt2)
+    with basicsr_log() as records:
         resumed.resume_training(state)
-    finally:
-        logger.removeHandler(handler)
     warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
     assert warnings == [
         'train:amp: fp16: the training state holds no GradScaler state (saved without fp16); '
@@ -195,7 +188,7 @@ def test_accumulate_two_of_two_equals_one_batch_of_four(setup):
     (every loss term is a mean over images), so Adam's update, the EMA and the logged losses agree to rounding."""
     _, opt, batch = setup
     batch = {**batch, 'lq': batch['lq'].double(), 'gt': batch['gt'].double()}
-    whole, split = _model(opt), _model(opt, accumulate=2)
+    whole, split = build_seeded_model(opt), build_seeded_model(opt, accumulate=2)
     for model in (whole, split):
         model.net_g.double()
         model.net_g_ema.double()
@@ -228,7 +221,7 @@ def test_logged_losses_are_the_losses_of_the_step(setup, accumulate):
     """The logged values are the batch's losses before the update (the mean over micro-batches), not merely equal
     between the two settings: the batch-of-4 comparison above would pass with both logs negated."""
     _, opt, batch = setup
-    model = _model(opt, accumulate=accumulate)
+    model = build_seeded_model(opt, accumulate=accumulate)
     model.feed_data(batch)
     with torch.no_grad():
         parts = [model._losses(lq, gt)[0] for lq, gt in zip(model.lq.chunk(2), model.gt.chunk(2), strict=True)]
@@ -240,7 +233,7 @@ def test_logged_losses_are_the_losses_of_the_step(setup, accumulate):
 
 def test_accumulate_needs_a_divisible_batch(setup):
     _, opt, batch = setup
-    model = _model(opt, accumulate=3)
+    model = build_seeded_model(opt, accumulate=3)
     model.feed_data(batch)
     with pytest.raises(ValueError, match='train:accumulate: 3 does not divide the batch of 4'):
         model.optimize_parameters(1)
@@ -347,7 +340,7 @@ def test_accumulate_under_ddp_reduces_once_per_step_and_equals_one_batch(setup):
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        whole = _model(opt)  # one process, the 4 images in one batch, no accumulation
+        whole = build_seeded_model(opt)  # one process, the 4 images in one batch, no accumulation
         whole_logs = _steps(whole, batch, 2)
     finally:
         torch.set_default_dtype(default)

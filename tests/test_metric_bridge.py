@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from basicsr.metrics import calculate_metric
+from helpers import basicsr_log
 
 from s2former_plugin.metrics import protocols, pyiqa_metric
 from s2former_plugin.metrics.pyiqa_metric import check_val_metrics, needs_reference
@@ -65,16 +66,9 @@ def test_unavailable_metric_raises_unless_nan_is_asked_for_and_then_warns_once(m
         pyiqa_metric.pyiqa(pred, gt, metric='lpips')  # the default: a missing metric stops the run
     assert str(info.value) == "metric 'lpips' unavailable: no weight file for lpips"
 
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = logging.getLogger('basicsr')
-    logger.addHandler(handler)
-    try:
+    with basicsr_log() as records:
         for metric in ('lpips', 'lpips', 'dists', 'lpips'):
             assert math.isnan(pyiqa_metric.pyiqa(pred, gt, metric=metric, on_unavailable='nan'))
-    finally:
-        logger.removeHandler(handler)
     assert [r.getMessage() for r in records] == [
         "metric 'lpips' unavailable, reported as nan: no weight file for lpips",
         "metric 'dists' unavailable, reported as nan: no weight file for dists",

@@ -3,14 +3,12 @@ parameters only, the training settings read from ``train:``, and what is frozen 
 
 from __future__ import annotations
 
-import copy
-import logging
 import random
 
 import pytest
 import torch
 from basicsr.models import build_model
-from helpers import parsed_options, tiny_s2former_options, write_paired_folder
+from helpers import basicsr_log, build_seeded_model, parsed_options, tiny_s2former_options, write_paired_folder
 
 from s2former_plugin.models.s2former_model import OptionError
 
@@ -25,23 +23,8 @@ def opt(tmp_path):
 
 @pytest.fixture()
 def log_lines():
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = logging.getLogger('basicsr')
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield lambda: [r.getMessage() for r in records]
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-
-
-def _build(opt: dict, **train):
-    opt = copy.deepcopy(opt)
-    opt['train'].update(train)
-    torch.manual_seed(0)
-    return build_model(opt)
+    with basicsr_log() as records:
+        yield lambda: [r.getMessage() for r in records]
 
 
 @pytest.mark.parametrize(
@@ -65,11 +48,11 @@ def test_options_are_checked_before_any_network_is_built(opt, monkeypatch, where
 
 def test_at_least_one_loss_is_needed(opt):
     with pytest.raises(ValueError) as info:
-        _build(opt, psnr_opt=None, udl_opt=None)
+        build_seeded_model(opt, psnr_opt=None, udl_opt=None)
     assert str(info.value) == 'S2FormerModel: set at least one of train:psnr_opt, train:perceptual_opt, train:udl_opt'
-    model = _build(opt, psnr_opt=None)  # one is enough
+    model = build_seeded_model(opt, psnr_opt=None)  # one is enough
     assert model.cri_psnr is None and model.cri_perceptual is None and model.cri_udl is not None
-    model = _build(opt, udl_opt=None)
+    model = build_seeded_model(opt, udl_opt=None)
     assert model.cri_psnr is not None and model.cri_udl is None
 
 
@@ -77,7 +60,7 @@ def test_at_least_one_loss_is_needed(opt):
 def test_ema_network_only_with_a_positive_decay(opt, log_lines, ema_decay):
     if ema_decay is None:
         del opt['train']['ema_decay']
-    model = _build(opt, **({} if ema_decay is None else {'ema_decay': ema_decay}))
+    model = build_seeded_model(opt, **({} if ema_decay is None else {'ema_decay': ema_decay}))
     assert model.ema_decay == (ema_decay or 0)
     uses_ema = [line for line in log_lines() if 'Exponential Moving Average' in line]
     if not ema_decay:
@@ -91,12 +74,12 @@ def test_ema_network_only_with_a_positive_decay(opt, log_lines, ema_decay):
 
 
 def test_ema_network_loads_params_ema_of_the_pretrained_checkpoint(opt, tmp_path):
-    state = _build(opt).net_g.state_dict()
+    state = build_seeded_model(opt).net_g.state_dict()
     ema_state = {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}
     path = tmp_path / 'pretrained.pth'
     torch.save({'params': state, 'params_ema': ema_state}, path)
     opt['path']['pretrain_network_g'] = str(path)
-    model = _build(opt, ema_decay=0.9)
+    model = build_seeded_model(opt, ema_decay=0.9)
     for net, expected in ((model.net_g, state), (model.net_g_ema, ema_state)):
         loaded = net.state_dict()
         assert all(torch.equal(loaded[k], v) for k, v in expected.items())
@@ -109,19 +92,19 @@ def test_ema_network_loads_params_ema_of_the_pretrained_checkpoint(opt, tmp_path
         else:
             opt['path']['strict_load_g'] = strict
         with pytest.raises(RuntimeError, match=dropped):
-            _build(opt, ema_decay=0.9)
+            build_seeded_model(opt, ema_decay=0.9)
     opt['path']['strict_load_g'] = False
-    assert _build(opt, ema_decay=0.9).net_g_ema.training is False
+    assert build_seeded_model(opt, ema_decay=0.9).net_g_ema.training is False
 
 
 def test_training_settings_read_from_the_options(opt):
-    model = _build(opt)
+    model = build_seeded_model(opt)
     assert (model.max_grad_norm, model.amp_dtype, model.accumulate) == (None, None, 1)
     assert not model.grad_scaler.is_enabled()
-    model = _build(opt, max_grad_norm=0.5, amp='bf16', accumulate=None)
+    model = build_seeded_model(opt, max_grad_norm=0.5, amp='bf16', accumulate=None)
     assert (model.max_grad_norm, model.amp_dtype, model.accumulate) == (0.5, torch.bfloat16, 1)
     assert not model.grad_scaler.is_enabled()  # bf16 needs no loss scaling
-    model = _build(opt, amp='fp16', accumulate=2)
+    model = build_seeded_model(opt, amp='fp16', accumulate=2)
     assert (model.amp_dtype, model.accumulate) == (torch.float16, 2)
     assert model.grad_scaler.is_enabled()
     assert model.net_g.training
@@ -130,7 +113,7 @@ def test_training_settings_read_from_the_options(opt):
 def test_optimizer_holds_the_trainable_parameters_with_the_options(opt, log_lines):
     opt['train']['optim_g'] = {'type': 'AdamW', 'lr': 3e-4, 'weight_decay': 0.02, 'betas': [0.8, 0.9]}
     opt['train']['scheduler'] = {'type': 'MultiStepLR', 'milestones': [10], 'gamma': 0.5}  # CyclicLR resets lr
-    model = _build(opt, udl_opt=None)  # no UDL: the uncertainty heads are frozen
+    model = build_seeded_model(opt, udl_opt=None)  # no UDL: the uncertainty heads are frozen
     assert model.optimizers == [model.optimizer_g] and isinstance(model.optimizer_g, torch.optim.AdamW)
     group = model.optimizer_g.param_groups[0]
     assert (group['lr'], group['weight_decay'], tuple(group['betas'])) == (3e-4, 0.02, (0.8, 0.9))
@@ -149,7 +132,7 @@ def test_optimizer_holds_the_trainable_parameters_with_the_options(opt, log_line
 
 
 def test_nothing_frozen_or_logged_when_every_head_has_a_loss(opt, log_lines):
-    model = _build(opt)  # psnr + udl reach every output
+    model = build_seeded_model(opt)  # psnr + udl reach every output
     assert all(p.requires_grad for p in model.net_g.parameters())
     assert not [line for line in log_lines() if 'No loss reaches' in line]
     assert [id(p) for p in model.optimizer_g.param_groups[0]['params']] == [id(p) for p in model.net_g.parameters()]

@@ -57,6 +57,7 @@ __all__ = [
     'UnknownMetric',
     'basicsr_niqe',
     'check_metric',
+    'check_protocol',
     'check_metric_name',
     'compute',
     'is_no_reference',
@@ -409,6 +410,21 @@ def check_metric_name(metric: str) -> None:
         raise UnknownMetric(f'unknown metric {metric!r} (niqe, niqe_pyiqa or a pyiqa name: see pyiqa.list_models())')
 
 
+def check_protocol(metric: str, protocol: str, where: str = '') -> None:
+    """Raise ``ValueError`` unless ``protocol`` is known and defines ``metric`` (official: psnr and ssim only).
+
+    Args:
+        metric: Metric name.
+        protocol: ``standard`` or ``official``.
+        where: How the caller names the entry, put first in the message (``val:metrics:psnr:``).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f'{where}protocol: {protocol!r} is not one of {", ".join(PROTOCOLS)}')
+    if protocol == 'official' and metric not in OFFICIAL_METRICS:
+        message = f'the official protocol defines {", ".join(OFFICIAL_METRICS)} only, not {metric!r}'
+        raise ValueError(f'{where} {message}' if where else message)
+
+
 def check_metric(metric: str, protocol: str = 'standard', weights_dir: str | None = None, **opts) -> None:
     """Raise if ``metric`` cannot be computed here, without computing it (the pyiqa metric is built and cached).
 
@@ -506,12 +522,9 @@ def compute(metric: str, pred: Any, gt: Any = None, protocol: str = 'standard', 
         NonFiniteImage: an image holds NaN or inf.
         MetricUnavailable: the metric cannot be computed here.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f'protocol: {protocol!r} is not one of {", ".join(PROTOCOLS)}')
+    check_protocol(metric, protocol)
     channel_order = opts.pop('channel_order', 'bgr')
     if protocol == 'official':
-        if metric not in OFFICIAL_METRICS:
-            raise ValueError(f'the official protocol defines {", ".join(OFFICIAL_METRICS)} only, not {metric!r}')
         if gt is None:
             raise ValueError(f'official {metric} needs a reference image')
         y, crop = opts.pop('test_y_channel', True), opts.pop('crop_border', 0)

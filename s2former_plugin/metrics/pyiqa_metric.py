@@ -145,14 +145,7 @@ def check_val_metrics(metrics_opt: dict) -> None:
                 protocols.check_metric_name(metric)
             except protocols.UnknownMetric as exc:
                 raise ValueError(f'val:metrics:{name}:metric: {exc}') from None
-            if protocol not in protocols.PROTOCOLS:
-                known = ', '.join(protocols.PROTOCOLS)
-                raise ValueError(f'val:metrics:{name}:protocol: {protocol!r} is not one of {known}')
-            if protocol == 'official' and metric not in protocols.OFFICIAL_METRICS:
-                raise ValueError(
-                    f'val:metrics:{name}: the official protocol defines {", ".join(protocols.OFFICIAL_METRICS)} only, '
-                    f'not {metric!r}'
-                )
+            protocols.check_protocol(metric, protocol, where=f'val:metrics:{name}:')
         better, lower = metric_opt.get('better'), _lower_better(metric_opt)
         if better not in (None, 'higher', 'lower'):
             raise ValueError(f"val:metrics:{name}:better: expected 'higher' or 'lower', got {better!r}")
