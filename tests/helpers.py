@@ -168,8 +168,6 @@ def basicsr_log(level: int = logging.INFO):
 
 def parsed_options(opt: dict, root: Path) -> dict:
     """What ``basicsr.utils.options.parse_options`` adds for a non-distributed CPU training run rooted at ``root``."""
-    import copy
-
     opt = copy.deepcopy(opt)
     exp = root / 'experiments' / opt['name']
     opt.update(is_train=True, dist=False, rank=0, world_size=1, auto_resume=False, root_path=str(root))

@@ -140,8 +140,6 @@ def test_nothing_frozen_or_logged_when_every_head_has_a_loss(opt, log_lines):
 
 def test_a_test_time_model_freezes_nothing(opt):
     opt['is_train'] = False
-    opt['train']['udl_opt'] = None  # would freeze the uncertainty heads in training
-    torch.manual_seed(0)
-    model = build_model(opt)
+    model = build_seeded_model(opt, udl_opt=None)  # no UDL would freeze the uncertainty heads in training
     assert all(p.requires_grad for p in model.net_g.parameters())
     assert not hasattr(model, 'optimizer_g')

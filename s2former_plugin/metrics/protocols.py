@@ -410,6 +410,11 @@ def check_metric_name(metric: str) -> None:
         raise UnknownMetric(f'unknown metric {metric!r} (niqe, niqe_pyiqa or a pyiqa name: see pyiqa.list_models())')
 
 
+def _check_protocol_name(protocol: str, where: str = '') -> None:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f'{where}protocol: {protocol!r} is not one of {", ".join(PROTOCOLS)}')
+
+
 def check_protocol(metric: str, protocol: str, where: str = '') -> None:
     """Raise ``ValueError`` unless ``protocol`` is known and defines ``metric`` (official: psnr and ssim only).
 
@@ -418,8 +423,7 @@ def check_protocol(metric: str, protocol: str, where: str = '') -> None:
         protocol: ``standard`` or ``official``.
         where: How the caller names the entry, put first in the message (``val:metrics:psnr:``).
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f'{where}protocol: {protocol!r} is not one of {", ".join(PROTOCOLS)}')
+    _check_protocol_name(protocol, where)
     if protocol == 'official' and metric not in OFFICIAL_METRICS:
         message = f'the official protocol defines {", ".join(OFFICIAL_METRICS)} only, not {metric!r}'
         raise ValueError(f'{where} {message}' if where else message)
@@ -432,8 +436,7 @@ def check_metric(metric: str, protocol: str = 'standard', weights_dir: str | Non
         UnknownMetric: no metric of that name.
         MetricUnavailable: the protocol does not define it, or its weight files are missing.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f'protocol: {protocol!r} is not one of {", ".join(PROTOCOLS)}')
+    _check_protocol_name(protocol)
     check_metric_name(metric)
     if protocol == 'official':
         if metric not in OFFICIAL_METRICS:
