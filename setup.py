@@ -81,7 +81,7 @@ setup(
         'dev': ['pytest==9.2.0', 'ruff==0.17.6'],
         # ONNX export and onnxruntime inference (s2former_plugin.export, infer --weights net.onnx)
         'export': ['onnx==1.23.2', 'onnxruntime==1.31.1'],
-        # Restormer, MPRNet (spandrel-extra-arches) and NAFNet (spandrel) for s2former_plugin.archs.rivals_arch
+        # Restormer, MPRNet (spandrel-extra-arches) and NAFNet (spandrel) (s2former_plugin/archs/*_arch.py)
         'rivals': ['spandrel==0.4.2', 'spandrel-extra-arches==0.2.0'],
     },
     cmdclass={'build_py': BuildPyWithHook, 'editable_wheel': EditableWheelWithHook},

@@ -215,9 +215,9 @@ def test_mprnet_export_is_fixed_size_and_refused_on_loading(tmp_path):
 
 
 def _rival(name: str) -> torch.nn.Module:
-    from s2former_plugin.archs import rivals_arch
+    from s2former_plugin.archs import spandrel_rival
 
     ref = torch.load(DATA / 'rivals' / f'{name.lower()}_small_seed7.pt', weights_only=True)
-    net = getattr(rivals_arch, name)(**ref['kwargs'])
+    net = spandrel_rival.RIVALS[name](**ref['kwargs'])
     net.load_state_dict(ref['state_dict'], strict=True)
     return net.eval()

@@ -134,16 +134,16 @@ def test_missing_extra_is_a_one_line_error(monkeypatch):
     import basicsr  # noqa: F401
 
     from s2former_plugin import benchmark
-    from s2former_plugin.archs import rivals_arch
+    from s2former_plugin.archs import spandrel_rival
 
     # No spandrel at all: every spandrel module, also those imported earlier in this process, is unimportable.
     for mod in [m for m in sys.modules if m.split('.')[0] in ('spandrel', 'spandrel_extra_arches')]:
         monkeypatch.setitem(sys.modules, mod, None)
     monkeypatch.setitem(sys.modules, 'spandrel', None)
     monkeypatch.setitem(sys.modules, 'spandrel_extra_arches', None)
-    monkeypatch.setattr(rivals_arch._Rival, '_concrete', {})
+    monkeypatch.setattr(spandrel_rival.SpandrelRival, '_concrete', {})
     for name in FILES:
-        with pytest.raises(rivals_arch.MissingExtraError) as err:
+        with pytest.raises(spandrel_rival.MissingExtraError) as err:
             _build(name, {})
         message = str(err.value)
         assert '\n' not in message and message.startswith(f'{name} needs the optional extra')
@@ -280,12 +280,12 @@ def test_concrete_class_derives_from_the_registered_and_the_authors_class(rivals
     """Built afresh, not from the cache ``_Rival`` keeps after the first build: what every rival is an instance of."""
     import importlib
 
-    from s2former_plugin.archs import rivals_arch
+    from s2former_plugin.archs import spandrel_rival
 
-    registered = rivals_arch.RIVALS[name]
+    registered = spandrel_rival.RIVALS[name]
     module, impl = registered.impl
     authors = getattr(importlib.import_module(module), impl)
-    concrete = rivals_arch._concrete_class(registered)
+    concrete = spandrel_rival._concrete_class(registered)
     assert concrete.__bases__ == (registered, authors)
-    assert (concrete.__name__, concrete.__qualname__, concrete.__module__) == (name, name, rivals_arch.__name__)
+    assert (concrete.__name__, concrete.__qualname__, concrete.__module__) == (name, name, spandrel_rival.__name__)
     assert type(_build(name, rivals[name]['kwargs'])).__bases__ == (registered, authors)

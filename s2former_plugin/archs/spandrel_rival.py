@@ -1,10 +1,10 @@
-"""Rival derainers registered in BasicSR's ``ARCH_REGISTRY``: Restormer, MPRNet, NAFNet.
+"""The base of the rival derainers whose classes come from ``spandrel`` (Restormer, MPRNet, NAFNet, Uformer).
 
 The networks are not re-implemented here: each registered class is, once built, a subclass of the maintained copy
 of the authors' class in ``spandrel`` / ``spandrel-extra-arches`` (the optional extra
 ``pip install "s2former_plugin[rivals]"``). So it takes the authors' keyword arguments, its state dict has the
 authors' key names (released checkpoints load with ``strict=True``), and its maths is theirs. What this module
-adds, in :meth:`_Rival.forward`:
+adds, in :meth:`SpandrelRival.forward`:
 
 * any input size: the input is padded at the bottom and right to the net's multiple with reflection (as the
   authors' deraining test scripts do) and the output cropped back; NAFNet pads itself (zeros, the authors' code);
@@ -25,12 +25,11 @@ from __future__ import annotations
 import importlib
 from typing import Any, ClassVar
 
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
 from .padding import pad_to_multiple
 
-__all__ = ['MissingExtraError', 'Restormer', 'MPRNet', 'NAFNet', 'RIVALS']
+__all__ = ['MissingExtraError', 'SpandrelRival', 'RIVALS']
 
 EXTRA = 's2former_plugin[rivals]'
 
@@ -39,7 +38,7 @@ class MissingExtraError(ImportError):
     """A rival was asked for without the optional ``rivals`` extra installed (one-line message)."""
 
 
-class _Rival(nn.Module):
+class SpandrelRival(nn.Module):
     """Base of the registered rivals: builds the authors' class lazily and makes its forward size-agnostic.
 
     Instantiating ``Restormer(**kwargs)`` creates (once) a class ``Restormer`` deriving from both the registered
@@ -54,9 +53,14 @@ class _Rival(nn.Module):
     multiple: ClassVar[int] = 1
     _concrete: ClassVar[dict[type, type]] = {}
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> _Rival:
-        if cls not in _Rival._concrete.values():
-            cls = _Rival._concrete.get(cls) or _Rival._concrete.setdefault(cls, _concrete_class(cls))
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if 'impl' in cls.__dict__:  # a registered rival (the concrete classes built from it define no impl)
+            RIVALS[cls.__name__] = cls
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> SpandrelRival:
+        if cls not in SpandrelRival._concrete.values():
+            cls = SpandrelRival._concrete.get(cls) or SpandrelRival._concrete.setdefault(cls, _concrete_class(cls))
         return super().__new__(cls)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -80,48 +84,5 @@ def _concrete_class(cls: type) -> type:
     return type(cls.__name__, (cls, base), {})  # __module__: this module's (the caller's); __qualname__: the name
 
 
-@ARCH_REGISTRY.register()
-class Restormer(_Rival):
-    """Restormer (Zamir et al., CVPR 2022), swz30/Restormer ``restormer_arch.Restormer``; licence: see the authors'.
-
-    Keyword arguments as the authors' (``inp_channels, out_channels, dim, num_blocks, num_refinement_blocks,
-    heads, ffn_expansion_factor, bias, LayerNorm_type, dual_pixel_task``); deraining uses the defaults
-    (26.1 M parameters). Three 2x down-samplings: inputs are padded to a multiple of 8.
-    """
-
-    impl = ('spandrel_extra_arches.architectures.Restormer.__arch.restormer_arch', 'Restormer')
-    distribution = 'spandrel-extra-arches'
-    multiple = 8
-
-
-@ARCH_REGISTRY.register()
-class MPRNet(_Rival):
-    """MPRNet (Zamir et al., CVPR 2021), deraining variant, swz30/MPRNet ``Deraining/MPRNet.py``.
-
-    Keyword arguments as the authors' (``in_c, out_c, n_feat, scale_unetfeats, scale_orsnetfeats, num_cab,
-    kernel_size, reduction, bias``; deraining defaults n_feat 40, scale_unetfeats 20, scale_orsnetfeats 16,
-    3.6 M parameters). Returns the final (third) stage only. Stage 1 works on quarters of the image with two 2x
-    down-samplings: inputs are padded to a multiple of 8, as the authors' test script does.
-    """
-
-    impl = ('spandrel_extra_arches.architectures.MPRNet.__arch.MPRNet', 'MPRNet')
-    distribution = 'spandrel-extra-arches'
-    multiple = 8
-
-
-@ARCH_REGISTRY.register()
-class NAFNet(_Rival):
-    """NAFNet (Chen et al., ECCV 2022), megvii-research/NAFNet ``NAFNet_arch.NAFNet``.
-
-    Keyword arguments as the authors' (``img_channel, width, middle_blk_num, enc_blk_nums, dec_blk_nums``). The
-    authors' class pads to its multiple (``2 ** len(enc_blk_nums)``, zeros) and crops back itself; that is kept,
-    so outputs equal the authors' at every size.
-    """
-
-    impl = ('spandrel.architectures.NAFNet.__arch.NAFNet_arch', 'NAFNet')
-    distribution = 'spandrel'
-    multiple = 1
-
-
-#: The registered rivals by name.
-RIVALS: dict[str, type[_Rival]] = {c.__name__: c for c in (Restormer, MPRNet, NAFNet)}
+#: The registered spandrel-backed rivals by name (filled as their ``*_arch`` modules are imported).
+RIVALS: dict[str, type[SpandrelRival]] = {}
