@@ -797,13 +797,13 @@ def test_create_lmdb_does_not_store_a_damaged_jpeg(tmp_path, strict):
 
 @pytest.mark.parametrize('case', ['jpeg-cut-at-90pc', 'jpeg-zeroed-middle', 'png-cut-before-iend'])
 def test_report_and_benchmark_reader_refuses_damaged_images(tmp_path, case):
-    from s2former_plugin import report
+    from s2former_plugin.metrics import scoring
 
     make, reason = DAMAGED[case]
     path = tmp_path / ('x.jpg' if case.startswith('jpeg') else 'x.png')
     path.write_bytes(make())
     with pytest.raises(ValueError, match=re.escape(reason)):
-        report.read_image(str(path))
+        scoring.read_image(str(path))
 
 
 def test_write_on_a_full_disk_says_disk_full(tmp_path, monkeypatch):

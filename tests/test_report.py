@@ -14,7 +14,7 @@ import pytest
 from helpers import photo
 
 from s2former_plugin import report
-from s2former_plugin.metrics import protocols
+from s2former_plugin.metrics import evaluation, pairing, protocols, scoring
 
 
 class _Gallery(HTMLParser):
@@ -73,11 +73,11 @@ def dataset(tmp_path):
 
 
 def test_gt_stem_candidates_follow_dataset_naming():
-    assert 'norain-12' in report.gt_stem_candidates('norain-12x2')
-    assert '7_clean' in report.gt_stem_candidates('7_rain')
-    assert 'pie-norain-3' in report.gt_stem_candidates('pie-rd-rain-3')
-    assert 'norain-5' in report.gt_stem_candidates('rd-5')
-    assert report.gt_stem_candidates('train-1') == ['train-1']  # 'rain' only as a whole word
+    assert 'norain-12' in pairing.gt_stem_candidates('norain-12x2')
+    assert '7_clean' in pairing.gt_stem_candidates('7_rain')
+    assert 'pie-norain-3' in pairing.gt_stem_candidates('pie-rd-rain-3')
+    assert 'norain-5' in pairing.gt_stem_candidates('rd-5')
+    assert pairing.gt_stem_candidates('train-1') == ['train-1']  # 'rain' only as a whole word
 
 
 def test_report_writes_all_files(dataset, tmp_path, monkeypatch, capsys):
@@ -143,11 +143,11 @@ def test_one_identical_image_does_not_make_the_mean_infinite(dataset):
     assert doc['mean']['psnr'] == pytest.approx(np.mean(finite)) and doc['infinite'] == {'psnr': 1}
     assert doc['mean']['ssim'] == pytest.approx(np.mean([v['ssim'] for v in doc['per_image'].values()]))
     assert '`psnr`: 1 non-finite value(s)' in (out / 'report.md').read_text()
-    assert report.finite_mean([1.0, math.inf, 3.0]) == (2.0, 1)
-    assert report.finite_mean([math.inf, math.inf]) == (math.inf, 2)
+    assert scoring.finite_mean([1.0, math.inf, 3.0]) == (2.0, 1)
+    assert scoring.finite_mean([math.inf, math.inf]) == (math.inf, 2)
     for bad in (math.nan, -math.inf):  # a failed score is never averaged around
         with pytest.raises(ValueError, match='NaN or -inf'):
-            report.finite_mean([1.0, bad])
+            scoring.finite_mean([1.0, bad])
 
 
 def test_one_line_errors(dataset, capsys):
@@ -186,11 +186,11 @@ def test_float_tiff_and_infer_double_extension_names_are_scored(tmp_path):
     cv2.imwrite(str(tmp_path / 'pred' / 'a.png.tiff'), pred)
     cv2.imwrite(str(tmp_path / 'pred' / 'a.jpg.png'), gt)
     cv2.imwrite(str(tmp_path / 'pred' / 'b.png'), np.rint(pred * 255).astype(np.uint8))
-    assert report.read_image(str(tmp_path / 'pred' / 'a.png.tiff')).dtype == np.float32
-    pairs, unmatched = report.pair_images(str(tmp_path / 'pred'), str(tmp_path / 'gt'))
+    assert scoring.read_image(str(tmp_path / 'pred' / 'a.png.tiff')).dtype == np.float32
+    pairs, unmatched = pairing.pair_images(str(tmp_path / 'pred'), str(tmp_path / 'gt'))
     assert unmatched == []
     assert {p.name: p.gt.rsplit('/', 1)[-1] for p in pairs} == {'a.png': 'a.png', 'a.jpg': 'a.png', 'b': 'b.png'}
-    ev = report.evaluate(pairs, ['psnr', 'ssim'], workers=1, progress=False)
+    ev = evaluation.evaluate(pairs, ['psnr', 'ssim'], workers=1, progress=False)
     assert not ev.errors
     # The float prediction scores (close to) what its 8-bit rounding scores: the same pixels on another scale.
     assert ev.per_image['a.png']['psnr'] == pytest.approx(ev.per_image['b']['psnr'], abs=0.2)

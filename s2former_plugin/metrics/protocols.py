@@ -386,7 +386,7 @@ def get_pyiqa_metric(metric: str, device: torch.device | str = 'cpu', weights_di
     return value
 
 
-def _pyiqa_name(metric: str) -> str:
+def pyiqa_name(metric: str) -> str:
     return _PYIQA_NAMES.get(metric, metric)
 
 
@@ -394,19 +394,19 @@ def is_no_reference(metric: str) -> bool:
     """Whether ``metric`` scores an image alone (``niqe``, ``piqe``, ``brisque``, ...), without a reference."""
     if metric == BASICSR_NIQE:
         return True
-    return _pyiqa_configs().get(_pyiqa_name(metric), {}).get('metric_mode') == 'NR'
+    return _pyiqa_configs().get(pyiqa_name(metric), {}).get('metric_mode') == 'NR'
 
 
 def lower_is_better(metric: str) -> bool:
     """Whether smaller values of the metric are better (``lpips``, ``niqe``, ``piqe``: yes; ``psnr``: no)."""
     if metric in _Y_DEFAULTS:
         return False
-    return bool(_pyiqa_configs().get(_pyiqa_name(metric), {}).get('lower_better', False))
+    return bool(_pyiqa_configs().get(pyiqa_name(metric), {}).get('lower_better', False))
 
 
 def check_metric_name(metric: str) -> None:
     """Raise :class:`UnknownMetric` unless ``metric`` names a metric (``niqe``, ``niqe_pyiqa`` or a pyiqa name)."""
-    if metric != BASICSR_NIQE and _pyiqa_name(metric) not in _pyiqa_configs():
+    if metric != BASICSR_NIQE and pyiqa_name(metric) not in _pyiqa_configs():
         raise UnknownMetric(f'unknown metric {metric!r} (niqe, niqe_pyiqa or a pyiqa name: see pyiqa.list_models())')
 
 
@@ -445,7 +445,7 @@ def check_metric(metric: str, protocol: str = 'standard', weights_dir: str | Non
     if metric != BASICSR_NIQE:
         opts = {**_Y_DEFAULTS.get(metric, {}), **opts}
         opts.pop('channel_order', None)
-        get_pyiqa_metric(_pyiqa_name(metric), _device(opts, metric), weights_dir, **opts)
+        get_pyiqa_metric(pyiqa_name(metric), _device(opts, metric), weights_dir, **opts)
 
 
 def basicsr_niqe(img: Any, channel_order: str = 'bgr', crop_border: int = 0, convert_to: str = 'y') -> float:
@@ -491,7 +491,7 @@ def standard_metric(metric: str, pred: Any, gt: Any = None, channel_order: str =
     weights_dir = opts.pop('weights_dir', None)
     opts = {**_Y_DEFAULTS.get(metric, {}), **opts}
     device = _device(opts, metric)
-    fn = get_pyiqa_metric(_pyiqa_name(metric), device, weights_dir, **opts)
+    fn = get_pyiqa_metric(pyiqa_name(metric), device, weights_dir, **opts)
     x = to_rgb_tensor(pred, channel_order)
     dtype = torch.float64 if metric in _Y_DEFAULTS else torch.float32
     x = x.to(device, dtype)

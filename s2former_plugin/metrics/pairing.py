@@ -1,0 +1,155 @@
+"""Pairing a folder of predictions with ground truth, rainy inputs and uncertainty maps, by file name.
+
+Predictions are paired with ground truth by file stem: the exact stem first, then the dataset naming rules of
+:mod:`s2former_plugin.data.layouts` (``norain-1x2`` -> ``norain-1``, ``7_rain`` -> ``7_clean``, ``rd-rain-3`` ->
+``norain-3``...). Used by ``python -m s2former_plugin.report``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..data.layouts import clean_stem_candidates
+from ..imageio import IMAGE_EXTENSIONS, list_images
+
+__all__ = ['MISSING_KINDS', 'ImagePair', 'gt_stem_candidates', 'pair_images', 'collect_pairs']
+
+
+# missing kind -> (what is listed, meaning)
+MISSING_KINDS = {
+    'no_ground_truth': 'prediction(s) without ground truth',
+    'no_prediction_for_ground_truth': 'ground-truth image(s) without a prediction',
+    'no_input': 'prediction(s) without a rainy input',
+    'no_prediction_for_input': 'input image(s) without a prediction',
+}
+
+
+@dataclass(frozen=True)
+class ImagePair:
+    """A prediction with its ground truth, rainy input and uncertainty map (each optional); ``name``: the
+    prediction's stem."""
+
+    name: str
+    pred: str
+    gt: str | None = None
+    input: str | None = None
+    uncertainty: str | None = None
+
+
+def _images(folder: str) -> dict[str, str]:
+    """``{stem: path}`` of :func:`list_images` (the first extension wins for duplicated stems)."""
+    out: dict[str, str] = {}
+    for path in list_images(folder):
+        out.setdefault(os.path.splitext(os.path.basename(path))[0], path)
+    return out
+
+
+def gt_stem_candidates(stem: str) -> list[str]:
+    """Ground-truth stems a prediction named ``stem`` may correspond to, most specific first.
+
+    The exact stem, then the dataset layouts' naming rules (``layouts.clean_stem_candidates``): Rain100/200
+    (``norain-1x2`` -> ``norain-1``), Raindrop/AGAN (``7_rain`` -> ``7_clean``), RainDS (the last whole-word
+    ``rd-rain``/``rd``/``rain`` -> ``norain``).
+    """
+    return clean_stem_candidates(stem)
+
+
+def _without_image_ext(stem: str) -> list[str]:
+    """``[stem]``, then ``stem`` without an image extension (``a.png`` -> ``a``).
+
+    ``python -m s2former_plugin.infer`` names its outputs ``<name>.png`` (``a.png.png``, ``a.jpg.png``; TIFF for
+    float images) when two inputs share a stem: their stems are ``a.png``/``a.jpg``, the originals' ``a``.
+    """
+    root, ext = os.path.splitext(stem)
+    return [stem, root] if root and ext.lower() in IMAGE_EXTENSIONS else [stem]
+
+
+def _candidates(stem: str) -> list[str]:
+    """:func:`gt_stem_candidates` of ``stem``, then of ``stem`` without an image extension."""
+    out: list[str] = []
+    for s in _without_image_ext(stem):
+        out += [c for c in gt_stem_candidates(s) if c not in out]
+    return out
+
+
+def _base(stem: str, pred_suffix: str | None) -> str:
+    return stem[: -len(pred_suffix)] if pred_suffix and stem.endswith(pred_suffix) else stem
+
+
+def pair_images(pred_dir: str, gt_dir: str, pred_suffix: str | None = None) -> tuple[list[ImagePair], list[str]]:
+    """Pair every prediction in ``pred_dir`` with a ground-truth image in ``gt_dir``.
+
+    Args:
+        pred_dir: Folder of restored images.
+        gt_dir: Folder of ground-truth images.
+        pred_suffix: Suffix to strip from prediction stems first (basicsr saves ``<name>_<suffix>.png``).
+            A second image extension (``a.png.png``, as infer writes for inputs sharing a stem) is stripped too.
+
+    Returns:
+        The pairs (natural order of names) and the prediction paths without ground truth.
+    """
+    pairs, missing = collect_pairs(pred_dir, gt_dir, pred_suffix=pred_suffix)
+    return pairs, missing.get('no_ground_truth', [])
+
+
+def _find_uncertainty(unc: dict[str, str], stems: list[str]) -> str | None:
+    for s in stems:
+        for cand in (s, f'{s}_uncertainty', f'{s}_unc'):
+            if cand in unc:
+                return unc[cand]
+    return None
+
+
+def collect_pairs(
+    pred_dir: str,
+    gt_dir: str | None = None,
+    input_dir: str | None = None,
+    unc_dir: str | None = None,
+    pred_suffix: str | None = None,
+) -> tuple[list[ImagePair], dict[str, list[str]]]:
+    """Pair every prediction with its ground truth, rainy input and uncertainty map, each folder optional.
+
+    Ground truth is found by :func:`gt_stem_candidates`; inputs and uncertainty maps (``<name>``,
+    ``<name>_uncertainty`` or ``<name>_unc``) by the prediction's own stem (after ``pred_suffix`` and a second
+    image extension are stripped). Without ``gt_dir`` every prediction is kept.
+
+    Returns:
+        The pairs (natural order of names) and ``{kind: paths}`` of the images left alone, for the kinds of
+        :data:`MISSING_KINDS` that apply (empty lists included): predictions without ground truth or input, and
+        ground-truth or input images no prediction was paired with.
+    """
+    preds = _images(pred_dir)
+    gts = _images(gt_dir) if gt_dir else {}
+    inputs = _images(input_dir) if input_dir else {}
+    uncs = _images(unc_dir) if unc_dir else {}
+    missing: dict[str, list[str]] = {}
+    if gt_dir:
+        missing['no_ground_truth'], missing['no_prediction_for_ground_truth'] = [], []
+    if input_dir:
+        missing['no_input'], missing['no_prediction_for_input'] = [], []
+    pairs, used_gt, used_input = [], set(), set()
+    for stem, path in preds.items():
+        base = _base(stem, pred_suffix)
+        gt = inp = None
+        if gt_dir:
+            gt_stem = next((c for c in _candidates(base) if c in gts), None)
+            if gt_stem is None:
+                missing['no_ground_truth'].append(path)
+                continue
+            gt = gts[gt_stem]
+            used_gt.add(gt_stem)
+        own = _without_image_ext(base)
+        if input_dir:
+            in_stem = next((c for c in own if c in inputs), None)
+            if in_stem is None:
+                missing['no_input'].append(path)
+            else:
+                inp = inputs[in_stem]
+                used_input.add(in_stem)
+        pairs.append(ImagePair(stem, path, gt, inp, _find_uncertainty(uncs, [stem, *own])))
+    if gt_dir:
+        missing['no_prediction_for_ground_truth'] = [p for s, p in gts.items() if s not in used_gt]
+    if input_dir:
+        missing['no_prediction_for_input'] = [p for s, p in inputs.items() if s not in used_input]
+    return pairs, missing
