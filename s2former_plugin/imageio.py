@@ -53,11 +53,12 @@ def natural_key(text: str) -> list:
 def list_images(folder: str) -> list[str]:
     """Paths of the image files directly in ``folder`` (:data:`IMAGE_EXTENSIONS`, not hidden), natural order.
 
-    The one folder scanner of the commands (infer, report, the benchmarks).
+    The one folder scanner of the commands (infer, report, the benchmarks). A broken link is listed, not dropped:
+    reading it fails with a line naming it, so a command says what it skipped.
     """
     names = sorted((n for n in os.listdir(folder) if not n.startswith('.')), key=lambda n: (natural_key(n), n))
     paths = [os.path.join(folder, n) for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
-    return [p for p in paths if os.path.isfile(p)]
+    return [p for p in paths if os.path.isfile(p) or (os.path.islink(p) and not os.path.exists(p))]
 
 
 class ImageError(ValueError):
@@ -221,6 +222,8 @@ def read_bytes(path: str) -> bytes:
         with open(path, 'rb') as f:
             return f.read()
     except OSError as e:
+        if os.path.islink(path) and not os.path.exists(path):
+            raise ImageError(f'{path}: broken link (to {os.readlink(path)})') from None
         raise ImageError(f'{path}: cannot read ({e.strerror})') from None
 
 

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from . import imageio, tiling
+from .errors import S2FormerError
 from .inference import (
     InferError,
     NonFiniteOutput,
@@ -48,6 +49,7 @@ from .inference import (
     pick_device,
     retry_out_of_memory,
 )
+from .outputs import OutputFolder
 from .tiling import BLENDS, tiled_forward
 from .visualize import uncertainty_to_color
 
@@ -122,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='bfloat16 autocast (CPU or CUDA; ranking in float32): faster, outputs differ slightly from float32',
     )
     p.add_argument('--config', help='S2Former kwargs (YAML/JSON) or a BasicSR options file with network_g')
+    p.add_argument('--overwrite', action='store_true', help='replace images an earlier run wrote under the same names')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     return p
 
@@ -174,7 +177,6 @@ def _load_onnx(args: argparse.Namespace) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 1 some files skipped, 2 bad arguments)."""
-    from tqdm import tqdm
 
     args = build_parser().parse_args(argv)
     try:
@@ -213,16 +215,26 @@ def main(argv: list[str] | None = None) -> int:
         print('infer: warning: --bf16 does not apply to an ONNX model; running in float32', file=sys.stderr)
     amp_dtype = torch.float16 if fp16 else torch.bfloat16
     net = net if onnx_file else net.to(device)
-    try:
-        os.makedirs(args.output, exist_ok=True)
+    folder = OutputFolder(args.output, 'infer', '--output')
+    try:  # one run at a time per folder, and no earlier run's images silently replaced
+        folder.__enter__()
+        folder.claim([n for name in names.values() for n in (name, _float_name(name))], args.overwrite)
         if args.save_uncertainty:
             os.makedirs(unc_dir, exist_ok=True)
-    except OSError as exc:
-        print(f'infer: error: --output: cannot create {exc.filename or args.output} ({exc.strerror})', file=sys.stderr)
+    except (S2FormerError, OSError) as exc:
+        folder.__exit__()
+        reason = exc if isinstance(exc, S2FormerError) else f'--output: cannot create {exc.filename} ({exc.strerror})'
+        print(f'infer: error: {reason}', file=sys.stderr)
         return 2
-    if not os.access(args.output, os.W_OK):
-        print(f'infer: error: --output: {args.output} is not writable', file=sys.stderr)
-        return 2
+    try:
+        return _derain_all(args, inputs, names, unc_dir, net, used, device, fp16, bf16, amp_dtype)
+    finally:
+        folder.__exit__()
+
+
+def _derain_all(args, inputs, names, unc_dir, net, used, device, fp16, bf16, amp_dtype) -> int:
+    """Derain every input into ``args.output``; returns the exit status (1: some skipped)."""
+    from tqdm import tqdm
 
     def forward(t: torch.Tensor):
         with torch.autocast(device.type, dtype=amp_dtype, enabled=fp16 or bf16):

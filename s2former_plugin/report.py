@@ -32,16 +32,18 @@ import argparse
 import os
 import sys
 
+from .errors import CommandError, run_command
 from .metrics import protocols
 from .metrics.evaluation import evaluate
-from .metrics.pairing import MISSING_KINDS, collect_pairs
-from .reporting import write_reports
+from .metrics.pairing import MISSING_KINDS, collect_pairs, shared_ground_truth
+from .outputs import OutputFolder
+from .reporting import REPORT_FILES, write_reports
 from .reporting.tables import fmt
 
 __all__ = ['build_parser', 'main']
 
 
-class ReportError(Exception):
+class ReportError(CommandError):
     """A problem with the command's inputs; reported as one line."""
 
 
@@ -64,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--weights-dir', help='folder of metric weight files (brisque, musiq, ...), before the torch cache')
     p.add_argument(
         '--allow-missing', action='store_true', help='accept images without their counterpart (still listed)'
+    )
+    p.add_argument(
+        '--allow-shared-gt',
+        action='store_true',
+        help='accept several predictions paired with one ground-truth image (listed and counted)',
     )
     p.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1), help='scoring threads')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
@@ -94,32 +101,45 @@ def main(argv: list[str] | None = None) -> int:
     is wrong (an image skipped, an unknown metric, images without their counterpart and no ``--allow-missing``).
     """
     args = build_parser().parse_args(argv)
-    try:
-        _check_folders(args)
-        default = 'psnr,ssim' if args.gt else ','.join(protocols.NR_DEFAULT_METRICS)
-        metrics = [m.strip() for m in (args.metrics if args.metrics is not None else default).split(',') if m.strip()]
-        if not metrics:
-            raise ReportError('--metrics: no metric given')
-        unc_dir = args.uncertainty
-        if unc_dir is None and os.path.isdir(os.path.join(args.pred, 'uncertainty')):
-            unc_dir = os.path.join(args.pred, 'uncertainty')  # where infer --save-uncertainty writes
-        pairs, missing = collect_pairs(args.pred, args.gt, args.input, unc_dir, args.pred_suffix)
-        if not pairs:
-            where = f'matches an image in {args.gt} (by name)' if args.gt else 'is an image'
-            raise ReportError(f'no prediction in {args.pred} {where}')
+    return run_command('report', lambda: _report(args))
+
+
+def _report(args: argparse.Namespace) -> int:
+    _check_folders(args)
+    default = 'psnr,ssim' if args.gt else ','.join(protocols.NR_DEFAULT_METRICS)
+    metrics = [m.strip() for m in (args.metrics if args.metrics is not None else default).split(',') if m.strip()]
+    if not metrics:
+        raise ReportError('--metrics: no metric given')
+    unc_dir = args.uncertainty
+    if unc_dir is None and os.path.isdir(os.path.join(args.pred, 'uncertainty')):
+        unc_dir = os.path.join(args.pred, 'uncertainty')  # where infer --save-uncertainty writes
+    pairs, missing = collect_pairs(args.pred, args.gt, args.input, unc_dir, args.pred_suffix, args.allow_shared_gt)
+    if not pairs:
+        where = f'matches an image in {args.gt} (by name)' if args.gt else 'is an image'
+        raise ReportError(f'no prediction in {args.pred} {where}')
+    with OutputFolder(args.out, 'report', '--out') as out:
+        out.set_aside(REPORT_FILES)  # a run killed from here on leaves no earlier metrics.json looking current
         ev = evaluate(pairs, metrics, args.protocol, args.workers, not args.no_progress, args.weights_dir)
         ev.missing = missing
         write_reports(ev, args.out, args.allow_missing)
-    except ReportError as exc:
-        print(f'report: error: {exc}', file=sys.stderr)
-        return 2
-    mean = ev.mean
+        out.drop_previous()
+    return _summary(args, ev, metrics, missing)
+
+
+def _summary(args: argparse.Namespace, ev, metrics: list[str], missing: dict[str, list[str]]) -> int:
+    """Print the means and every problem, one line each; the exit status."""
     print(
         f'{len(ev.per_image)} images, {args.protocol} protocol: '
-        + ', '.join(f'{m} {fmt(v, m)}' for m, v in mean.items())
+        + ', '.join(f'{m} {fmt(v, m)}' for m, v in ev.mean.items())
         + ''.join(f'; {m} unavailable' for m in ev.unavailable if m not in ev.bad_metrics)
         + f' -> {args.out}'
     )
+    for m, n in ev.infinite.items():
+        print(f'report: note: {m}: {n} image(s) identical to the ground truth (inf), left out of the mean')
+    shared = shared_ground_truth(ev.pairs)
+    if shared:
+        n = sum(len(v) for v in shared.values())
+        print(f'report: note: {n} predictions share {len(shared)} ground-truth image(s) (--allow-shared-gt)')
     status = 0
     if not ev.available:
         print(f'report: error: --metrics: none of {", ".join(metrics)} can be computed here', file=sys.stderr)

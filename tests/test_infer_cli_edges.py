@@ -81,7 +81,8 @@ def test_uncertainty_written_only_when_asked(weights, photo_dir, tmp_path):
     assert infer.main([*argv, '--output', str(tmp_path / 'plain')]) == 0
     assert sorted(p.name for p in (tmp_path / 'plain').iterdir()) == ['a.png']
     assert infer.main([*argv, '--output', str(tmp_path / 'unc'), '--save-uncertainty']) == 0
-    assert infer.main([*argv, '--output', str(tmp_path / 'unc'), '--save-uncertainty']) == 0  # again, same folder
+    assert infer.main([*argv, '--output', str(tmp_path / 'unc'), '--save-uncertainty']) == 2  # again: refused
+    assert infer.main([*argv, '--output', str(tmp_path / 'unc'), '--save-uncertainty', '--overwrite']) == 0
     assert sorted(p.name for p in (tmp_path / 'unc').iterdir()) == ['a.png', 'uncertainty']
     assert [p.name for p in (tmp_path / 'unc' / 'uncertainty').iterdir()] == ['a.png']
     # The image itself does not depend on the option.
@@ -210,3 +211,40 @@ def test_an_image_failing_in_the_network_does_not_stop_the_others(
     err = capsys.readouterr().err.strip().splitlines()
     assert any(str(photo_dir / 'a.png') in line and message in line for line in err)
     assert err[-1] == f'infer: 1 file(s) skipped: {photo_dir / "a.png"}'
+
+
+def test_two_runs_into_one_folder_do_not_pass_each_other_off(weights, photo_dir, tmp_path, capsys):
+    """The second run would replace the first's images: refused (named), or done with --overwrite; a run still
+    writing into the folder (its lock held by a live process) refuses the second one outright."""
+    import os
+    import subprocess
+    import sys
+
+    argv = ['--weights', str(weights), '--input', str(photo_dir), '--tile', '0', '--no-progress']
+    out = tmp_path / 'out'
+    assert infer.main([*argv, '--output', str(out)]) == 0
+    capsys.readouterr()
+    assert infer.main([*argv, '--output', str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds 1 of this run's output name(s) (e.g. a.png)" in err and '--overwrite' in err
+    other = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+    try:
+        (out / '.s2former-infer.lock').write_text(f'{other.pid}\n')
+        assert infer.main([*argv, '--output', str(out), '--overwrite']) == 2
+        assert f'being written by another infer run (process {other.pid})' in capsys.readouterr().err
+    finally:
+        other.kill()
+        other.wait()
+    assert infer.main([*argv, '--output', str(out), '--overwrite']) == 0  # a dead run's lock is taken over
+    assert sorted(os.listdir(out)) == ['a.png']
+
+
+def test_a_broken_link_among_the_inputs_is_named_not_dropped(weights, photo_dir, tmp_path, capsys):
+    import os
+
+    os.symlink(tmp_path / 'gone.png', photo_dir / 'b.png')
+    argv = ['--weights', str(weights), '--input', str(photo_dir), '--tile', '0', '--no-progress']
+    assert infer.main([*argv, '--output', str(tmp_path / 'out')]) == 1
+    err = capsys.readouterr().err
+    assert f'{photo_dir / "b.png"}: broken link (to {tmp_path / "gone.png"}); skipped' in err
+    assert 'infer: 1 file(s) skipped' in err

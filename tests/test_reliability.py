@@ -923,9 +923,9 @@ def test_infer_warns_about_images_an_earlier_run_left(tiny_weights, tmp_path, ca
     _photos(tmp_path / 'in', n=2)
     (tmp_path / 'out').mkdir()
     cv2.imwrite(str(tmp_path / 'out' / 'old.png'), _smooth())
-    cv2.imwrite(str(tmp_path / 'out' / 'p0.png'), _smooth())  # replaced by this run: not stale
+    cv2.imwrite(str(tmp_path / 'out' / 'p0.png'), _smooth())  # replaced by this run (--overwrite): not stale
     argv = ['--weights', str(d / 'good.pth'), '--input', str(tmp_path / 'in'), '--output', str(tmp_path / 'out')]
-    assert infer.main([*argv, '--no-progress', '--device', 'cpu', '--tile', '0']) == 0
+    assert infer.main([*argv, '--no-progress', '--device', 'cpu', '--tile', '0', '--overwrite']) == 0
     err = capsys.readouterr().err
     assert 'also holds 1 image(s) this run did not write (e.g. old.png)' in err
 

@@ -187,8 +187,11 @@ def test_float_tiff_and_infer_double_extension_names_are_scored(tmp_path):
     cv2.imwrite(str(tmp_path / 'pred' / 'a.jpg.png'), gt)
     cv2.imwrite(str(tmp_path / 'pred' / 'b.png'), np.rint(pred * 255).astype(np.uint8))
     assert scoring.read_image(str(tmp_path / 'pred' / 'a.png.tiff')).dtype == np.float32
-    pairs, unmatched = pairing.pair_images(str(tmp_path / 'pred'), str(tmp_path / 'gt'))
-    assert unmatched == []
+    # Two predictions of one ground truth are refused by default (two test sets in one mean), paired when allowed.
+    with pytest.raises(pairing.PairingError, match=r'a\.png: a\.jpg, a\.png\); score one test set per run'):
+        pairing.pair_images(str(tmp_path / 'pred'), str(tmp_path / 'gt'))
+    pairs, missing = pairing.collect_pairs(str(tmp_path / 'pred'), str(tmp_path / 'gt'), allow_shared_gt=True)
+    assert missing['no_ground_truth'] == []
     assert {p.name: p.gt.rsplit('/', 1)[-1] for p in pairs} == {'a.png': 'a.png', 'a.jpg': 'a.png', 'b': 'b.png'}
     ev = evaluation.evaluate(pairs, ['psnr', 'ssim'], workers=1, progress=False)
     assert not ev.errors
@@ -321,3 +324,122 @@ def test_nan_score_skips_the_image_loudly(real_rain, monkeypatch, capsys):
     doc = json.loads((out / 'metrics.json').read_text())
     assert list(doc['per_image']) == ['car_2', 'IMG 7'] and 'street' in doc['errors']
     assert doc['mean']['piqe'] == pytest.approx(np.mean([v['piqe'] for v in doc['per_image'].values()]))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reliability: pairing that is unambiguous, colour the Y channel cannot see, identical images, outputs owned by
+# one run (docs/reliability.md)
+# ----------------------------------------------------------------------------------------------------------------
+def _pair_folders(tmp_path, preds: dict[str, np.ndarray], gts: dict[str, np.ndarray]):
+    for sub, images in (('pred', preds), ('gt', gts)):
+        (tmp_path / sub).mkdir(exist_ok=True)
+        for name, img in images.items():
+            cv2.imwrite(str(tmp_path / sub / name), img)
+    return ['--pred', str(tmp_path / 'pred'), '--gt', str(tmp_path / 'gt'), '--no-progress', '--workers', '1']
+
+
+@pytest.mark.parametrize('kind', ['three-channel', 'single-channel'])
+@pytest.mark.parametrize('protocol', ['standard', 'official'])
+def test_a_colourless_copy_of_the_ground_truth_is_not_scored(tmp_path, capsys, kind, protocol):
+    gt = photo(1, (40, 48))
+    grey = cv2.cvtColor(gt, cv2.COLOR_BGR2GRAY)
+    pred = grey if kind == 'single-channel' else cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    argv = _pair_folders(tmp_path, {'a.png': pred, 'b.png': gt}, {'a.png': gt, 'b.png': gt})
+    assert report.main([*argv, '--out', str(tmp_path / 'out'), '--protocol', protocol]) == 1
+    doc = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+    assert list(doc['per_image']) == ['b'] and 'has no colour' in doc['errors']['a']
+    assert 'skipped a: ValueError: the prediction has no colour' in capsys.readouterr().err
+
+
+def test_a_grey_ground_truth_still_scores_a_grey_prediction(tmp_path):
+    gt = cv2.cvtColor(cv2.cvtColor(photo(2, (40, 48)), cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    pred = np.clip(gt.astype(int) + 2, 0, 255).astype(np.uint8)
+    argv = _pair_folders(tmp_path, {'a.png': pred}, {'a.png': gt})
+    assert report.main([*argv, '--out', str(tmp_path / 'out')]) == 0
+
+
+@pytest.mark.parametrize('folder', ['pred', 'gt'])
+def test_names_that_differ_only_by_extension_are_refused(tmp_path, capsys, folder):
+    img = photo(3, (24, 32))
+    preds, gts = {'1.png': img}, {'1.png': img}
+    (preds if folder == 'pred' else gts)['1.jpg'] = img
+    argv = _pair_folders(tmp_path, preds, gts)
+    assert report.main([*argv, '--out', str(tmp_path / 'out')]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f'report: error: --{folder}: 1 name(s) in') and '(1.jpg and 1.png)' in err
+    assert '\n' not in err and not (tmp_path / 'out').exists()
+
+
+def test_rainds_predictions_sharing_a_clean_image_are_refused_or_counted(tmp_path, capsys):
+    gt = photo(4, (24, 32))
+    near = np.clip(gt.astype(int) + 3, 0, 255).astype(np.uint8)
+    argv = _pair_folders(tmp_path, {'pie-rd-rain-3.png': near, 'pie-rd-3.png': near}, {'pie-norain-3.png': gt})
+    assert report.main([*argv, '--out', str(tmp_path / 'out')]) == 2
+    err = capsys.readouterr().err
+    assert 'pie-norain-3.png: pie-rd-3, pie-rd-rain-3' in err and '--allow-shared-gt' in err
+    assert report.main([*argv, '--out', str(tmp_path / 'out'), '--allow-shared-gt']) == 0
+    assert 'report: note: 2 predictions share 1 ground-truth image(s)' in capsys.readouterr().out
+    doc = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+    assert doc['paired'] == 2 and doc['shared_ground_truth'] == {'pie-norain-3.png': ['pie-rd-3', 'pie-rd-rain-3']}
+    assert 'ground truth of 2 predictions' in (tmp_path / 'out' / 'report.md').read_text()
+
+
+def test_an_image_identical_to_its_ground_truth_is_counted_not_averaged_as_80_db(tmp_path, capsys):
+    gt = photo(5, (24, 32))
+    near = np.clip(gt.astype(int) + 4, 0, 255).astype(np.uint8)
+    argv = _pair_folders(tmp_path, {'a.png': gt, 'b.png': near}, {'a.png': gt, 'b.png': gt})
+    assert report.main([*argv, '--out', str(tmp_path / 'out')]) == 0
+    doc = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+    assert doc['per_image']['a']['psnr'] == 'inf' and doc['infinite'] == {'psnr': 1}
+    assert doc['mean']['psnr'] == pytest.approx(doc['per_image']['b']['psnr'])
+    assert 'psnr: 1 image(s) identical to the ground truth (inf), left out of the mean' in capsys.readouterr().out
+
+
+def test_a_killed_rerun_leaves_no_earlier_metrics_looking_current(tmp_path, monkeypatch):
+    gt = photo(6, (24, 32))
+    argv = _pair_folders(tmp_path, {'a.png': np.clip(gt.astype(int) + 3, 0, 255).astype(np.uint8)}, {'a.png': gt})
+    out = tmp_path / 'out'
+    assert report.main([*argv, '--out', str(out)]) == 0
+    first = (out / 'metrics.json').read_text()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, 'evaluate', killed)
+    with pytest.raises(KeyboardInterrupt):
+        report.main([*argv, '--out', str(out)])
+    assert not (out / 'metrics.json').exists() and not (out / 'report.html').exists()
+    assert (out / '.previous-report' / 'metrics.json').read_text() == first  # set aside, not lost
+    monkeypatch.undo()
+    assert report.main([*argv, '--out', str(out)]) == 0
+    assert (out / 'metrics.json').exists() and not (out / '.previous-report').exists()
+    assert not (out / '.s2former-report.lock').exists()
+
+
+def test_a_second_report_into_a_folder_in_use_is_refused(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    gt = photo(7, (24, 32))
+    argv = _pair_folders(tmp_path, {'a.png': gt}, {'a.png': gt})
+    out = tmp_path / 'out'
+    out.mkdir()
+    other = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+    try:
+        (out / '.s2former-report.lock').write_text(f'{other.pid}\n')
+        assert report.main([*argv, '--out', str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f'is being written by another report run (process {other.pid})' in err
+    finally:
+        other.kill()
+        other.wait()
+    assert report.main([*argv, '--out', str(out)]) == 0  # the lock of a process that has ended is taken over
+
+
+def test_a_broken_link_among_the_predictions_is_named_not_dropped(tmp_path, capsys):
+    gt = photo(8, (24, 32))
+    argv = _pair_folders(tmp_path, {'a.png': gt}, {'a.png': gt, 'b.png': gt})
+    os.symlink(tmp_path / 'gone.png', tmp_path / 'pred' / 'b.png')
+    assert report.main([*argv, '--out', str(tmp_path / 'out')]) == 1
+    doc = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+    assert 'broken link' in doc['errors']['b'] and 'skipped b: ImageError' in capsys.readouterr().err

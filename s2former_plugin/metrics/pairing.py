@@ -11,9 +11,18 @@ import os
 from dataclasses import dataclass
 
 from ..data.layouts import clean_stem_candidates
+from ..errors import CommandError
 from ..imageio import IMAGE_EXTENSIONS, list_images
 
-__all__ = ['MISSING_KINDS', 'ImagePair', 'gt_stem_candidates', 'pair_images', 'collect_pairs']
+__all__ = [
+    'MISSING_KINDS',
+    'ImagePair',
+    'PairingError',
+    'shared_ground_truth',
+    'gt_stem_candidates',
+    'pair_images',
+    'collect_pairs',
+]
 
 
 # missing kind -> (what is listed, meaning)
@@ -37,12 +46,38 @@ class ImagePair:
     uncertainty: str | None = None
 
 
-def _images(folder: str) -> dict[str, str]:
-    """``{stem: path}`` of :func:`list_images` (the first extension wins for duplicated stems)."""
+class PairingError(CommandError):
+    """The files cannot be paired unambiguously (the message names them)."""
+
+
+def _images(folder: str, option: str) -> dict[str, str]:
+    """``{stem: path}`` of :func:`list_images`.
+
+    Raises:
+        PairingError: Two files share a stem (``1.png`` and ``1.jpg``): which one is meant cannot be told.
+    """
     out: dict[str, str] = {}
+    clashes: list[str] = []
     for path in list_images(folder):
-        out.setdefault(os.path.splitext(os.path.basename(path))[0], path)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem in out:
+            clashes.append(f'{os.path.basename(out[stem])} and {os.path.basename(path)}')
+        out.setdefault(stem, path)
+    if clashes:
+        raise PairingError(
+            f'{option}: {len(clashes)} name(s) in {folder} differ only by extension ({"; ".join(clashes[:3])}): '
+            'keep one file per image'
+        )
     return out
+
+
+def shared_ground_truth(pairs: list[ImagePair]) -> dict[str, list[str]]:
+    """``{ground-truth path: [prediction names]}`` for ground-truth images paired with more than one prediction."""
+    by_gt: dict[str, list[str]] = {}
+    for p in pairs:
+        if p.gt:
+            by_gt.setdefault(p.gt, []).append(p.name)
+    return {gt: names for gt, names in by_gt.items() if len(names) > 1}
 
 
 def gt_stem_candidates(stem: str) -> list[str]:
@@ -107,22 +142,28 @@ def collect_pairs(
     input_dir: str | None = None,
     unc_dir: str | None = None,
     pred_suffix: str | None = None,
+    allow_shared_gt: bool = False,
 ) -> tuple[list[ImagePair], dict[str, list[str]]]:
     """Pair every prediction with its ground truth, rainy input and uncertainty map, each folder optional.
 
     Ground truth is found by :func:`gt_stem_candidates`; inputs and uncertainty maps (``<name>``,
     ``<name>_uncertainty`` or ``<name>_unc``) by the prediction's own stem (after ``pred_suffix`` and a second
-    image extension are stripped). Without ``gt_dir`` every prediction is kept.
+    image extension are stripped). Without ``gt_dir`` every prediction is kept. A ground-truth image that two
+    predictions pair with (RainDS's raindrop, streak and both-rain images share one clean image) is refused unless
+    ``allow_shared_gt``: one mean over several test sets is not the score of any of them.
+
+    Raises:
+        PairingError: Names in a folder differ only by extension, or predictions share a ground truth.
 
     Returns:
         The pairs (natural order of names) and ``{kind: paths}`` of the images left alone, for the kinds of
         :data:`MISSING_KINDS` that apply (empty lists included): predictions without ground truth or input, and
         ground-truth or input images no prediction was paired with.
     """
-    preds = _images(pred_dir)
-    gts = _images(gt_dir) if gt_dir else {}
-    inputs = _images(input_dir) if input_dir else {}
-    uncs = _images(unc_dir) if unc_dir else {}
+    preds = _images(pred_dir, '--pred')
+    gts = _images(gt_dir, '--gt') if gt_dir else {}
+    inputs = _images(input_dir, '--input') if input_dir else {}
+    uncs = _images(unc_dir, '--uncertainty') if unc_dir else {}
     missing: dict[str, list[str]] = {}
     if gt_dir:
         missing['no_ground_truth'], missing['no_prediction_for_ground_truth'] = [], []
@@ -148,6 +189,13 @@ def collect_pairs(
                 inp = inputs[in_stem]
                 used_input.add(in_stem)
         pairs.append(ImagePair(stem, path, gt, inp, _find_uncertainty(uncs, [stem, *own])))
+    shared = shared_ground_truth(pairs)
+    if shared and not allow_shared_gt:
+        gt, names = next(iter(shared.items()))
+        raise PairingError(
+            f'--gt: {len(shared)} ground-truth image(s) pair with several predictions (e.g. {os.path.basename(gt)}: '
+            f'{", ".join(names)}); score one test set per run, or pass --allow-shared-gt'
+        )
     if gt_dir:
         missing['no_prediction_for_ground_truth'] = [p for s, p in gts.items() if s not in used_gt]
     if input_dir:

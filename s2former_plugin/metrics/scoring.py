@@ -70,5 +70,30 @@ def score_images(
         raise ValueError(f'{", ".join(full_ref)} need(s) ground truth')
     if full_ref and pred.shape != gt.shape:
         raise ValueError(f'size {pred.shape[1]}x{pred.shape[0]} differs from ground truth {gt.shape[1]}x{gt.shape[0]}')
+    luma = [m for m in full_ref if m in LUMA_METRICS]
+    if luma and _colourless(pred) and not _colourless(gt, COLOUR_SPREAD):
+        raise ValueError(
+            f'the prediction has no colour (R = G = B) but its ground truth has: Y-channel {", ".join(luma)} '
+            'cannot see the missing colour'
+        )
     opts = {'weights_dir': weights_dir} if weights_dir and protocol == 'standard' else {}
-    return {m: protocols.compute(m, pred, None if m not in full_ref else gt, protocol, **opts) for m in metrics}
+    scores = {m: protocols.compute(m, pred, None if m not in full_ref else gt, protocol, **opts) for m in metrics}
+    if 'psnr' in scores and np.array_equal(pred, gt):
+        # pyiqa adds 1e-8 to the MSE: an identical image would enter the mean as 80 dB. It is inf, as the official
+        # protocol says, counted apart by finite_mean.
+        scores['psnr'] = math.inf
+    return scores
+
+
+#: Full-reference metrics the protocols compute on the Y (luma) channel: blind to colour.
+LUMA_METRICS = ('psnr', 'ssim')
+#: Mean per-pixel channel spread (max - min, as a fraction of white) below which an image counts as colourless, and
+#: above which a ground truth counts as coloured.
+GREY_SPREAD, COLOUR_SPREAD = 0.25 / 255, 2 / 255
+
+
+def _colourless(img: np.ndarray, threshold: float = GREY_SPREAD) -> bool:
+    """Whether ``img``'s channels are (nearly) equal: its mean max - min channel spread is below ``threshold``."""
+    scale = 1.0 if img.dtype.kind == 'f' else float(np.iinfo(img.dtype).max)
+    spread = img.max(axis=2).astype(np.float32) - img.min(axis=2).astype(np.float32)
+    return float(spread.mean()) / scale < threshold

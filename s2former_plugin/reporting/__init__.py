@@ -8,7 +8,10 @@ from ..metrics.evaluation import Evaluation
 from .html import write_html
 from .tables import json_document, notes, write_csv, write_json, write_markdown
 
-__all__ = ['write_reports', 'write_json', 'write_csv', 'write_markdown', 'write_html']
+#: The files and folders a report writes into its ``--out`` folder.
+REPORT_FILES = ['metrics.json', 'metrics.csv', 'report.md', 'report.html', 'images']
+
+__all__ = ['REPORT_FILES', 'write_reports', 'write_json', 'write_csv', 'write_markdown', 'write_html']
 
 
 def write_reports(ev: Evaluation, out_dir: str, allow_missing: bool = False) -> dict:

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..metrics import protocols
 from ..metrics.evaluation import Evaluation
-from ..metrics.pairing import MISSING_KINDS
+from ..metrics.pairing import MISSING_KINDS, shared_ground_truth
 
 __all__ = ['fmt', 'notes', 'json_document', 'write_json', 'write_csv', 'write_markdown', 'mean_rows']
 
@@ -67,6 +67,11 @@ def notes(ev: Evaluation, infinite: dict[str, int], allow_missing: bool) -> list
         for m, n in infinite.items()
     ]
     notes += [f'- `{n}` skipped: {r}' for n, r in ev.errors.items()]
+    notes += [
+        f'- `{os.path.basename(gt)}` is the ground truth of {len(names)} predictions (--allow-shared-gt): '
+        + ', '.join(f'`{n}`' for n in names)
+        for gt, names in shared_ground_truth(ev.pairs).items()
+    ]
     for kind, paths in ev.missing.items():
         if paths:
             what = MISSING_KINDS[kind]
@@ -80,6 +85,7 @@ def json_document(ev: Evaluation, reference: str) -> dict[str, Any]:
         'protocol': ev.protocol,
         'reference': reference,
         'count': len(ev.per_image),
+        'paired': len(ev.pairs),
         'mean': {m: _json_value(v) for m, v in ev.mean.items()},
         'infinite': ev.infinite,
         'per_image': {n: {m: _json_value(v) for m, v in vals.items()} for n, vals in ev.per_image.items()},
@@ -89,6 +95,9 @@ def json_document(ev: Evaluation, reference: str) -> dict[str, Any]:
         'missing': {k: list(v) for k, v in ev.missing.items()},
         'missing_count': {k: len(v) for k, v in ev.missing.items()},
     }
+    shared = shared_ground_truth(ev.pairs)
+    if shared:
+        doc['shared_ground_truth'] = {os.path.basename(gt): names for gt, names in shared.items()}
     if ev.errors:
         doc['errors'] = dict(ev.errors)
     return doc
