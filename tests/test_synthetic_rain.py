@@ -10,6 +10,7 @@ import torch
 from s2former_plugin.data.synthetic_rain import (
     MODES,
     RainConfig,
+    StreakConfig,
     add_rain,
     load_skimage_photos,
     main,
@@ -192,3 +193,57 @@ def test_speed_is_fine_for_on_the_fly_training():
     for seed in range(10):
         add_rain(img, seed)
     assert (time.perf_counter() - start) / 10 < 0.1  # ~3 ms on one core; generous for shared CI machines
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_rain_mask_marks_where_rain_was_drawn_and_changes_nothing_else(clean, mode):
+    no_haze = RainConfig.from_dict({'mode': mode, 'streak': {'haze': 0}})
+    rainy, mask = add_rain(clean, 4, no_haze, return_mask=True)
+    assert np.array_equal(rainy, add_rain(clean, 4, no_haze))  # same draws with or without the mask
+    assert mask.shape == clean.shape[:2] and mask.dtype == bool and 0 < mask.mean() < 1
+    changed = np.abs(rainy - clean).max(axis=2)
+    assert (changed[~mask] < 0.05).all()  # outside the mask the rain is below the threshold's coverage
+    assert changed[mask].mean() > 5 * changed[~mask].mean()
+    _, loose = add_rain(clean, 4, no_haze, return_mask=True, mask_threshold=0.01)
+    assert (loose >= mask).all() and loose.sum() > mask.sum()
+
+
+def test_rain_coverage_of_the_two_kinds():
+    img = np.zeros((40, 40, 3), np.float32)
+    out, cover = rain_streaks(img, np.random.default_rng(2), StreakConfig(haze=0), True)
+    np.testing.assert_allclose(out, np.repeat(cover[..., None], 3, axis=2), atol=1e-6)  # screen blend on black
+    grey = np.full((40, 40, 3), 0.5, np.float32)
+    out, alpha = raindrops(grey, np.random.default_rng(2), return_coverage=True)
+    assert alpha.shape == (40, 40) and alpha.max() > 0.9 and (np.abs(out - grey).max(axis=2)[alpha == 0] == 0).all()
+
+
+def test_dataset_hands_on_the_mask_only_when_asked():
+    opt = dict(phase='val', num_samples=2, gt_size=32, rain={'mode': 'both', 'streak': {'haze': 0}})
+    plain, masked = _synth(**opt), _synth(**opt, return_rain_mask=True)
+    assert set(plain[0]) == {'lq', 'gt', 'lq_path', 'gt_path'}
+    item = masked[0]
+    assert torch.equal(item['lq'], plain[0]['lq'])
+    m = item['rain_mask']
+    assert m.shape == (1, 32, 32) and m.dtype == torch.float32 and set(m.unique().tolist()) <= {0.0, 1.0}
+    diff = (item['lq'] - item['gt']).abs().amax(0)
+    assert diff[m[0] > 0].mean() > 3 * diff[m[0] == 0].mean()
+    with pytest.raises(ValueError, match='return_rain_mask'):
+        _synth(**opt, return_rain_mask='yes')
+
+
+def test_cli_writes_masks_beside_the_pairs(tmp_path):
+    src = tmp_path / 'clean'
+    src.mkdir()
+    cv2.imwrite(str(src / 'p.png'), np.full((40, 50, 3), 90, np.uint8))
+    out = tmp_path / 'out'
+    assert main(['--input', str(src), '--output', str(out), '--seed', '1']) == 0
+    assert not (out / 'mask').exists()
+    assert main(['--input', str(src), '--output', str(out), '--seed', '1', '--masks', '--overwrite']) == 0
+    mask = cv2.imread(str(out / 'mask' / 'p.png'), cv2.IMREAD_UNCHANGED)
+    lq = cv2.imread(str(out / 'lq' / 'p.png')).astype(np.float32)
+    gt = cv2.imread(str(out / 'gt' / 'p.png')).astype(np.float32)
+    _, expected = add_rain(gt.astype(np.uint8), np.random.default_rng([1, 0, 0]), return_mask=True)
+    assert mask.shape == (40, 50) and set(np.unique(mask)) <= {0, 255}
+    np.testing.assert_array_equal(mask > 0, expected)
+    assert np.abs(lq - gt).max(axis=2)[mask > 0].mean() > np.abs(lq - gt).max(axis=2)[mask == 0].mean()
+    assert main(['--input', str(src), '--output', str(out), '--seed', '2']) == 2  # an earlier run's masks: refused

@@ -16,9 +16,14 @@ Every number in the configs is either a fixed value or a ``[low, high]`` range d
 drop). All randomness comes from the ``numpy.random.Generator`` passed in: the same seed gives the same rain.
 Streaks and drops are in pixels, so a 64x64 training crop and a full image get rain of the same scale.
 
+Rain masks: :func:`add_rain` with ``return_mask=True`` also says where it drew streaks and drops (streak opacity or
+drop alpha at least :data:`MASK_THRESHOLD`); the CLI writes them with ``--masks`` (``OUT/mask/<name>.png``, 255 =
+rain, 0 = clear), for scoring uncertainty maps as rain detectors (``metrics/uncertainty.py``).
+
 CLI (writes a folder readable by the ``paired`` layout)::
 
-    python -m s2former_plugin.data.synthetic_rain --input skimage --output datasets/synth --mode both --seed 0
+    python -m s2former_plugin.data.synthetic_rain --input skimage --output datasets/synth --mode both --seed 0 \\
+        [--masks]
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import numpy as np
 from .. import imageio
 
 __all__ = [
+    'MASK_THRESHOLD',
     'MODES',
     'SKIMAGE_PHOTOS',
     'DropConfig',
@@ -52,6 +58,8 @@ MODES = ('streak', 'drop', 'both')
 SKIMAGE_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket')
 
 Range = float | tuple[float, float]
+#: Streak opacity or drop alpha from which :func:`add_rain`'s mask counts a pixel as rain.
+MASK_THRESHOLD = 0.05
 
 
 @dataclass
@@ -152,16 +160,21 @@ def _streak_kernel(length: float, width: float, angle_deg: float) -> np.ndarray:
     return (profile * taper).astype(np.float32)
 
 
-def rain_streaks(img: np.ndarray, rng: np.random.Generator, cfg: StreakConfig | None = None) -> np.ndarray:
+def rain_streaks(
+    img: np.ndarray, rng: np.random.Generator, cfg: StreakConfig | None = None, return_coverage: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Add rain streaks.
 
     Args:
         img: ``(h, w)`` or ``(h, w, c)`` image, ``uint8`` or float in [0, 1].
         rng: Source of all randomness.
         cfg: Parameters (defaults: :class:`StreakConfig`).
+        return_coverage: Also return the streak layer: ``(h, w)`` float32 in [0, 1], the screen-blend opacity of
+            the streaks at each pixel (the haze veil, spread over the whole image, is not in it). The same random
+            draws are made either way, so the rainy image does not depend on this.
 
     Returns:
-        The rainy image, same shape and dtype as ``img``.
+        The rainy image, same shape and dtype as ``img`` (and the coverage).
     """
     cfg = cfg or StreakConfig()
     x, was_uint8 = _as_float(img)
@@ -181,20 +194,23 @@ def rain_streaks(img: np.ndarray, rng: np.random.Generator, cfg: StreakConfig | 
         if sigma > 0:
             layer = cv2.GaussianBlur(layer, (0, 0), sigma)
         rain += np.clip(layer, 0.0, 1.0) * _draw(rng, cfg.brightness)
-    rain = np.clip(rain, 0.0, 1.0)
+    coverage = rain = np.clip(rain, 0.0, 1.0)
     if x.ndim == 3:
         rain = rain[..., None]
     out = 1.0 - (1.0 - x) * (1.0 - rain)  # screen blend: streaks brighten, never darken
     haze = _draw(rng, cfg.haze)
     if haze > 0:  # veil of unresolved drops: lower contrast towards a light grey
         out = out * (1.0 - haze) + 0.85 * haze
-    return _as_input_type(out, was_uint8)
+    out = _as_input_type(out, was_uint8)
+    return (out, coverage) if return_coverage else out
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Drops
 # ----------------------------------------------------------------------------------------------------------------
-def raindrops(img: np.ndarray, rng: np.random.Generator, cfg: DropConfig | None = None) -> np.ndarray:
+def raindrops(
+    img: np.ndarray, rng: np.random.Generator, cfg: DropConfig | None = None, return_coverage: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Add refracting raindrops on the lens.
 
     Per drop only its bounding box is computed; one ``cv2.remap`` then renders all drops at once.
@@ -203,9 +219,11 @@ def raindrops(img: np.ndarray, rng: np.random.Generator, cfg: DropConfig | None 
         img: ``(h, w)`` or ``(h, w, c)`` image, ``uint8`` or float in [0, 1].
         rng: Source of all randomness.
         cfg: Parameters (defaults: :class:`DropConfig`).
+        return_coverage: Also return the drops' alpha: ``(h, w)`` float32 in [0, 1], how much of each pixel is
+            seen through a drop. The same random draws are made either way.
 
     Returns:
-        The rainy image, same shape and dtype as ``img``.
+        The rainy image, same shape and dtype as ``img`` (and the coverage).
     """
     cfg = cfg or DropConfig()
     x, was_uint8 = _as_float(img)
@@ -246,11 +264,12 @@ def raindrops(img: np.ndarray, rng: np.random.Generator, cfg: DropConfig | None 
             view[win] = part[win]
     blurred = cv2.GaussianBlur(x, (0, 0), _draw(rng, cfg.blur))
     seen = cv2.remap(blurred, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    coverage = alpha
     if x.ndim == 3:
         alpha, shade, light = alpha[..., None], shade[..., None], light[..., None]
     drop = seen * shade + light * (1.0 - seen)  # highlight: screen-like, saturates at white
-    out = x * (1.0 - alpha) + drop * alpha
-    return _as_input_type(out, was_uint8)
+    out = _as_input_type(x * (1.0 - alpha) + drop * alpha, was_uint8)
+    return (out, coverage) if return_coverage else out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -259,7 +278,9 @@ def add_rain(
     rng: np.random.Generator | int | None = None,
     config: RainConfig | dict | None = None,
     mode: str | None = None,
-) -> np.ndarray:
+    return_mask: bool = False,
+    mask_threshold: float = MASK_THRESHOLD,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Make a clean image rainy.
 
     Args:
@@ -268,9 +289,13 @@ def add_rain(
         rng: A ``numpy.random.Generator``, or a seed for a new one.
         config: :class:`RainConfig` or its dict form (YAML ``rain:``).
         mode: Overrides ``config.mode``: ``streak``, ``drop`` or ``both`` (streaks, then drops on the lens).
+        return_mask: Also return where the rain was drawn: an ``(h, w)`` bool mask, true where a streak's opacity
+            or a drop's alpha is at least ``mask_threshold`` (the haze veil is not rain at a place). The rainy image
+            is the same with or without it.
+        mask_threshold: Coverage from which a pixel counts as rain.
 
     Returns:
-        The rainy image, same shape and dtype as ``img``.
+        The rainy image, same shape and dtype as ``img`` (and the mask).
     """
     cfg = config if isinstance(config, RainConfig) else RainConfig.from_dict(config)
     mode = mode or cfg.mode
@@ -279,11 +304,14 @@ def add_rain(
     if not isinstance(rng, np.random.Generator):
         rng = np.random.default_rng(rng)
     out = img
+    coverage = np.zeros(img.shape[:2], np.float32)
     if mode in ('streak', 'both'):
-        out = rain_streaks(out, rng, cfg.streak)
+        out, streaks = rain_streaks(out, rng, cfg.streak, return_coverage=True)
+        coverage = np.maximum(coverage, streaks)
     if mode in ('drop', 'both'):
-        out = raindrops(out, rng, cfg.drop)
-    return out
+        out, drops = raindrops(out, rng, cfg.drop, return_coverage=True)
+        coverage = np.maximum(coverage, drops)
+    return (out, coverage >= mask_threshold) if return_mask else out
 
 
 def load_skimage_photos(names: tuple[str, ...] | list[str] = SKIMAGE_PHOTOS) -> list[tuple[str, np.ndarray]]:
@@ -357,7 +385,8 @@ def _load_sources(source: str) -> list[tuple[str, np.ndarray]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: write ``OUT/lq/<name>.png`` (rainy) and ``OUT/gt/<name>.png`` (clean); returns the exit status."""
+    """CLI: write ``OUT/lq/<name>.png`` (rainy), ``OUT/gt/<name>.png`` (clean) and, with ``--masks``,
+    ``OUT/mask/<name>.png`` (255 where rain was drawn); returns the exit status."""
     p = argparse.ArgumentParser(
         prog='python -m s2former_plugin.data.synthetic_rain',
         description='Make a paired deraining folder (OUT/lq, OUT/gt) from clean images with synthetic rain.',
@@ -370,9 +399,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--crop', type=int, default=0, help='random square crop of this size (0: whole image)')
     p.add_argument('--max-side', type=int, default=0, help='downscale so the longer side is at most this (0: keep)')
     p.add_argument(
+        '--masks',
+        action='store_true',
+        help=f'also write OUTPUT/mask/<name>.png: 255 where a streak or drop covers at least {MASK_THRESHOLD:g}',
+    )
+    p.add_argument(
         '--overwrite',
         action='store_true',
-        help='first remove the images an earlier run left in OUTPUT/lq and OUTPUT/gt',
+        help='first remove the images an earlier run left in OUTPUT/lq, OUTPUT/gt (and OUTPUT/mask)',
     )
     args = p.parse_args(argv)
     err = 'python -m s2former_plugin.data.synthetic_rain: error:'
@@ -383,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f'{err} {problem}', file=sys.stderr)
         return 2
-    for sub in ('lq', 'gt'):
+    subs = ('lq', 'gt', 'mask') if args.masks else ('lq', 'gt')
+    for sub in ('lq', 'gt', 'mask'):  # an earlier run's masks too: beside new pairs they would describe other rain
         folder = os.path.join(args.output, sub)
         if os.path.isdir(folder) and os.listdir(folder) and not args.overwrite:
             print(f'{err} --output: {folder} is not empty; pass --overwrite to replace its images', file=sys.stderr)
@@ -394,9 +429,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f'{err} {e}', file=sys.stderr)
         return 2
     try:
-        removed = sum(_clear_previous(os.path.join(args.output, sub)) for sub in ('lq', 'gt'))
-        os.makedirs(os.path.join(args.output, 'lq'), exist_ok=True)
-        os.makedirs(os.path.join(args.output, 'gt'), exist_ok=True)
+        removed = sum(_clear_previous(os.path.join(args.output, sub)) for sub in ('lq', 'gt', 'mask'))
+        for sub in subs:
+            os.makedirs(os.path.join(args.output, sub), exist_ok=True)
     except OSError as e:
         print(f'{err} --output: cannot prepare {e.filename or args.output} ({e.strerror})', file=sys.stderr)
         return 2
@@ -414,16 +449,19 @@ def main(argv: list[str] | None = None) -> int:
                 c = min(args.crop, *clean.shape[:2])
                 top, left = rng.integers(0, clean.shape[0] - c + 1), rng.integers(0, clean.shape[1] - c + 1)
                 gt = clean[top : top + c, left : left + c]
-            lq = add_rain(gt, rng, mode=args.mode)
+            lq, mask = add_rain(gt, rng, mode=args.mode, return_mask=True)
             stem = name if args.per_image == 1 else f'{name}_{k}'
             try:
                 imageio.write(os.path.join(args.output, 'gt', f'{stem}.png'), gt)
                 imageio.write(os.path.join(args.output, 'lq', f'{stem}.png'), lq)
+                if args.masks:
+                    imageio.write(os.path.join(args.output, 'mask', f'{stem}.png'), mask.astype(np.uint8) * 255)
             except OSError as e:
                 print(f'{err} {e} (after {count} pairs)', file=sys.stderr)
                 return 1
             count += 1
-    print(f'wrote {count} pairs to {os.path.join(args.output, "lq")} and {os.path.join(args.output, "gt")}')
+    masks = f' (masks in {os.path.join(args.output, "mask")})' if args.masks else ''
+    print(f'wrote {count} pairs to {os.path.join(args.output, "lq")} and {os.path.join(args.output, "gt")}{masks}')
     return 0
 
 

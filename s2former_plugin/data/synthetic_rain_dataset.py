@@ -23,7 +23,7 @@ logger = logging.getLogger('basicsr')
 
 _OWN_KEYS = {  # and derain_dataset.BASICSR_DATASET_KEYS
     'source', 'dataroot_gt', 'skimage_images', 'gt_size', 'num_samples', 'rain', 'seed', 'use_hflip', 'use_rot',
-    'max_side', 'mean', 'std',
+    'max_side', 'mean', 'std', 'return_rain_mask',
 }  # fmt: skip
 
 
@@ -57,6 +57,9 @@ class SyntheticRainDataset(data.Dataset):
             * ``use_hflip``, ``use_rot``: train augmentation (default false).
             * ``max_side``: downscale clean images whose longer side exceeds this (default: keep).
             * ``mean``, ``std``: optional normalisation, as in basicsr.
+            * ``return_rain_mask``: also give ``rain_mask``, a ``(1, h, w)`` float32 tensor, 1 where streaks or
+              drops were drawn (:func:`~s2former_plugin.data.synthetic_rain.add_rain`'s mask), aligned with
+              ``lq`` (default false: the items are exactly basicsr's keys).
     """
 
     def __init__(self, opt: dict):
@@ -73,6 +76,11 @@ class SyntheticRainDataset(data.Dataset):
         self.seed = int(opt.get('seed', 0))
         self.rain = RainConfig.from_dict(opt.get('rain'))
         self.mean, self.std = opt.get('mean'), opt.get('std')
+        self.return_rain_mask = opt.get('return_rain_mask', False)
+        if not isinstance(self.return_rain_mask, bool):
+            raise ValueError(
+                f'SyntheticRainDataset:return_rain_mask: expected true or false, got {self.return_rain_mask!r}'
+            )
         source = opt.get('source', 'folder' if opt.get('dataroot_gt') else 'skimage')
         self.max_side = opt.get('max_side')
         self._cache: dict[int, np.ndarray] = {}
@@ -147,9 +155,13 @@ class SyntheticRainDataset(data.Dataset):
                 if rng.random() < 0.5:
                     gt = gt.transpose(1, 0, 2)  # with the flips: all 8 dihedral orientations
         gt = np.ascontiguousarray(gt, dtype=np.float32) / 255.0
-        lq = add_rain(gt, rng, self.rain)  # rain is added after the flips so streaks keep their fall direction
+        # Rain is added after the flips so streaks keep their fall direction (and the mask lines up with lq).
+        lq, mask = add_rain(gt, rng, self.rain, return_mask=True)
         img_gt, img_lq = img2tensor([gt, lq], bgr2rgb=True, float32=True)
         if self.mean is not None or self.std is not None:
             normalize(img_lq, self.mean, self.std, inplace=True)
             normalize(img_gt, self.mean, self.std, inplace=True)
-        return {'lq': img_lq, 'gt': img_gt, 'lq_path': f'{self.names[i]}_{index:05d}.png', 'gt_path': self.gt_paths[i]}
+        item = {'lq': img_lq, 'gt': img_gt, 'lq_path': f'{self.names[i]}_{index:05d}.png', 'gt_path': self.gt_paths[i]}
+        if self.return_rain_mask:
+            item['rain_mask'] = torch.from_numpy(mask.astype(np.float32))[None]
+        return item
