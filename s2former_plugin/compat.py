@@ -93,7 +93,7 @@ def train_main(root_path: str | None = None) -> None:
         if 'Original Traceback' in message:  # re-raised by a DataLoader worker: its last line is the error
             message = message.splitlines()[-1].split(': ', 1)[-1]
         print(f'train: error: {message}', file=sys.stderr)
-        raise SystemExit(getattr(exc, 'exit_code', 2)) from None
+        raise SystemExit(getattr(exc, 'exit_status', getattr(exc, 'exit_code', 2))) from None
 
 
 def _checked_parse_options(func: Callable) -> Callable:
@@ -104,6 +104,8 @@ def _checked_parse_options(func: Callable) -> Callable:
         opt, parsed = func(*args, **kwargs)
         from basicsr.utils.registry import MODEL_REGISTRY
 
+        check_num_gpu(opt)
+        check_network_options(opt)
         model_type = opt.get('model_type')
         check = getattr(MODEL_REGISTRY.get(model_type), 'check_options', None) if model_type in MODEL_REGISTRY else None
         if check is not None:
@@ -139,6 +141,73 @@ def _accumulating_dataloaders(func: Callable) -> Callable:
         return result
 
     return create_train_val_dataloader
+
+
+def _checked_dataloaders(func: Callable) -> Callable:
+    """basicsr's ``create_train_val_dataloader`` after :func:`s2former_plugin.data.checks.check_datasets`: an
+    unfinished or inconsistent LMDB, an empty folder, mismatched pair sizes or validation images too small for a
+    metric stop the run at start-up with one line, not a traceback hours later."""
+
+    def create_train_val_dataloader(opt, logger):
+        from .data.checks import check_datasets
+
+        check_datasets(opt)
+        return func(opt, logger)
+
+    return create_train_val_dataloader
+
+
+def check_num_gpu(opt: dict) -> None:
+    """Refuse ``num_gpu`` above the visible GPUs (basicsr would fail in CUDA calls with a traceback)."""
+    import torch
+
+    from .errors import OptionError
+
+    n, have = opt.get('num_gpu'), torch.cuda.device_count()
+    if isinstance(n, int) and not isinstance(n, bool) and n > have:
+        raise OptionError(f'num_gpu: {n}, but this machine has {have} visible GPU(s): set num_gpu: {have} or auto')
+
+
+def check_network_options(opt: dict) -> None:
+    """Build each ``network_*`` on the meta device (no memory, no weights): an unknown ``type``, keyword or preset
+    stops the run at start-up with one line instead of a traceback once the datasets are loaded.
+
+    Errors that only say the meta device cannot run some operation are not the options' fault and are ignored.
+    """
+    import torch
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    from .errors import OptionError
+
+    for key, value in opt.items():
+        if not (key.startswith('network_') and isinstance(value, dict) and 'type' in value):
+            continue
+        try:
+            kwargs = dict(value)
+            arch = ARCH_REGISTRY.get(kwargs.pop('type'))  # not build_network: it would set up basicsr's logger
+            with torch.device('meta'):
+                arch(**kwargs)
+        except (ValueError, TypeError, KeyError, AssertionError, ImportError) as exc:
+            if 'meta' in str(exc).lower():
+                continue
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise OptionError(f'{key}: {first}') from None
+        except (NotImplementedError, RuntimeError):
+            continue
+
+
+def _eta_never_negative(logger_module: types.ModuleType) -> None:
+    """basicsr's ``MessageLogger`` computes the eta from ``max_iters - current_iter - 1``: at the last iteration it
+    prints ``eta: -1 day, 23:59:58``. Its ``datetime.timedelta`` is given a floor of zero."""
+    import datetime
+
+    class _Timedelta(datetime.timedelta):
+        def __new__(cls, *args, seconds: float = 0, **kwargs):
+            return datetime.timedelta.__new__(datetime.timedelta, *args, seconds=max(0, seconds), **kwargs)
+
+    shim = types.SimpleNamespace(**{k: getattr(datetime, k) for k in dir(datetime) if not k.startswith('__')})
+    shim.timedelta = _Timedelta
+    logger_module.datetime = shim
 
 
 def test_main(root_path: str | None = None) -> None:
@@ -226,8 +295,39 @@ def load_resume_state(opt: dict) -> dict | None:
         raise ResumeError(f'path:resume_state: {path} does not exist')
     if state is None:
         state = _read_state(path)
+    check_resume_network(opt, state, path)
     check_resume(opt, state['iter'])
     return state
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain YAML types (dict, list, str, numbers, bool, None): what ``weights_only`` loading reads."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+
+
+def check_resume_network(opt: dict, state: dict, path: str) -> None:
+    """Refuse to resume with a ``network_g`` other than the one the training state was saved with.
+
+    Weights of another configuration may even fit (a head count leaves no trace in their shapes) and train on
+    unwarned; another preset fails deep in ``load_state_dict`` with a page of size mismatches. States written before
+    this check have no ``network_g``: the log says it could not be checked.
+    """
+    saved = state.get('network_g')
+    if saved is None:
+        _pending_log.append(f'{path} does not record network_g (written by an older version): not checked')
+        return
+    now = _plain(opt.get('network_g'))
+    if saved != now:
+        keys = sorted(k for k in set(saved) | set(now or {}) if saved.get(k) != (now or {}).get(k))
+        diff = ', '.join(f'{k}: {saved.get(k)!r} -> {(now or {}).get(k)!r}' for k in keys[:3])
+        raise ResumeError(
+            f'{path}: network_g differs from the options it was trained with ({diff}); restore them, or train under '
+            'a new name'
+        )
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:
@@ -268,6 +368,7 @@ def _save_training_state(self, epoch: int, current_iter: int) -> None:
     extra = getattr(self, 'extra_training_state', None)
     if extra is not None:
         state.update(extra())
+    state['network_g'] = _plain(self.opt.get('network_g'))  # checked when the run resumes (check_resume_network)
     atomic_torch_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
 
@@ -482,7 +583,10 @@ def apply() -> None:
     _reroute_entry_points()
     basicsr.train.load_resume_state = load_resume_state
     basicsr.train.parse_options = _checked_parse_options(basicsr.train.parse_options)
-    basicsr.train.create_train_val_dataloader = _accumulating_dataloaders(basicsr.train.create_train_val_dataloader)
+    basicsr.train.create_train_val_dataloader = _checked_dataloaders(
+        _accumulating_dataloaders(basicsr.train.create_train_val_dataloader)
+    )
+    _eta_never_negative(importlib.import_module('basicsr.utils.logger'))
     basicsr.train.get_root_logger = _wrap_get_root_logger(basicsr.train.get_root_logger)
     options.init_dist = init_dist
     BaseModel.model_to_device = _model_to_device

@@ -10,6 +10,11 @@ derained, scored or stored as if it were fine. :func:`decode` therefore
 - decodes with OpenCV while catching libjpeg/libpng warnings written to stderr, and refuses the image if there are any.
 
 Both raise :class:`ImageError`, whose message names the file and the reason in one line.
+
+One decoding rule for every command: an EXIF orientation tag is applied whatever the flags (as image viewers do, and
+as OpenCV's ``IMREAD_COLOR`` does, which basicsr uses to read LMDB and folder datasets), so ``infer``, ``report``,
+``create_lmdb`` and training see the same pixels in the same orientation; ``cv2.IMREAD_UNCHANGED`` alone would leave
+a camera photo on its side.
 """
 
 from __future__ import annotations
@@ -209,7 +214,51 @@ def decode(data: bytes, name: str, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndar
         raise ImageError(f'{name}: cannot read (not a decodable image)')
     if img.size == 0:
         raise ImageError(f'{name}: image has no pixels')
+    if flags == cv2.IMREAD_UNCHANGED or flags & cv2.IMREAD_IGNORE_ORIENTATION:  # OpenCV left the EXIF tag unapplied
+        img = _orient(img, exif_orientation(data))
     return img
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    """The Orientation tag (0x0112) of IFD0 in an EXIF/TIFF block; 1 when there is none or it is unreadable."""
+    if len(tiff) < 8 or tiff[:2] not in (b'II', b'MM'):
+        return 1
+    end = '<' if tiff[:2] == b'II' else '>'
+    try:
+        (ifd,) = struct.unpack_from(end + 'I', tiff, 4)
+        (count,) = struct.unpack_from(end + 'H', tiff, ifd)
+        for i in range(count):
+            tag, kind, _, value = struct.unpack_from(end + 'HHI4s', tiff, ifd + 2 + 12 * i)
+            if tag == 0x0112 and kind == 3:  # SHORT: the value sits in the first two bytes of the field
+                (orientation,) = struct.unpack_from(end + 'H', value)
+                return orientation if 1 <= orientation <= 8 else 1
+    except struct.error:
+        return 1
+    return 1
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8; 1 = as stored) of a JPEG's APP1 segment."""
+    if data[:2] != b'\xff\xd8':
+        return 1
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker in (0xDA, 0xD9):  # start of scan / end: no metadata after this
+            break
+        (length,) = struct.unpack_from('>H', data, pos + 2)
+        if marker == 0xE1 and data[pos + 4 : pos + 10] == b'Exif\x00\x00':
+            return _tiff_orientation(data[pos + 10 : pos + 2 + length])
+        pos += 2 + length
+    return 1
+
+
+def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
+    """``img`` turned as EXIF ``orientation`` says (2-8: mirrored and/or rotated)."""
+    if orientation in (5, 6, 7, 8):
+        img = cv2.transpose(img)
+    flip = {2: 1, 3: -1, 4: 0, 5: None, 6: 1, 7: -1, 8: 0}.get(orientation)
+    return img if flip is None else cv2.flip(img, flip)
 
 
 def read_bytes(path: str) -> bytes:

@@ -245,3 +245,40 @@ def test_checkpoints_are_written_by_rank_zero_only(tmp_path, monkeypatch):
     model.save_network(torch.nn.Linear(1, 1), 'net_g', 5)
     model.save_training_state(1, 5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['5.state', 'net_g_5.pth']
+
+
+def test_network_options_are_checked_on_the_meta_device():
+    import basicsr  # noqa: F401 - registers the plugin
+
+    from s2former_plugin import compat
+    from s2former_plugin.errors import OptionError
+
+    compat.check_network_options({'network_g': {'type': 'S2Former', 'preset': 'small'}})
+    with pytest.raises(OptionError, match=r"^network_g: unknown S2Former preset 'smal'"):
+        compat.check_network_options({'network_g': {'type': 'S2Former', 'preset': 'smal'}})
+    with pytest.raises(OptionError, match=r'^network_g: .*S2Formr'):
+        compat.check_network_options({'network_g': {'type': 'S2Formr'}})
+    with pytest.raises(OptionError, match=r"^network_d: .*unexpected keyword argument 'widht'"):
+        compat.check_network_options({'network_d': {'type': 'S2Former', 'widht': 3}})
+
+
+def test_num_gpu_above_the_visible_gpus_is_refused():
+    import torch
+
+    from s2former_plugin import compat
+    from s2former_plugin.errors import OptionError
+
+    n = torch.cuda.device_count()
+    compat.check_num_gpu({'num_gpu': n})
+    with pytest.raises(OptionError, match=rf'^num_gpu: {n + 2}, but this machine has {n} visible GPU\(s\)'):
+        compat.check_num_gpu({'num_gpu': n + 2})
+
+
+def test_eta_at_the_last_iteration_is_not_negative():
+    import basicsr.utils.logger as basicsr_logger
+
+    from s2former_plugin import compat
+
+    compat.apply()
+    assert str(basicsr_logger.datetime.timedelta(seconds=-2)) == '0:00:00'
+    assert str(basicsr_logger.datetime.timedelta(seconds=75)) == '0:01:15'

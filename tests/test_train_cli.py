@@ -131,3 +131,105 @@ def test_basicsr_test_with_official_checkpoint(workdir, parity_fixture):
     assert 'official state dict' in log and '# psnr:' in log
     assert len(list((results / 'visualization' / 'tiny_test').glob('*.png'))) == 4
     assert not (BASICSR_ROOT / 'results' / 'official_eval').exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One line at start-up, not a traceback later (docs/reliability.md)
+# ----------------------------------------------------------------------------------------------------------------
+def _one_line_failure(proc: subprocess.CompletedProcess, expected: str) -> None:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('train: error: ') and expected in last, last
+    assert 'Traceback' not in proc.stderr
+
+
+def _lmdb_dataset(workdir: Path, killed: bool) -> dict:
+    """A create_lmdb conversion of the tiny folder; ``killed``: as a killed run leaves it (ledger, no meta_info)."""
+    from s2former_plugin.data.lmdb_convert import main as create_lmdb
+
+    src = workdir / 'data'
+    out = workdir / 'lmdb'
+    argv = ['--layout', 'paired', '--input', str(src), '--output', str(out), '--workers', '1']
+    assert create_lmdb([*argv, '--no-progress']) == 0
+    if killed:
+        for side in ('lq', 'gt'):
+            (out / f'{side}.lmdb' / 'meta_info.txt').unlink()
+        (out / '.create_lmdb.ledger').write_text('000\n')
+    return {'dataroot_lq': str(out / 'lq.lmdb'), 'dataroot_gt': str(out / 'gt.lmdb'), 'io_backend': {'type': 'lmdb'}}
+
+
+# The other dataset problems take the same path: tests/test_data/test_checks.py.
+@pytest.mark.parametrize('case', ['killed-lmdb', 'empty-folder'])
+def test_basicsr_paired_dataset_problems_are_one_line_at_start_up(workdir, case):
+    import cv2
+    import lmdb
+    import numpy as np
+
+    opt = tiny_basicsr_options(workdir / 'data', name=case)
+    train, val = opt['datasets']['train'], opt['datasets']['val']
+    if case in ('killed-lmdb', 'missing-key'):
+        train.update(_lmdb_dataset(workdir, killed=case == 'killed-lmdb'))
+        if case == 'missing-key':
+            env = lmdb.open(train['dataroot_gt'])
+            with env.begin(write=True) as txn:
+                txn.delete(b'001')
+            env.close()
+        expected = 'has no meta_info.txt (a conversion that was interrupted' if case == 'killed-lmdb' else 'e.g. 001'
+    elif case == 'empty-folder':
+        for sub in ('lq_empty', 'gt_empty'):
+            (workdir / sub).mkdir()
+        train.update(dataroot_lq=str(workdir / 'lq_empty'), dataroot_gt=str(workdir / 'gt_empty'))
+        expected = 'holds no image (an empty dataset)'
+    elif case == 'size-mismatch':
+        cv2.imwrite(str(workdir / 'data' / 'gt' / '002.png'), np.zeros((20, 24, 3), np.uint8))
+        expected = 'datasets:val: 002.png: LQ 24x24 and GT 24x20 differ'
+    else:
+        for sub in ('lq', 'gt'):
+            cv2.imwrite(str(workdir / 'data' / sub / '003.png'), np.zeros((8, 24, 3), np.uint8))
+        opt['val']['metrics']['ssim'] = {'type': 'calculate_ssim', 'crop_border': 0}
+        expected = 'datasets:val: 003.png is 24x8, smaller than the 11 pixels val:metrics:ssim needs'
+    assert val['dataroot_gt'] == str(workdir / 'data' / 'gt')
+    write_yaml(workdir / 't.yml', opt)
+    _one_line_failure(run(['-m', 'basicsr.train', '-opt', 't.yml'], cwd=workdir), expected)
+
+
+@pytest.mark.parametrize('case', ['num-gpu', 'unknown-preset'])
+def test_launch_and_network_problems_are_one_line_at_start_up(workdir, case):
+    opt = tiny_s2former_options(workdir / 'data', None, name=case)
+    if case == 'num-gpu':
+        opt['num_gpu'] = 2
+        expected = 'num_gpu: 2, but this machine has 0 visible GPU(s)'
+    elif case == 'unknown-preset':
+        opt['network_g']['preset'] = 'smal'
+        expected = "network_g: unknown S2Former preset 'smal'"
+    else:
+        opt['network_g']['type'] = 'S2Formr'
+        expected = 'network_g: '
+    write_yaml(workdir / 't.yml', opt)
+    _one_line_failure(run(['-m', 'basicsr.train', '-opt', 't.yml'], cwd=workdir), expected)
+    assert not (workdir / 'experiments' / case / 'models').exists() or not any(
+        (workdir / 'experiments' / case / 'models').iterdir()
+    )
+
+
+def test_resuming_with_another_network_configuration_is_refused(workdir):
+    """Same weight shapes (the head count leaves none) or another preset: refused with the differing keys named;
+    the last log line of the first run shows no negative eta."""
+    opt = tiny_s2former_options(workdir / 'data', None, name='resume_cfg', total_iter=2, save_freq=2)
+    write_yaml(workdir / 't.yml', opt)
+    first = run(['-m', 'basicsr.train', '-opt', 't.yml'], cwd=workdir)
+    assert first.returncode == 0, first.stderr[-2000:]
+    log = next((workdir / 'experiments' / 'resume_cfg').glob('train_resume_cfg_*.log')).read_text()
+    assert 'eta: 0:00:00' in log and '-1 day' not in log
+    opt['train']['total_iter'] = 4
+    for change, expected in (
+        ({'num_heads': [1, 1, 1, 1, 1]}, 'num_heads: None -> [1, 1, 1, 1, 1]'),
+        ({'preset': 'paper'}, "preset: 'small' -> 'paper'"),
+    ):
+        changed = {**opt, 'network_g': {**opt['network_g'], **change}}
+        write_yaml(workdir / 't.yml', changed)
+        proc = run(['-m', 'basicsr.train', '-opt', 't.yml', '--auto_resume'], cwd=workdir)
+        _one_line_failure(proc, 'network_g differs from the options it was trained with')
+        assert expected in proc.stderr
+    write_yaml(workdir / 't.yml', opt)  # the options it was trained with: resumes
+    assert run(['-m', 'basicsr.train', '-opt', 't.yml', '--auto_resume'], cwd=workdir).returncode == 0

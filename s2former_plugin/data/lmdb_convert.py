@@ -446,12 +446,12 @@ def _verify_pair(args: tuple[str, Pair]) -> str | None:
             value = txn.get(pair.key.encode('ascii'))
         if value is None:
             return f'{side}.lmdb: key {pair.key} missing ({src})'
-        stored = cv2.imdecode(np.frombuffer(value, np.uint8), cv2.IMREAD_COLOR)
         try:
+            stored = imageio.decode(value, f'{side}.lmdb: key {pair.key}', cv2.IMREAD_COLOR)
             source = read_image(src)
         except ValueError as e:
             return str(e)
-        if stored is None or stored.shape != source.shape or not np.array_equal(stored, source):
+        if stored.shape != source.shape or not np.array_equal(stored, source):
             return f'{side}.lmdb: key {pair.key} differs from {src}'
     return None
 
