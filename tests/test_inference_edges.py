@@ -337,3 +337,32 @@ def test_retry_out_of_memory_passes_other_errors_and_frees_the_cuda_cache(monkey
 
     with pytest.raises(RuntimeError, match='not a memory problem'):
         retry_out_of_memory(broken, 320, 64, (500, 500))
+
+
+def test_the_cpu_allocators_out_of_memory_error_is_retried_with_smaller_tiles(capsys):
+    from s2former_plugin.inference import retry_out_of_memory
+
+    tried = []
+
+    def run(tile):
+        tried.append(tile)
+        if tile == 0 or tile > 100:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory")
+        return 'done'
+
+    assert retry_out_of_memory(run, 0, 16, (100, 200)) == 'done' and tried == [0, 100]
+    assert 'out of CPU memory with tile off on a 200x100 image: retrying with tile 100' in capsys.readouterr().err
+    with pytest.raises(RuntimeError, match='another error'):
+        retry_out_of_memory(lambda t: (_ for _ in ()).throw(RuntimeError('another error')), 0, 16, (100, 200))
+
+
+def test_a_whole_image_too_large_for_the_cpu_is_refused_before_the_forward():
+    from s2former_plugin.memory import BYTES_PER_PIXEL, whole_image_problem
+
+    gib = 2**30
+    assert whole_image_problem(3000, 4000, available=64 * gib) is None
+    message = whole_image_problem(3000, 4000, available=8 * gib)
+    assert message == (
+        f'a whole 4000x3000 image needs about {BYTES_PER_PIXEL * 12e6 / gib:.1f} GiB on the CPU, 8.0 GiB are '
+        'available: use --tile 512'
+    )
