@@ -238,7 +238,19 @@ def _tiff_orientation(tiff: bytes) -> int:
 
 
 def exif_orientation(data: bytes) -> int:
-    """The EXIF orientation (1-8; 1 = as stored) of a JPEG's APP1 segment."""
+    """The EXIF orientation (1-8; 1 = as stored) of a JPEG's APP1 segment or a PNG's ``eXIf`` chunk (the two
+    OpenCV applies)."""
+    if data[:8] == PNG_SIGNATURE:
+        pos = 8
+        while pos + 8 <= len(data):
+            (length,) = struct.unpack_from('>I', data, pos)
+            kind = data[pos + 4 : pos + 8]
+            if kind == b'eXIf':
+                return _tiff_orientation(data[pos + 8 : pos + 8 + length])
+            if kind in (b'IDAT', b'IEND'):
+                break
+            pos += 12 + length
+        return 1
     if data[:2] != b'\xff\xd8':
         return 1
     pos = 2

@@ -42,3 +42,19 @@ def test_images_without_exif_are_untouched(tmp_path):
     cv2.imwrite(str(path), img)
     np.testing.assert_array_equal(imageio.read(str(path)), img)
     assert imageio.exif_orientation(b'not an image') == 1
+
+
+@pytest.mark.parametrize('orientation', [3, 6, 8])
+def test_a_png_exif_orientation_is_applied_as_opencv_applies_it(orientation):
+    import zlib
+
+    img = np.zeros((24, 40, 3), np.uint8)
+    img[:8, :12] = 255
+    png = cv2.imencode('.png', img)[1].tobytes()
+    ifd = struct.pack('>H', 1) + struct.pack('>HHIHH', 0x0112, 3, 1, orientation, 0) + struct.pack('>I', 0)
+    tiff = b'MM' + struct.pack('>HI', 42, 8) + ifd
+    chunk = struct.pack('>I', len(tiff)) + b'eXIf' + tiff + struct.pack('>I', zlib.crc32(b'eXIf' + tiff))
+    data = png[:33] + chunk + png[33:]  # after the signature and IHDR
+    assert imageio.exif_orientation(data) == orientation
+    basicsr_view = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(imageio.decode(data, 'x.png'), basicsr_view)
