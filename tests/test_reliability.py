@@ -947,7 +947,9 @@ def test_dataset_key_typos_are_refused(tmp_path, dataset, typo, known):
     root = write_paired_folder(tmp_path / 'd', n=1, size=(16, 16))
     where = {'dataroot': str(root)} if dataset == 'DerainFolderDataset' else {'dataroot_gt': str(root / 'gt')}
     opt = {'name': 'x', 'type': dataset, 'phase': 'val', 'scale': 1, **where}
-    build_dataset(dict(opt, comment='copied from elsewhere'))  # an unrelated extra key is logged, not refused
+    build_dataset(opt)
+    with pytest.raises(ValueError, match=f'{dataset}:comment: unknown key; the keys are '):  # one policy: refused
+        build_dataset(dict(opt, comment='copied from elsewhere'))
     with pytest.raises(ValueError, match=f"{dataset}:{typo}: unknown key; did you mean '{known}'"):
         build_dataset(dict(opt, **{typo: 1}))
 

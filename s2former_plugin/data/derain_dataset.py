@@ -6,7 +6,6 @@ For LMDBs made by ``datasets_prep/create_lmdb.py`` use basicsr's own ``PairedIma
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 
@@ -19,6 +18,7 @@ from torch.utils import data
 from torchvision.transforms.functional import normalize
 
 from .. import imageio
+from ..options import check_keys
 from .layouts import LAYOUTS, LayoutError, _list_images, find_pairs
 
 __all__ = ['DerainFolderDataset', 'pad_to']
@@ -47,18 +47,12 @@ _FOLDER_KEYS = frozenset({
 
 
 def check_dataset_keys(opt: dict, known: frozenset | set, where: str) -> None:
-    """A key one letter off a known one (``use_hfilp``) is a typo that changes the experiment: refused.
-
-    Other unknown keys are logged and ignored (option files copied from other datasets carry extra keys).
+    """Refuse an unknown key (``use_hfilp``) with the closest known one: :func:`s2former_plugin.options.check_keys`.
 
     Raises:
-        ValueError: ``'<where>:<key>: unknown key; did you mean <known>?'``.
+        OptionError: ``'<where>:<key>: unknown key; did you mean <known>?'`` (a ``ValueError``).
     """
-    for key in sorted(set(opt) - set(known), key=str):
-        close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.8)
-        if close:
-            raise ValueError(f'{where}:{key}: unknown key; did you mean {close[0]!r}?')
-        logger.warning(f'{where}:{key}: unknown option, ignored (see docs/data.md)')
+    check_keys(opt, known, where)
 
 
 @DATASET_REGISTRY.register()
