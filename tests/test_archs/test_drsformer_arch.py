@@ -6,7 +6,9 @@ The references (``tests/data/rivals/drsformer*_small_seed7.pt``) hold outputs of
 
 from __future__ import annotations
 
+import math
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -14,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import REPO
+import yaml
+from helpers import REPO, run, write_paired_folder, write_yaml
 
 from s2former_plugin.archs import drsformer_arch
 from s2former_plugin.archs.drsformer_arch import DRSformer
@@ -201,3 +204,29 @@ def test_training_options_parse_and_build_the_authors_net(tmp_path, monkeypatch)
     assert type(net) is DRSformer and net.mefc
     assert sum(p.numel() for p in net.parameters()) == drsformer_arch.PARAMS_DEFAULT
     assert list(net.state_dict()) == list(DRSformer().state_dict())
+
+
+@pytest.mark.slow
+def test_training_options_train_with_plain_basicsr(tmp_path):
+    # The shipped file through `python -m basicsr.train`, with only the data, the net's size and the length shrunk.
+    ref = torch.load(DATA / 'drsformer_small_seed7.pt', map_location='cpu', weights_only=True)
+    data = write_paired_folder(tmp_path / 'data', n=3, size=(28, 36))
+    opt = yaml.safe_load((REPO / 'options' / 'drsformer_rain200h.yml').read_text())
+    opt['network_g'].update(ref['kwargs'])
+    for phase, dataset in opt['datasets'].items():
+        dataset.update(dataroot_gt=str(data / 'gt'), dataroot_lq=str(data / 'lq'), io_backend={'type': 'disk'})
+        dataset['filename_tmpl'] = '{}'
+        if phase == 'train':
+            dataset.update(gt_size=16, batch_size_per_gpu=2, num_worker_per_gpu=0)
+    opt['train'].update(total_iter=2)
+    opt['train']['scheduler']['periods'] = [2]
+    opt['val']['val_freq'] = 2
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=2, use_tb_logger=False)
+    opt.update(num_gpu=0, name='tiny_drsformer')
+    opt_file = write_yaml(tmp_path / 'o.yml', opt)
+    proc = run(['-m', 'basicsr.train', '-opt', str(opt_file)], tmp_path, PYTHONPATH=str(REPO))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = next((tmp_path / 'experiments' / 'tiny_drsformer').glob('train_*.log')).read_text()
+    assert 'Network [DRSformer] is created' in log and 'End of training' in log
+    psnr = [float(v) for v in re.findall(r'# psnr: ([-\d.]+)', log)]
+    assert psnr and all(math.isfinite(v) for v in psnr)  # whole 28x36 validation images: not multiples of 8
