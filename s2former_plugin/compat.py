@@ -32,6 +32,8 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from .errors import S2FormerError
+
 PLUGIN = 's2former_plugin'
 logger = logging.getLogger('basicsr')
 _applied = False
@@ -229,7 +231,7 @@ def _reroute_entry_points() -> None:
 # ----------------------------------------------------------------------------------------------------------------
 # Resume
 # ----------------------------------------------------------------------------------------------------------------
-class ResumeError(RuntimeError):
+class ResumeError(S2FormerError, RuntimeError):
     """No readable training state to resume from; ``str()`` is one line naming the file(s)."""
 
     one_line = True  # train_main prints it without a traceback

@@ -31,6 +31,8 @@ import zlib
 import cv2
 import numpy as np
 
+from .errors import S2FormerError
+
 __all__ = [
     'IMAGE_EXTENSIONS',
     'ImageError',
@@ -66,7 +68,7 @@ def list_images(folder: str) -> list[str]:
     return [p for p in paths if os.path.isfile(p) or (os.path.islink(p) and not os.path.exists(p))]
 
 
-class ImageError(ValueError):
+class ImageError(S2FormerError, ValueError):
     """A file that is not a complete, undamaged image; the message names the file and the reason."""
 
     one_line = True  # compat.train_main prints it without a traceback (e.g. from a DataLoader worker)

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from ..errors import S2FormerError
 from .padding import pad_to_multiple
 
 __all__ = ['MissingExtraError', 'SpandrelRival', 'RIVALS']
@@ -34,7 +35,7 @@ __all__ = ['MissingExtraError', 'SpandrelRival', 'RIVALS']
 EXTRA = 's2former_plugin[rivals]'
 
 
-class MissingExtraError(ImportError):
+class MissingExtraError(S2FormerError, ImportError):
     """A rival was asked for without the optional ``rivals`` extra installed (one-line message)."""
 
 

@@ -41,6 +41,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from ..errors import S2FormerError
 from ..imageio import IMAGE_EXTENSIONS, natural_key  # re-exported: the layouts' file rules
 
 __all__ = [
@@ -62,7 +63,7 @@ RAINDS_TOKENS = {'raindrop': 'rd', 'rainstreak': 'rain', 'rainstreak_raindrop': 
 RAINDS_SUBSETS = ('rs', 'rd', 'rsrd', 'all')
 
 
-class LayoutError(ValueError):
+class LayoutError(S2FormerError, ValueError):
     """A layout cannot be scanned with the given options; the message names the option or folder."""
 
 

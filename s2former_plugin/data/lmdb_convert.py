@@ -38,6 +38,7 @@ import lmdb
 import numpy as np
 
 from .. import imageio
+from ..errors import S2FormerError
 from .layouts import LAYOUTS, LayoutError, Pair, PairScan, find_pairs
 
 __all__ = ['ConvertError', 'ConvertReport', 'convert', 'main', 'read_image', 'verify']
@@ -47,7 +48,7 @@ STATE = 'create_lmdb.json'
 _MIN_MAP = 64 << 20
 
 
-class ConvertError(RuntimeError):
+class ConvertError(S2FormerError, RuntimeError):
     """A bad input or option; the message is one line naming the file or option."""
 
 

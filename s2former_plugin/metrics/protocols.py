@@ -48,6 +48,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..errors import S2FormerError
+
 __all__ = [
     'PROTOCOLS',
     'OFFICIAL_METRICS',
@@ -84,15 +86,15 @@ BASICSR_NIQE = 'niqe'
 BASICSR_NIQE_INFO = 'basicsr.metrics.calculate_niqe (MATLAB niqe port, niqe_pris_params.npz, Y channel, crop 0)'
 
 
-class NonFiniteImage(ValueError):
+class NonFiniteImage(S2FormerError, ValueError):
     """An image (usually a prediction) holds NaN or inf: no score is computed for it."""
 
 
-class MetricUnavailable(RuntimeError):
+class MetricUnavailable(S2FormerError, RuntimeError):
     """A metric cannot be computed here (typically: its weights are not available offline); ``str()`` says why."""
 
 
-class UnknownMetric(ValueError):
+class UnknownMetric(S2FormerError, ValueError):
     """No metric of that name exists (a typo, not a missing file); ``str()`` names it."""
 
 
