@@ -3,27 +3,16 @@
 Usage::
 
     python -m s2former_plugin.report --pred results/ --gt Rain100H/norain --out report/ \\
-        [--metrics psnr,ssim,lpips] [--protocol standard|official] [--input Rain100H/rain/X2] \\
-        [--uncertainty results/uncertainty] [--workers 2] [--pred-suffix _S2Former]
+        [--metrics psnr,ssim,lpips] [--protocol standard|official] [--input Rain100H/rain/X2] [--workers 2]
     python -m s2former_plugin.report --pred derained/ --input rainy/ --out report/ [--metrics niqe,piqe]
 
-With ``--gt``, predictions are paired with ground truth by file stem: the exact stem first, then the dataset naming
-rules of :mod:`s2former_plugin.data.layouts` (``norain-1x2`` -> ``norain-1``, ``7_rain`` -> ``7_clean``,
-``rd-rain-3`` -> ``norain-3``...). Without it (real rain has no clean twin) only no-reference metrics are computed
-(default ``niqe,piqe``: BasicSR's NIQE and pyiqa's PIQE, both offline). ``--input`` pairs the rainy originals by
-name: each no-reference metric is then reported for the output (``niqe``), the input (``niqe_input``) and the
-change (``niqe_change`` = output - input). Predictions without ground truth or input, and ground-truth or input
-images without a prediction, are an error unless ``--allow-missing``; they are always listed (``missing``,
-``missing_count``).
-
-Writes ``metrics.json`` (``{"mean": {...}, "per_image": {...}, "unavailable": {...}, "lower_better": {...},
-...}``), ``metrics.csv``, ``report.md`` and ``report.html`` (a per-image plot, crops of the best and worst images
-when there is ground truth, and a gallery: one row of thumbnails per image, each linking to the full image copied
-under ``images/``). A metric that cannot be computed here (e.g. LPIPS without its weight files offline) is listed
-under ``unavailable`` with the reason; the others are still written. An unknown metric, or a full-reference metric
-without ``--gt``, is listed there too and ends the command with status 1. Means are over the finite values: an
-image identical to its ground truth (official PSNR ``inf``) is left out and counted under ``infinite``
-(``{metric: n}``, also a note in ``report.md``); when no value is finite the mean is ``inf``.
+Pairing (:mod:`.metrics.pairing`): by file stem and the datasets' naming rules; ambiguous names and shared ground
+truth are refused (``--allow-shared-gt`` counts them); images without their counterpart are an error unless
+``--allow-missing``. Scoring (:mod:`.metrics.evaluation`): without ``--gt`` only no-reference metrics (default
+``niqe,piqe``), with ``--input`` also for the inputs and the change. Writers (:mod:`.reporting`): ``metrics.json``,
+``metrics.csv``, ``report.md``, ``report.html`` with a gallery under ``images/``. Means are over finite values: an
+image identical to its ground truth (PSNR ``inf``) is counted under ``infinite`` and said. The ``--out`` folder is
+locked for the run and its earlier report set aside first (:mod:`.outputs`). See docs/metrics.md.
 """
 
 from __future__ import annotations
