@@ -21,10 +21,8 @@ are all-reduced.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import glob
 import os
-import re
 from collections import OrderedDict
 
 import cv2
@@ -41,135 +39,20 @@ from tqdm import tqdm
 from s2former_plugin import compat
 from s2former_plugin.checkpoint import load_state_dict_any
 from s2former_plugin.metrics.pyiqa_metric import check_val_metrics, needs_reference
-from s2former_plugin.tiling import check_tiling, tiled_forward
+from s2former_plugin.tiling import tiled_forward
 from s2former_plugin.visualize import uncertainty_to_color
 
-LOSS_KEYS = ('psnr_opt', 'perceptual_opt', 'udl_opt')
-# The keys S2FormerModel and basicsr's training loop read from each block: anything else is a typo that would
-# silently change the experiment (``ema_decy`` trains without EMA, ``udl_otp`` drops a loss).
-OPTION_KEYS = {
-    'train': (
-        *LOSS_KEYS,
-        'optim_g',
-        'scheduler',
-        'ema_decay',
-        'max_grad_norm',
-        'total_iter',
-        'warmup_iter',
-        'amp',
-        'accumulate',
-    ),
-    'val': ('val_freq', 'save_img', 'suffix', 'metrics', 'pbar', 'tile', 'tile_overlap', 'tile_blend'),
-    'logger': ('print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'),
-}
-_NUMBER_TEXT = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?')
-_TEXT_KEYS = ('type', 'name', 'suffix', 'project', 'resume_id')  # strings by nature
-AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}  # train:amp
-
-
-class NonFiniteLoss(FloatingPointError):
-    """A NaN/inf loss (stopped before the update) or validation output; ``str()`` is one line."""
-
-    one_line = True  # compat.train_main prints it without a traceback
-    exit_code = 1
-
-
-class OptionError(ValueError):
-    """A typo'd key or a wrongly typed value in the training options; ``str()`` is one line naming it."""
-
-    one_line = True  # compat.train_main prints it without a traceback
-
-
-def _check_values(value, where: str) -> None:
-    """Refuse numbers that YAML read as text (``lr: 7e-4`` without a dot), anywhere in a block."""
-    if isinstance(value, dict):
-        for key, sub in value.items():
-            if key not in _TEXT_KEYS:
-                _check_values(sub, f'{where}:{key}')
-    elif isinstance(value, list):
-        for i, sub in enumerate(value):
-            _check_values(sub, f'{where}[{i}]')
-    elif isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
-        raise OptionError(
-            f'{where}: {value!r} is text, not a number (YAML reads 7e-4 without a dot as a string); write it as '
-            f'{float(value)!r}'
-        )
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _check_number(block: dict, key: str, where: str, low: float, high: float | None = None) -> None:
-    value = block.get(key)
-    if value is None:
-        return
-    if not _is_number(value) or value < low or (high is not None and value > high):
-        bounds = f' in [{low}, {high}]' if high is not None else f' >= {low}'
-        raise OptionError(f'{where}:{key}: expected a number{bounds}, got {value!r}')
-
-
-# Values torch would otherwise reject with a traceback from inside the optimizer or scheduler.
-_NUMBERS = ('lr', 'weight_decay', 'eps', 'momentum', 'gamma', 'eta_min', 'base_lr', 'max_lr', 'loss_weight')
-_NUMBER_LISTS = {'betas': 2, 'milestones': None, 'periods': None, 'restart_weights': None}
-
-
-def _check_kind(name: str, value, where: str) -> None:
-    if name in _NUMBERS and not (_is_number(value) and value >= 0):
-        raise OptionError(f'{where}:{name}: expected a number >= 0, got {value!r}')
-    if name in _NUMBER_LISTS:
-        size = _NUMBER_LISTS[name]
-        if (
-            not isinstance(value, list | tuple)
-            or not all(_is_number(v) for v in value)
-            or size not in (None, len(value))
-        ):
-            shape = f'a list of {size} numbers' if size else 'a list of numbers'
-            raise OptionError(f'{where}:{name}: expected {shape}, got {value!r}')
-
-
-def check_training_options(opt: dict) -> None:
-    """Refuse unknown keys (with a "did you mean") and wrongly typed values in ``train:``, ``val:``, ``logger:``.
-
-    Raises:
-        OptionError: One line naming the option.
-    """
-    for block, known in OPTION_KEYS.items():
-        sub = opt.get(block)
-        if sub is None:
-            continue
-        if not isinstance(sub, dict):
-            raise OptionError(f'{block}: expected a mapping, got {type(sub).__name__}')
-        for key in sub:
-            if key not in known and block == 'train' and str(key).endswith('_opt'):
-                raise OptionError(f'S2FormerModel: train:{key} is not used; the losses are {", ".join(LOSS_KEYS)}')
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-                hint = f'; did you mean {close[0]!r}?' if close else f'; the keys are {", ".join(known)}'
-                raise OptionError(f'{block}:{key}: unknown key{hint}')
-        _check_values(sub, block)
-    train = opt.get('train') or {}
-    _check_number(train, 'ema_decay', 'train', 0, 1)
-    _check_number(train, 'max_grad_norm', 'train', 0)
-    _check_number(train, 'total_iter', 'train', 1)
-    _check_number(train, 'warmup_iter', 'train', -1)
-    if train.get('amp') is not None and train['amp'] not in AMP_DTYPES:
-        raise OptionError(f'train:amp: expected bf16, fp16 or ~ (float32), got {train["amp"]!r}')
-    accumulate = train.get('accumulate')
-    if accumulate is not None and (isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1):
-        raise OptionError(f'train:accumulate: expected an integer >= 1 (micro-batches per step), got {accumulate!r}')
-    for key in ('optim_g', 'scheduler', *LOSS_KEYS):
-        if train.get(key) is not None and not isinstance(train[key], dict):
-            raise OptionError(f'train:{key}: expected a mapping with a type, got {train[key]!r}')
-    for key in ('optim_g', 'scheduler', *LOSS_KEYS):
-        for name, value in (train.get(key) or {}).items():
-            _check_kind(name, value, f'train:{key}')
-
-
-def check_val_options(val_opt: dict) -> None:
-    """Validate ``val:tile``, ``val:tile_overlap`` and ``val:tile_blend`` (one-line errors naming the option)."""
-    names = ('val:tile', 'val:tile_overlap', 'val:tile_blend', 'val:tile_batch')
-    check_tiling(val_opt.get('tile'), val_opt.get('tile_overlap', 32), val_opt.get('tile_blend', 'cosine'), names=names)
+from .s2former_options import (  # noqa: F401  (the schema's names, importable from the model as before)
+    AMP_DTYPES,
+    LOSS_KEYS,
+    LOSS_READS,
+    LOSSES,
+    OPTION_KEYS,
+    NonFiniteLoss,
+    OptionError,
+    check_training_options,
+    check_val_options,
+)
 
 
 @MODEL_REGISTRY.register()
@@ -187,7 +70,7 @@ class S2FormerModel(SRModel):
         compat.set_deterministic(opt)  # after basicsr.train's cudnn.benchmark = True; before the first step
 
     #: What each loss reads of the network's outputs: (the four side outputs, the uncertainty maps).
-    LOSS_READS = {'psnr_opt': (True, False), 'perceptual_opt': (False, False), 'udl_opt': (True, True)}
+    LOSS_READS = LOSS_READS
 
     def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
         """Freeze the heads that no configured loss reaches, then move (and wrap for DDP/DataParallel).
@@ -197,7 +80,7 @@ class S2FormerModel(SRModel):
         them on every iteration costs a graph traversal. Frozen, they keep their initial or loaded values.
         """
         train_opt = (self.opt.get('train') or {}) if self.is_train else {}
-        used = [self.LOSS_READS[k] for k in LOSS_KEYS if train_opt.get(k)]
+        used = [self.LOSS_READS[spec.key] for spec in LOSSES if train_opt.get(spec.key)]
         if used and hasattr(net, 'heads_without_gradient'):
             names = net.heads_without_gradient(any(u[0] for u in used), any(u[1] for u in used))
             for name in names:
@@ -225,9 +108,10 @@ class S2FormerModel(SRModel):
             get_root_logger().info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
             self.net_g_ema = self._build_ema_network()
 
-        self.cri_psnr, self.cri_perceptual, self.cri_udl = (
-            build_loss(train_opt[k]).to(self.device) if train_opt.get(k) else None for k in LOSS_KEYS
-        )
+        for spec in LOSSES:  # self.cri_psnr, ...: None where not configured
+            setattr(
+                self, spec.attr, build_loss(train_opt[spec.key]).to(self.device) if train_opt.get(spec.key) else None
+            )
         self.max_grad_norm = train_opt.get('max_grad_norm')
         self.amp_dtype = AMP_DTYPES.get(train_opt.get('amp'))
         self.accumulate = train_opt.get('accumulate') or 1
@@ -298,12 +182,10 @@ class S2FormerModel(SRModel):
             outputs = [o.float() for o in outputs]
             uncertainties = [u.float() for u in uncertainties]
         losses = OrderedDict()
-        if self.cri_psnr is not None:
-            losses['l_psnr'] = self.cri_psnr(outputs, gt)
-        if self.cri_perceptual is not None:
-            losses['l_percep'] = self.cri_perceptual(outputs[0], gt)
-        if self.cri_udl is not None:
-            losses['l_udl'] = self.cri_udl(outputs, uncertainties, gt)
+        for spec in LOSSES:
+            loss = getattr(self, spec.attr)
+            if loss is not None:
+                losses[spec.log] = spec.call(loss, outputs, uncertainties, gt)
         losses['l_total'] = sum(losses.values())
         return losses, outputs[0]
 
