@@ -17,7 +17,10 @@ Each image is processed in overlapping tiles blended by :func:`s2former_plugin.t
 whole image). Outputs are PNGs (TIFF for float images) named after the inputs, with the input's size, bit depth
 and colour mode: grayscale is processed as 3 equal channels and converted back; an alpha channel is passed
 through untouched.
-``--save-uncertainty`` also writes colour-mapped uncertainty maps to ``OUTPUT/uncertainty/<name>.png``.
+``--save-uncertainty`` also writes, per image, the colour-mapped final uncertainty map
+``OUTPUT/uncertainty/<name>.png`` (for looking at) and the raw maps ``OUTPUT/uncertainty/<name>.npz`` (for
+measuring, ``metrics/uncertainty_eval.py``): float32 arrays ``final``, ``full``, ``half``, ``quarter``, ``eighth``, each
+``3 x h x w`` (RGB channels, the network's five scales; see docs/uncertainty.md).
 Invalid tiling arguments (``--tile-batch 0``, an overlap not smaller than the tile, an unknown ``--blend``) are
 refused before anything is read or written (one line naming the option, exit status 2). Unreadable files (and
 images too thin for ``--blend official`` tiles) are reported one line each and skipped; the exit status is then 1.
@@ -48,7 +51,11 @@ from .inference import (
     load_network,
     pick_device,
     retry_out_of_memory,
+    stack_uncertainties,
+    unstack_uncertainties,
 )
+from .memory import whole_image_problem
+from .metrics.uncertainty_eval import raw_map_name, save_raw_maps
 from .outputs import OutputFolder
 from .tiling import BLENDS, tiled_forward
 from .visualize import uncertainty_to_color
@@ -115,7 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar='{' + ','.join(BLENDS) + '}',
         help="tile blending; 'official': the official test script's square tiles and plain averaging",
     )
-    p.add_argument('--save-uncertainty', action='store_true', help='also write OUTPUT/uncertainty/<name>.png')
+    p.add_argument(
+        '--save-uncertainty',
+        action='store_true',
+        help='also write OUTPUT/uncertainty/<name>.png (colour map of the final scale) and <name>.npz (raw float32 '
+        'maps final, full, half, quarter, eighth, each 3 x h x w)',
+    )
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     p.add_argument('--fp16', action='store_true', help='half-precision autocast (CUDA only)')
     p.add_argument(
@@ -240,7 +252,7 @@ def _derain_all(args, inputs, names, unc_dir, net, used, device, fp16, bf16, amp
         with torch.autocast(device.type, dtype=amp_dtype, enabled=fp16 or bf16):
             if args.save_uncertainty:
                 outputs, uncertainties = net(t, return_all=True)
-                return outputs[0].float(), uncertainties[0].float()
+                return outputs[0].float(), stack_uncertainties(uncertainties, t.shape[-2:])
             return net(t).float()
 
     bar = tqdm(inputs, desc='derain', unit='img', disable=args.no_progress)
@@ -273,6 +285,8 @@ def _derain_all(args, inputs, names, unc_dir, net, used, device, fp16, bf16, amp
             tqdm.write(f'infer: {exc}; skipped', file=sys.stderr)
             continue
         problem = _image_problem(img, args.tile, args.tile_overlap, args.blend)
+        if problem is None and args.tile == 0 and device.type == 'cpu' and isinstance(net, torch.nn.Module):
+            problem = whole_image_problem(*img.shape[:2])
         if problem is not None:
             failed.append(path)
             tqdm.write(f'infer: {problem}, skipped: {path}', file=sys.stderr)
@@ -291,7 +305,9 @@ def _derain_all(args, inputs, names, unc_dir, net, used, device, fp16, bf16, amp
         try:
             imageio.write(os.path.join(args.output, out_name), out)
             if unc is not None:
-                imageio.write(os.path.join(unc_dir, names[path]), uncertainty_to_color(unc))
+                maps = unstack_uncertainties(unc)
+                imageio.write(os.path.join(unc_dir, names[path]), uncertainty_to_color(unc[..., :3]))  # the final map
+                save_raw_maps(os.path.join(unc_dir, raw_map_name(names[path])), maps)
         except OSError as exc:
             print(f'infer: error: {exc}; stopped (the outputs written before are complete)', file=sys.stderr)
             return 1

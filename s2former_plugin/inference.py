@@ -27,6 +27,8 @@ __all__ = [
     'load_network',
     'pick_device',
     'retry_out_of_memory',
+    'stack_uncertainties',
+    'unstack_uncertainties',
 ]
 
 
@@ -149,10 +151,11 @@ def derain_array(
 
     Args:
         img: ``H x W`` (gray), ``H x W x 3`` (BGR) or ``H x W x 4`` (BGRA), uint8/uint16/float.
-        run: Maps a ``1 x 3 x H x W`` RGB float tensor in [0, 1] to ``(image, uncertainty or None)``.
+        run: Maps a ``1 x 3 x H x W`` RGB float tensor in [0, 1] to ``(image, uncertainty or None)``; the
+            uncertainty is ``1 x K x H x W`` (e.g. the five scales of :func:`stack_uncertainties`, ``K = 15``).
 
     Returns:
-        The derained image (alpha copied from the input) and the uncertainty (``H x W x 3`` float) or ``None``.
+        The derained image (alpha copied from the input) and the uncertainty (``H x W x K`` float) or ``None``.
 
     Raises:
         NonFiniteOutput: The network produced NaN or inf.
@@ -183,6 +186,42 @@ def derain_array(
             res = np.concatenate([res, alpha], axis=2)
     unc_np = None if unc is None else unc[0].permute(1, 2, 0).float().numpy()
     return np.ascontiguousarray(res), unc_np
+
+
+#: Scale names of ``S2Former(x, return_all=True)``'s uncertainty list, in its order, and each one's downscale factor.
+UNCERTAINTY_SCALES = (('final', 1), ('full', 1), ('half', 2), ('quarter', 4), ('eighth', 8))
+
+
+def stack_uncertainties(uncertainties: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """The five uncertainty maps as one ``B x 5C x H x W`` float32 tensor at the image's size, for tiling.
+
+    A 1/s-scale map (``ceil(H/s) x ceil(W/s)``) is repeated ``s x s`` (nearest) and cropped to ``H x W``:
+    :func:`unstack_uncertainties` takes every ``s``-th pixel back, exactly the network's map for a whole image
+    (with tiles, the blended tiles' maps sampled on the scale's grid).
+    """
+    if len(uncertainties) != len(UNCERTAINTY_SCALES):
+        raise ValueError(f'expected {len(UNCERTAINTY_SCALES)} uncertainty maps, got {len(uncertainties)}')
+    h, w = size
+    full = []
+    for u, (_, s) in zip(uncertainties, UNCERTAINTY_SCALES):
+        u = u.float()
+        if s > 1:
+            u = u.repeat_interleave(s, dim=-2).repeat_interleave(s, dim=-1)
+        full.append(u[..., :h, :w])
+    return torch.cat(full, dim=1)
+
+
+def unstack_uncertainties(stacked: np.ndarray) -> dict[str, np.ndarray]:
+    """``{scale: C x h_s x w_s float32}`` from the ``H x W x 5C`` array :func:`derain_array` returns for a
+    :func:`stack_uncertainties` tensor (scales ``final``, ``full``, ``half``, ``quarter``, ``eighth``)."""
+    k = stacked.shape[2] // len(UNCERTAINTY_SCALES) if stacked.ndim == 3 else 0
+    if k == 0 or k * len(UNCERTAINTY_SCALES) != stacked.shape[2]:
+        raise ValueError(f'expected H x W x {len(UNCERTAINTY_SCALES)}C stacked maps, got shape {stacked.shape}')
+    out = {}
+    for i, (name, s) in enumerate(UNCERTAINTY_SCALES):
+        part = stacked[::s, ::s, i * k : (i + 1) * k]
+        out[name] = np.ascontiguousarray(part.transpose(2, 0, 1), dtype=np.float32)
+    return out
 
 
 #: Smallest tile an out-of-memory retry goes down to (the paper network pads tiles to multiples of 64).
