@@ -4,8 +4,9 @@ What is timed is what a training run of ``options/s2former.yml`` does between tw
 ``PairedImageDataset`` on an LMDB written by ``datasets_prep/create_lmdb.py`` (PNG values, compress level 1),
 random ``--gt-size`` crops with flips and rotations, basicsr's ``EnlargedSampler`` and ``build_dataloader`` (shuffle,
 ``drop_last``, ``worker_init_fn``, ``pin_memory`` where set) and its ``CPUPrefetcher``; with CUDA, each batch is then
-moved to the GPU as ``feed_data`` does. For each ``num_worker_per_gpu`` it times ``--batches`` batches of ``--batch``
-crops after the first one (the first batch, which waits for the workers to start, is reported on its own)::
+moved to the GPU as ``S2FormerModel.feed_data`` does. For each ``num_worker_per_gpu`` it times ``--batches`` batches
+of ``--batch`` crops after the first one (the first batch, which waits for the workers to start, is reported on its
+own)::
 
     python benchmarks/data_pipeline.py                                  # synthetic pairs, runs anywhere
     python benchmarks/data_pipeline.py --images datasets/Rain200H/train --layout rain200 --workers 0,1,2,4,8
@@ -293,7 +294,7 @@ def time_loader(opt: dict, batches: int, seed: int, device: torch.device | None)
                 raise RuntimeError(f'batch {key}: {tuple(data[key].shape)} {data[key].dtype}, expected '
                                    f'({batch}, 3, {size}, {size}) float32')  # fmt: skip
             if device is not None:
-                data[key].to(device)  # as feed_data does
+                data[key].to(device, non_blocking=True)  # as S2FormerModel.feed_data does
         if device is not None:
             torch.cuda.synchronize(device)
         times.append(time.perf_counter())
