@@ -130,34 +130,6 @@ def test_registry_bridge_through_calculate_metric():
     )
 
 
-def test_weights_metric_unavailable_offline_fails_fast(tmp_path, monkeypatch):
-    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
-    monkeypatch.delenv(protocols.ALLOW_DOWNLOAD_ENV, raising=False)
-    pred, gt = _pair()
-    with pytest.raises(MetricUnavailable, match='not available offline'):
-        compute('lpips', pred, gt)
-    nan = calculate_metric({'img': pred, 'img2': gt}, {'type': 'pyiqa', 'metric': 'lpips', 'on_unavailable': 'nan'})
-    assert math.isnan(nan)
-    assert not any(p.is_file() for p in tmp_path.rglob('*'))
-    with pytest.raises(protocols.UnknownMetric, match="unknown metric 'not-a-metric'"):
-        compute('not-a-metric', pred, gt)
-
-
-def test_pyiqa_weight_files_are_loaded_weights_only(tmp_path):
-    import fractions
-
-    pickled = tmp_path / 'needs_unpickling.pth'  # an object outside torch's weights-only allow-list
-    torch.save({'w': torch.ones(1), 'obj': fractions.Fraction(1, 3)}, pickled)
-    plain = tmp_path / 'plain.pth'
-    torch.save({'w': torch.ones(1)}, plain)
-    with protocols._weights_only_loading():
-        with pytest.raises(Exception, match='(?i)weights.only'):
-            torch.load(pickled, weights_only=False)  # what pyiqa asks for is overridden
-        assert torch.load(plain, weights_only=False)['w'].item() == 1
-    assert torch.load(pickled, weights_only=False)['obj'] == fractions.Fraction(1, 3)  # restored afterwards
-    assert protocols.get_pyiqa_metric('psnr', test_y_channel=True) is not None
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # No-reference metrics
 # ----------------------------------------------------------------------------------------------------------------
@@ -208,51 +180,3 @@ def test_no_reference_metrics_offline_leave_the_cache_untouched(tmp_path, monkey
         protocols.check_metric('nique')
     with pytest.raises(protocols.UnknownMetric):
         calculate_metric({'img': img}, {'type': 'pyiqa', 'metric': 'nique', 'on_unavailable': 'nan'})  # a typo
-
-
-def test_weights_dir_supplies_a_weight_file(tmp_path, monkeypatch):
-    import pyiqa
-
-    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
-    monkeypatch.delenv(protocols.ALLOW_DOWNLOAD_ENV, raising=False)
-    weights = tmp_path / 'weights'
-    weights.mkdir()
-    gen = torch.Generator().manual_seed(0)
-    # A small SVM in the format of pyiqa's BRISQUE weights: (support vector coefficients, support vectors).
-    svm = (torch.randn(5, generator=gen, dtype=torch.float64), torch.rand(5, 36, generator=gen))
-    torch.save(svm, weights / 'brisque_svm_weights.pth')
-    img = photo(2)
-    value = compute('brisque', img, weights_dir=str(weights))
-    ref = pyiqa.create_metric('brisque', device='cpu', pretrained_model_path=str(weights / 'brisque_svm_weights.pth'))
-    rgb = torch.from_numpy(img[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255
-    assert value == pytest.approx(float(ref(rgb)), rel=1e-6)
-    assert not (tmp_path / 'torch_home').exists()
-
-
-def test_weights_dir_with_downloads_allowed_fetches_into_the_real_cache(tmp_path, monkeypatch):
-    import os
-
-    import basicsr.metrics
-    import scipy.io
-    import torch.hub
-
-    cache = tmp_path / 'torch_home'
-    monkeypatch.setenv('TORCH_HOME', str(cache))
-    monkeypatch.setenv(protocols.ALLOW_DOWNLOAD_ENV, '1')
-    weights = tmp_path / 'weights_allowed'
-    weights.mkdir()
-    npz = np.load(os.path.join(os.path.dirname(basicsr.metrics.__file__), 'niqe_pris_params.npz'))
-    fetched = []
-
-    def fake_download(url, dst, *args, **kwargs):  # stands in for the network: writes a NIQE parameter file
-        fetched.append(dst)
-        scipy.io.savemat(dst, {'mu_prisparam': npz['mu_pris_param'], 'cov_prisparam': npz['cov_pris_param']})
-
-    monkeypatch.setattr(torch.hub, 'download_url_to_file', fake_download)
-    monkeypatch.setattr('pyiqa.utils.download_util.download_url_to_file', fake_download)
-    gen = torch.Generator().manual_seed(1)
-    svm = (torch.randn(5, generator=gen, dtype=torch.float64), torch.rand(5, 36, generator=gen))
-    torch.save(svm, weights / 'brisque_svm_weights.pth')
-    assert math.isfinite(compute('brisque', photo(0), weights_dir=str(weights)))  # from weights_dir, no download
-    assert math.isfinite(compute('niqe_pyiqa', photo(0), weights_dir=str(weights)))  # not there: downloaded
-    assert fetched == [str(cache / 'hub' / 'pyiqa' / 'niqe_modelparameters.mat')]  # kept in the cache, not lost

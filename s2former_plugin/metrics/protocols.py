@@ -27,7 +27,8 @@ No-reference metrics (standard protocol; a reference image, when given, is ignor
 
 Weight files: downloads are refused unless ``S2FORMER_ALLOW_DOWNLOAD=1``. A metric finds its files in the torch hub
 cache (``$TORCH_HOME/hub/checkpoints``, ``$TORCH_HOME/hub/pyiqa``) or in a folder given as ``weights_dir``; a
-missing file makes it :class:`MetricUnavailable` ("needs FILE"), and nothing is created in the cache.
+missing file makes it :class:`MetricUnavailable` ("needs FILE"), and nothing is created in the cache. The metric is
+built by :mod:`.pyiqa_offline`, whose sandbox applies to the building thread only.
 
 Inputs: a numpy array is ``H x W x C`` (or ``H x W``), BGR like basicsr's ``img``/``img2`` (``channel_order``
 says otherwise), ``uint8`` (0-255), ``uint16`` (0-65535) or float in [0, 1]. A tensor is ``[1 x] C x H x W``, RGB,
@@ -36,12 +37,7 @@ float in [0, 1].
 
 from __future__ import annotations
 
-import io
 import math
-import os
-import tempfile
-import threading
-from contextlib import contextmanager, redirect_stdout
 from typing import Any
 
 import cv2
@@ -49,8 +45,11 @@ import numpy as np
 import torch
 
 from ..errors import S2FormerError
+from .pyiqa_offline import ALLOW_DOWNLOAD_ENV, MetricUnavailable, UnknownMetric, get_pyiqa_metric
+from .pyiqa_offline import pyiqa_configs as _pyiqa_configs
 
 __all__ = [
+    'ALLOW_DOWNLOAD_ENV',
     'PROTOCOLS',
     'OFFICIAL_METRICS',
     'NR_DEFAULT_METRICS',
@@ -62,6 +61,7 @@ __all__ = [
     'check_protocol',
     'check_metric_name',
     'compute',
+    'get_pyiqa_metric',
     'is_no_reference',
     'official_psnr',
     'official_ssim',
@@ -77,7 +77,6 @@ _Y_DEFAULTS = {
     'psnr': {'test_y_channel': True, 'color_space': 'ycbcr'},
     'ssim': {'test_y_channel': True, 'color_space': 'ycbcr'},
 }
-ALLOW_DOWNLOAD_ENV = 'S2FORMER_ALLOW_DOWNLOAD'
 # The default no-reference set: both work offline on a fresh install.
 NR_DEFAULT_METRICS = ('niqe', 'piqe')
 # Our name -> pyiqa's: ``niqe`` is BasicSR's NIQE here, pyiqa's is ``niqe_pyiqa``.
@@ -88,14 +87,6 @@ BASICSR_NIQE_INFO = 'basicsr.metrics.calculate_niqe (MATLAB niqe port, niqe_pris
 
 class NonFiniteImage(S2FormerError, ValueError):
     """An image (usually a prediction) holds NaN or inf: no score is computed for it."""
-
-
-class MetricUnavailable(S2FormerError, RuntimeError):
-    """A metric cannot be computed here (typically: its weights are not available offline); ``str()`` says why."""
-
-
-class UnknownMetric(S2FormerError, ValueError):
-    """No metric of that name exists (a typo, not a missing file); ``str()`` names it."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -235,157 +226,11 @@ def official_ssim(pred: Any, gt: Any, channel_order: str = 'bgr') -> float:
 # ----------------------------------------------------------------------------------------------------------------
 # Standard protocol (pyiqa)
 # ----------------------------------------------------------------------------------------------------------------
-_cache: dict[tuple, Any] = {}
-_lock = threading.Lock()
-
-
-def _hub_dirs() -> dict[str, str]:
-    """The cache folders pyiqa and torch.hub look in: ``{'checkpoints': ..., 'pyiqa': ...}``."""
-    import torch.hub
-
-    hub = torch.hub.get_dir()
-    return {'checkpoints': os.path.join(hub, 'checkpoints'), 'pyiqa': os.path.join(hub, 'pyiqa')}
-
-
-def _download_guard(searched: list[str]):
-    def guard(url: str, dst: str, *args, **kwargs):
-        name = os.path.basename(dst)
-        raise MetricUnavailable(
-            f'needs {name}: weights not available offline (looked in {", ".join(searched)}; would be downloaded '
-            f'from {url}); put the file in one of these folders (TORCH_HOME sets the cache root; report: '
-            f'--weights-dir) or set {ALLOW_DOWNLOAD_ENV}=1 to allow downloads'
-        )
-
-    return guard
-
-
-def _download_to_cache(real: dict[str, str], download):
-    """Downloads allowed with a ``weights_dir``: fetch into the real cache folder and link it into the temporary one."""
-
-    def fetch(url: str, dst: str, *args, **kwargs):
-        sub = os.path.basename(os.path.dirname(dst))
-        cached = os.path.join(real.get(sub, os.path.dirname(dst)), os.path.basename(dst))
-        os.makedirs(os.path.dirname(cached), exist_ok=True)
-        download(url, cached, *args, **kwargs)
-        if os.path.abspath(cached) != os.path.abspath(dst):
-            os.symlink(os.path.abspath(cached), dst)
-
-    return fetch
-
-
-@contextmanager
-def _weights_only_loading():
-    """Force ``torch.load(..., weights_only=True)`` while pyiqa builds a metric.
-
-    pyiqa reads its weight files with ``weights_only=False`` (full unpickling); the project never unpickles
-    untrusted files, so a weight file that needs arbitrary objects makes the metric unavailable instead.
-    """
-    original = torch.load
-
-    def safe_load(*args, **kwargs):
-        kwargs['weights_only'] = True
-        return original(*args, **kwargs)
-
-    torch.load = safe_load
-    try:
-        yield
-    finally:
-        torch.load = original
-
-
-@contextmanager
-def _no_downloads(weights_dir: str | None = None):
-    """Build pyiqa metrics from local files only; a download fails fast with :class:`MetricUnavailable`.
-
-    pyiqa and torch.hub create their cache folders before they download, so the metric is built against a
-    temporary hub folder holding links to the files of ``weights_dir`` and of the real cache: a refused download
-    leaves the user's cache untouched, and ``weights_dir`` is used without copying anything into the cache.
-    """
-    allowed = os.environ.get(ALLOW_DOWNLOAD_ENV) == '1'
-    if allowed and not weights_dir:
-        yield
-        return
-    import torch.hub
-
-    try:
-        import pyiqa.utils.download_util as pyiqa_download
-    except ImportError:  # pragma: no cover - pyiqa is a dependency
-        pyiqa_download = None
-    real = _hub_dirs()
-    searched = ([weights_dir] if weights_dir else []) + list(real.values())
-    saved_hub = torch.hub._hub_dir  # private, but the only way to restore "unset" (TORCH_HOME decides again)
-    saved_download = [(m, m.download_url_to_file) for m in (torch.hub, pyiqa_download) if m is not None]
-    saved_cache = pyiqa_download.DEFAULT_CACHE_DIR if pyiqa_download is not None else None
-    with tempfile.TemporaryDirectory(prefix='s2former_hub_') as tmp:
-        for sub, real_dir in real.items():
-            os.makedirs(os.path.join(tmp, sub))
-            for src in (weights_dir, real_dir):  # weights_dir wins
-                if src and os.path.isdir(src):
-                    for name in os.listdir(src):
-                        link, target = os.path.join(tmp, sub, name), os.path.join(src, name)
-                        if os.path.isfile(target) and not os.path.exists(link):
-                            os.symlink(os.path.abspath(target), link)
-        torch.hub.set_dir(tmp)
-        fetch = _download_to_cache(real, torch.hub.download_url_to_file) if allowed else _download_guard(searched)
-        for m, _ in saved_download:
-            m.download_url_to_file = fetch
-        if pyiqa_download is not None:
-            pyiqa_download.DEFAULT_CACHE_DIR = os.path.join(tmp, 'pyiqa')  # read at call time by load_file_from_url
-        try:
-            yield
-        finally:
-            torch.hub._hub_dir = saved_hub
-            for m, f in saved_download:
-                m.download_url_to_file = f
-            if pyiqa_download is not None:
-                pyiqa_download.DEFAULT_CACHE_DIR = saved_cache
-
-
 def _device(opts: dict, metric: str) -> torch.device:
     dev = opts.pop('device', None)
     if dev in (None, 'auto'):
         dev = 'cuda' if metric not in _Y_DEFAULTS and torch.cuda.is_available() else 'cpu'
     return torch.device(dev)
-
-
-def _pyiqa_configs() -> dict:
-    from pyiqa.default_model_configs import DEFAULT_CONFIGS
-
-    return DEFAULT_CONFIGS
-
-
-def get_pyiqa_metric(metric: str, device: torch.device | str = 'cpu', weights_dir: str | None = None, **opts) -> Any:
-    """A cached ``pyiqa.create_metric(metric, **opts)``; weight downloads are refused (see module docstring).
-
-    Args:
-        metric: pyiqa's name of the metric (``niqe`` here is pyiqa's NIQE).
-        device: Where the metric runs.
-        weights_dir: A folder of weight files looked in before the torch hub cache.
-        **opts: pyiqa options.
-
-    Raises:
-        UnknownMetric: pyiqa has no metric of that name.
-        MetricUnavailable: the metric cannot be created here; the failure is cached too.
-    """
-    if metric not in _pyiqa_configs():
-        raise UnknownMetric(f'unknown metric {metric!r} (not a pyiqa metric name; see pyiqa.list_models())')
-    key = (metric, str(device), weights_dir, tuple(sorted((k, repr(v)) for k, v in opts.items())))
-    with _lock:
-        if key not in _cache:
-            try:
-                import pyiqa
-
-                # pyiqa prints 'Downloading: ... to <temporary folder>' before the guard refuses: noise, not news.
-                with _no_downloads(weights_dir), _weights_only_loading(), redirect_stdout(io.StringIO()):
-                    _cache[key] = pyiqa.create_metric(metric, device=torch.device(device), **opts)
-            except MetricUnavailable as exc:
-                _cache[key] = exc
-            except Exception as exc:  # noqa: BLE001 - any construction failure makes the metric unavailable
-                _cache[key] = MetricUnavailable(f'{type(exc).__name__}: {exc}'.strip())
-        value = _cache[key]
-    if isinstance(value, MetricUnavailable):
-        raise MetricUnavailable(str(value))
-    return value
 
 
 def pyiqa_name(metric: str) -> str:
