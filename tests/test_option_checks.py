@@ -25,7 +25,14 @@ EVERY_KEY = {
         'psnr_opt': {'type': 'MultiScalePSNRLoss', 'loss_weight': 1.0},
         'perceptual_opt': {'type': 'S2FormerPerceptualLoss', 'loss_weight': 0.2, 'vgg_weights': 'vgg19.pth'},
         'udl_opt': {'type': 'UncertaintyDrivenLoss', 'loss_weight': 1},
-        'optim_g': {'type': 'AdamW', 'lr': 7e-4, 'weight_decay': 0, 'betas': [0.9, 0.999], 'eps': 1e-8},
+        'optim_g': {
+            'type': 'AdamW',
+            'lr': 7e-4,
+            'weight_decay': 0,
+            'betas': [0.9, 0.999],
+            'eps': 1e-8,
+            'fused': True,
+        },
         'scheduler': {
             'type': 'CosineAnnealingRestartLR',
             'periods': [10, 20],
@@ -38,6 +45,9 @@ EVERY_KEY = {
         'warmup_iter': -1,
         'amp': 'bf16',
         'accumulate': 2,
+        'compile': {'mode': 'max-autotune', 'dynamic': None, 'fullgraph': True, 'backend': 'inductor'},
+        'cuda_graph': False,  # true is refused with amp: fp16, which tests below set
+        'tf32': True,
     },
     'val': {
         'val_freq': 5000,

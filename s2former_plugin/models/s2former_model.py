@@ -36,7 +36,7 @@ from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from tqdm import tqdm
 
-from s2former_plugin import compat
+from s2former_plugin import acceleration, compat
 from s2former_plugin.checkpoint import load_state_dict_any
 from s2former_plugin.metrics.pyiqa_metric import check_val_metrics, needs_reference
 from s2former_plugin.tiling import tiled_forward
@@ -59,6 +59,9 @@ from .s2former_options import (  # noqa: F401  (the schema's names, importable f
 class S2FormerModel(SRModel):
     """Multi-output training (final image, four decoder scales, five uncertainty maps) of a UDR-S2Former net."""
 
+    graphed_step: acceleration.GraphedStep | None = None  # train:cuda_graph
+    autocast_cache: bool = True
+
     #: Called by ``compat`` right after basicsr parses the options, before any data is read.
     check_options = staticmethod(check_training_options)
 
@@ -66,6 +69,7 @@ class S2FormerModel(SRModel):
         check_training_options(opt)
         check_val_options(opt.get('val') or {})  # fail at start-up, not at the first validation hours later
         check_val_metrics((opt.get('val') or {}).get('metrics'))  # better: lower for NIQE, PIQE, LPIPS...
+        acceleration.set_tf32((opt.get('train') or {}).get('tf32') if opt.get('is_train') else None)
         super().__init__(opt)
         compat.set_deterministic(opt)  # after basicsr.train's cudnn.benchmark = True; before the first step
 
@@ -87,14 +91,32 @@ class S2FormerModel(SRModel):
                 net.get_submodule(name).requires_grad_(False)
             if names:
                 get_root_logger().info(f'No loss reaches {", ".join(names)}: frozen (kept as initialised or loaded)')
-        return super().model_to_device(net)
+        # Compiled inside DDP (DDP wraps the compiled module); get_bare_model unwraps both, so state dicts, EMA and
+        # validation (whole images of any size) use the eager module, which shares the parameters.
+        compiled = acceleration.check_compile_option(train_opt.get('compile'))
+        if compiled is not None:
+            get_root_logger().info(f'train:compile: {compiled}')
+        return super().model_to_device(acceleration.compile_network(net.to(self.device), compiled))
+
+    def get_bare_model(self, net: torch.nn.Module) -> torch.nn.Module:
+        """The network inside DDP/DataParallel and ``torch.compile`` wrappers."""
+        return acceleration.unwrap_compiled(super().get_bare_model(net))
+
+    def feed_data(self, data: dict) -> None:
+        """The batch on the device; from pinned memory (``pin_memory: true``) the copies overlap the GPU's work."""
+        self.lq = data['lq'].to(self.device, non_blocking=True)
+        if 'gt' in data:
+            self.gt = data['gt'].to(self.device, non_blocking=True)
 
     def setup_optimizers(self) -> None:
         """basicsr's, without its one warning line per frozen parameter (:meth:`model_to_device` logs them once)."""
         train_opt = self.opt['train']
         params = [p for p in self.net_g.parameters() if p.requires_grad]
         optim_type = train_opt['optim_g'].pop('type')
-        self.optimizer_g = self.get_optimizer(optim_type, params, **train_opt['optim_g'])
+        kwargs = train_opt['optim_g']  # fused / foreach / capturable reach torch as they are
+        if self.graphed_step is not None and isinstance(getattr(torch.optim, optim_type, None), type):
+            kwargs = acceleration.with_capturable(getattr(torch.optim, optim_type), kwargs)
+        self.optimizer_g = self.get_optimizer(optim_type, params, **kwargs)
         self.optimizers.append(self.optimizer_g)
 
     def init_training_settings(self) -> None:
@@ -117,8 +139,28 @@ class S2FormerModel(SRModel):
         self.accumulate = train_opt.get('accumulate') or 1
         # fp16 gradients underflow without loss scaling; bf16 has float32's exponent range and needs none.
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.graphed_step = self._graphed_step(train_opt)
         self.setup_optimizers()
         self.setup_schedulers()
+        if self.graphed_step is not None:
+            self.graphed_step.optimizer = self.optimizer_g
+
+    def _graphed_step(self, train_opt: dict) -> acceleration.GraphedStep | None:
+        """The CUDA-graph step of ``train:cuda_graph``, or None (eager steps; said once when asked for)."""
+        if not train_opt.get('cuda_graph'):
+            return None
+        compiled = acceleration.check_compile_option(train_opt.get('compile'))
+        reason = acceleration.graph_fallback_reason(
+            self.device,
+            self.opt['dist'],
+            self.grad_scaler.is_enabled(),
+            compiled is not None and compiled.uses_cudagraphs,
+        )
+        if reason is not None:
+            get_root_logger().warning(f'train:cuda_graph: {reason}; eager steps')
+            return None
+        self.autocast_cache = False  # autocast's weight cache would hold tensors of the capture's pool
+        return acceleration.GraphedStep(self._forward_backward, self._update, None, get_root_logger().warning)
 
     def _build_ema_network(self) -> torch.nn.Module:
         from basicsr.archs import build_network
@@ -150,9 +192,24 @@ class S2FormerModel(SRModel):
         n = self.accumulate
         if self.lq.shape[0] % n:
             raise ValueError(f'train:accumulate: {n} does not divide the batch of {self.lq.shape[0]} images')
-        self.optimizer_g.zero_grad(set_to_none=True)
+        graphed = self.graphed_step.forward(self.lq, self.gt) if self.graphed_step is not None else None
+        if graphed is None:
+            self.optimizer_g.zero_grad(set_to_none=True)
+            totals, self.output = self._forward_backward(self.lq, self.gt)
+        else:
+            totals, self.output = OrderedDict((k, v.clone()) for k, v in graphed[0].items()), graphed[1].clone()
+        self._stop_if_not_finite(totals, current_iter)
+        if graphed is None:
+            self._update()
+        else:
+            self.graphed_step.step()
+        self.log_dict = self.reduce_loss_dict(totals)
+
+    def _forward_backward(self, lq_all: torch.Tensor, gt_all: torch.Tensor) -> tuple[OrderedDict, torch.Tensor]:
+        """The losses (means over the micro-batches) and final output of the batch; gradients accumulated."""
+        n = self.accumulate
         totals, finals = OrderedDict(), []
-        for i, (lq, gt) in enumerate(zip(self.lq.tensor_split(n), self.gt.tensor_split(n), strict=True)):
+        for i, (lq, gt) in enumerate(zip(lq_all.tensor_split(n), gt_all.tensor_split(n), strict=True)):
             # DDP all-reduces the gradients once, in the last micro-batch's backward.
             sync = self.net_g.no_sync() if i < n - 1 and hasattr(self.net_g, 'no_sync') else contextlib.nullcontext()
             with sync:
@@ -161,22 +218,22 @@ class S2FormerModel(SRModel):
             finals.append(final.detach())
             for key, value in losses.items():
                 totals[key] = totals.get(key, 0) + value.detach() / n
-        self.output = torch.cat(finals)
-        self._stop_if_not_finite(totals, current_iter)
+        return totals, torch.cat(finals)
 
+    def _update(self) -> None:
+        """Clipping, the optimizer step (through the GradScaler) and EMA, after the gradients."""
         if self.max_grad_norm:
             self.grad_scaler.unscale_(self.optimizer_g)  # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.max_grad_norm)
         self.grad_scaler.step(self.optimizer_g)
         self.grad_scaler.update()
-
-        self.log_dict = self.reduce_loss_dict(totals)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
 
     def _losses(self, lq: torch.Tensor, gt: torch.Tensor) -> tuple[OrderedDict, torch.Tensor]:
         """The configured losses of one (micro-)batch and its final output; the forward under ``train:amp``."""
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+        amp = self.amp_dtype is not None
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=amp, cache_enabled=self.autocast_cache):
             outputs, uncertainties = self.net_g(lq, return_all=True)
         if self.amp_dtype is not None:  # the losses (logs, exp, VGG features) in float32
             outputs = [o.float() for o in outputs]

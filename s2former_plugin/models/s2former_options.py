@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from s2former_plugin.acceleration import check_compile_option, check_switch
 from s2former_plugin.tiling import check_tiling
 
 __all__ = [
@@ -89,6 +90,9 @@ OPTION_KEYS = {
         'warmup_iter',
         'amp',
         'accumulate',
+        'compile',
+        'cuda_graph',
+        'tf32',
     ),
     'val': ('val_freq', 'save_img', 'suffix', 'metrics', 'pbar', 'tile', 'tile_overlap', 'tile_blend'),
     'logger': ('print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'),
@@ -96,6 +100,8 @@ OPTION_KEYS = {
 _NUMBER_TEXT = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?')
 _TEXT_KEYS = ('type', 'name', 'suffix', 'project', 'resume_id')  # strings by nature
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}  # train:amp
+# Switches torch's optimizers take; a wrong type would reach torch as a traceback from inside the constructor.
+_OPTIMIZER_SWITCHES = ('fused', 'foreach', 'capturable', 'amsgrad', 'maximize', 'nesterov', 'decoupled_weight_decay')
 
 
 def _check_values(value, where: str) -> None:
@@ -163,6 +169,29 @@ def _check_block_keys(opt: dict) -> None:
         _check_values(sub, block)
 
 
+def _check_acceleration(train: dict) -> None:
+    """``train:compile``, ``train:cuda_graph``, ``train:tf32`` and the optimizer's switches (``fused: true``)."""
+    try:
+        compile_opt = check_compile_option(train.get('compile'), 'train:compile')
+        check_switch(train.get('cuda_graph'), 'train:cuda_graph')
+        check_switch(train.get('tf32'), 'train:tf32')
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
+    if train.get('cuda_graph') and compile_opt is not None and compile_opt.uses_cudagraphs:
+        raise OptionError(
+            f'train:cuda_graph: compile mode {compile_opt.mode!r} already captures CUDA graphs; use one of the two'
+        )
+    if train.get('cuda_graph') and train.get('amp') == 'fp16':
+        raise OptionError(
+            'train:cuda_graph: not with amp: fp16 (the GradScaler reads its inf check on the host at every step); '
+            'use amp: bf16, which needs no scaler'
+        )
+    for name in _OPTIMIZER_SWITCHES:
+        value = (train.get('optim_g') or {}).get(name)
+        if value is not None and not isinstance(value, bool):
+            raise OptionError(f'train:optim_g:{name}: expected true or false, got {value!r}')
+
+
 def check_training_options(opt: dict) -> None:
     """Refuse unknown keys (with a "did you mean") and wrongly typed values in ``train:``, ``val:``, ``logger:``.
 
@@ -186,6 +215,7 @@ def check_training_options(opt: dict) -> None:
     for key in ('optim_g', 'scheduler', *LOSS_KEYS):
         for name, value in (train.get(key) or {}).items():
             _check_kind(name, value, f'train:{key}')
+    _check_acceleration(train)
 
 
 def check_val_options(val_opt: dict) -> None:
