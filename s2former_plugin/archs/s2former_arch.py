@@ -34,7 +34,7 @@ from .s2former_blocks import (
 )
 from .s2former_keys import official_key_to_ours
 
-__all__ = ['S2Former', 'PRESETS']
+__all__ = ['S2Former', 'PRESETS', 'multi_scale_inputs']
 
 #: Named configurations. ``paper``: the published model (the official ``Transformer`` defaults, 8,525,361
 #: parameters, the released checkpoints). ``small``: a 4-level net of the same structure with narrow widths and
@@ -73,6 +73,12 @@ def _convert_official_keys(module: nn.Module, state_dict: dict, prefix: str, *ar
         return
     for key in [k for k in state_dict if k.startswith(prefix)]:
         state_dict[prefix + official_key_to_ours(key[len(prefix) :])] = state_dict.pop(key)
+
+
+def multi_scale_inputs(x: Tensor) -> list[Tensor]:
+    """The paper's multi-scale inputs: the (padded) rainy image at full, 1/2, 1/4 and 1/8 scale (bicubic), to which
+    each decoder scale's image head adds its residual (the side outputs of ``forward(x, return_all=True)``)."""
+    return [x if i == 0 else F.interpolate(x, scale_factor=0.5**i, mode='bicubic') for i in range(4)]
 
 
 @ARCH_REGISTRY.register()
@@ -223,13 +229,13 @@ class S2Former(nn.Module):
         decoded: list[Tensor] = [x] * 4
         outputs: list[Tensor] = [x] * 4
         uncertainties: list[Tensor] = [x] * 4
+        inputs = multi_scale_inputs(x) if return_all else []
         for i in (3, 2, 1, 0):
             fused = self.skip_fusions[i](self.ups[i](feat), skips[i])  # (B, d_i, H/2^i, W/2^i)
             guide = self.uncertainty_heads[i].features(fused)
             feat = decoded[i] = self.decoders[i](fused, guide)
             if return_all:
-                scaled = x if i == 0 else F.interpolate(x, scale_factor=0.5**i, mode='bicubic')
-                outputs[i] = self.image_heads[i](fused) + scaled
+                outputs[i] = self.image_heads[i](fused) + inputs[i]  # the scale's image: a residual on its input
                 uncertainties[i] = self.uncertainty_heads[i](guide)
 
         refined = self.refinement(decoded[0], skips, decoded)  # (B, d0, H, W)

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from . import s2former_ops as ops
 from . import s2former_ranking as udr
-from .s2former_ops import autocast_on, float32_under_autocast, to_float32
+from .precision import float32_island
+from .s2former_export import traced_sampling_axes as _traced_sampling_axes
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -89,37 +90,6 @@ def _sampling_axes(h: int, w: int, ws: int, device: torch.device, dtype: torch.d
         return tuple(t.contiguous().to(device, dtype) for t in (*axes, divisor))
 
 
-def _traced_sampling_axes(
-    h: Tensor, w: Tensor, ws: int, device: torch.device, dtype: torch.dtype
-) -> tuple[Tensor, ...]:
-    """:func:`_sampling_axes` for a tracer, where ``h`` and ``w`` are traced 0-dim tensors: the same grid built
-    with tensor operations (so an exported graph follows the input size; the cached version would bake in the
-    tracing size). Equal to the cached grid up to float32 rounding (``linspace`` and ``avg_pool2d`` written out).
-    ``local_x``/``local_y`` come as ``(1, 1, 1, 1, ws)``/``(1, 1, ws, 1, 1)``, the same after broadcasting.
-    """
-
-    def axis(n: Tensor) -> tuple[Tensor, Tensor]:
-        i = torch.arange(n, device=device, dtype=torch.float32)
-        step = 2.0 / (n - 1)
-        # torch.linspace(-1, 1, n): the first half counts up from -1, the second half down from 1
-        coords = torch.where(i < n / 2, -1.0 + i * step, 1.0 - (n - 1 - i) * step)
-        centres = coords.view(-1, ws).mean(1, keepdim=True)  # (n/ws, 1): avg_pool2d over each window
-        local = torch.arange(ws, device=device, dtype=torch.float32) * 2 * ws / ws / (n - 1)
-        local = local - local.mean()
-        return (centres + local).to(dtype), local.to(dtype)  # (n/ws, ws), (ws,)
-
-    base_x, local_x = axis(w)
-    base_y, local_y = axis(h)
-    divisor = torch.stack([w // ws, h // ws]).to(device, dtype)
-    return (
-        base_x.view(1, 1, 1, -1, ws),
-        local_x.view(1, 1, 1, 1, ws),
-        base_y.view(1, -1, ws, 1, 1),
-        local_y.view(1, 1, ws, 1, 1),
-        divisor,
-    )
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Normalisation and attention gates
 # --------------------------------------------------------------------------------------------------------------
@@ -135,9 +105,9 @@ class BiasFreeLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        if autocast_on(x):  # statistics in float32 under autocast, as autocast runs F.layer_norm
-            with float32_under_autocast(x):
-                return self.forward(to_float32(x))
+        return float32_island(self._normalise, x)  # statistics in float32 under autocast, as autocast's layer_norm
+
+    def _normalise(self, x: Tensor) -> Tensor:
         x = ops.bias_free_layer_norm(x.permute(0, 2, 3, 1), self.weight, self.eps)  # over C of (B, H, W, C)
         return x.permute(0, 3, 1, 2)
 
@@ -332,7 +302,12 @@ class SparseSamplingAttention(WindowAttentionBase):
         # (B, nh, nw, heads*2) -> (B*heads, nh, 1, nw, 1, 2): (x, y) per window and head
         offsets = pointwise(pooled, self.offset_head).view(b, nh, nw, heads, 2).permute(0, 3, 1, 2, 4)
         scales = pointwise(pooled, self.scale_head).view(b, nh, nw, heads, 2).permute(0, 3, 1, 2, 4)
-        axes = _traced_sampling_axes if torch.jit.is_tracing() else _sampling_axes  # export: sizes in the graph
+        if torch.jit.is_tracing():  # export: sizes in the graph
+            axes = _traced_sampling_axes
+        elif torch.compiler.is_compiling():  # the compiler folds the grid into constants; its cache is not traced
+            axes = _sampling_axes.__wrapped__
+        else:
+            axes = _sampling_axes
         base_x, local_x, base_y, local_y, divisor = axes(h, w, ws, x.device, x.dtype)
         offsets = (offsets / divisor).reshape(b * heads, nh, 1, nw, 1, 2)
         scales = scales.reshape(b * heads, nh, 1, nw, 1, 2)
@@ -382,17 +357,17 @@ class LocalReconstruction(WindowAttentionBase):
         windows = window_partition(x, ws)  # (B*nW, N, C)
         qkv = self.qkv(windows).view(windows.shape[0], ws * ws, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B*nW, heads, N, d)
-        # In-place ops are autograd-safe here: matmul does not save its output, mul_ saves only `modulation`.
-        if autocast_on(x):  # the unscaled logits (scale folded into modulation) can overflow float16
-            with float32_under_autocast(x):
-                logits = torch.matmul(q.float(), k.float().transpose(-2, -1)).mul_(modulation)
-                attn = logits.add_(self.relative_position_bias()).softmax(dim=-1).to(v.dtype)
-        else:
-            logits = torch.matmul(q, k.transpose(-2, -1)).mul_(modulation).add_(self.relative_position_bias())
-            attn = logits.softmax(dim=-1)
+        # The unscaled logits (scale folded into modulation) can overflow float16: float32 under autocast.
+        attn = float32_island(self._attention_weights, q, k, modulation).to(v.dtype)
         out = attn @ v  # (B*nW, heads, N, d)
         out = self.proj(out.transpose(1, 2).reshape(-1, ws * ws, c))
         return window_reverse(out, ws, b, h, w)
+
+    def _attention_weights(self, q: Tensor, k: Tensor, modulation: Tensor) -> Tensor:
+        """``softmax(q k^T * modulation + bias)`` ``(B*nW, heads, N, N)``."""
+        # In-place ops are autograd-safe here: matmul does not save its output, mul_ saves only `modulation`.
+        logits = torch.matmul(q, k.transpose(-2, -1)).mul_(modulation).add_(self.relative_position_bias())
+        return logits.softmax(dim=-1)
 
 
 class Mlp(nn.Module):
@@ -470,10 +445,7 @@ class UncertaintyHead(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """The ranking guide ``elu(conv1(x))``; float32 under autocast (half-precision ELU values tie near -1)."""
-        if autocast_on(x):
-            with float32_under_autocast(x):
-                return F.elu(self.conv1(to_float32(x)))
-        return F.elu(self.conv1(x))
+        return float32_island(lambda t: F.elu(self.conv1(t)), x)
 
     def forward(self, features: Tensor) -> Tensor:
         """Maps :meth:`features` output to the uncertainty map ``(B, out_channels, H, W)``."""

@@ -14,8 +14,8 @@ It is on by default; ``S2FORMER_FAST_OPS=0`` in the environment turns it off (re
 (ONNX export) and ``torch.compile`` see plain ops where a fast path has no tracer support (the oneDNN kernel, the
 autograd Function); the top-k mask has traced variants of both paths, so an exported graph ranks any size.
 
-The precision guards at the end (:func:`float32_under_autocast` and friends) are not speed tricks: they hold on
-both paths.
+The precision guards (float32 islands under autocast) are not speed tricks: they live in ``precision.py`` and hold
+on both paths; the export-only traced twins live in ``s2former_export.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from . import s2former_export
+from .precision import autocast_on, float32_under_autocast, to_float32  # noqa: F401  (their former home)
 
 __all__ = [
     'ENV_VAR',
@@ -179,6 +182,11 @@ def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Te
 # --------------------------------------------------------------------------------------------------------------
 # Top-k mask (the uncertainty ranking's selection; see s2former_ranking)
 # --------------------------------------------------------------------------------------------------------------
+def _traced_topk_mask(scores: Tensor, keep_ratio: float) -> Tensor:
+    """The export twin (:func:`s2former_export.traced_topk_mask`) on the path the switch selects."""
+    return s2former_export.traced_topk_mask(scores, keep_ratio, _FAST_OPS)
+
+
 def topk_mask(scores: Tensor, keep_ratio: float) -> Tensor:
     """Boolean mask of the ``k = int(keep_ratio * N)`` largest entries along the last dim of ``scores``.
 
@@ -200,43 +208,3 @@ def topk_mask(scores: Tensor, keep_ratio: float) -> Tensor:
         return torch.ones_like(scores, dtype=torch.bool)
     smallest = scores.topk(n - k + 1, dim=-1, largest=False, sorted=False).values
     return scores >= smallest.amax(dim=-1, keepdim=True)
-
-
-def _traced_topk_mask(scores: Tensor, keep_ratio: float) -> Tensor:
-    """:func:`topk_mask` for a tracer, where ``scores.shape[-1]`` is a traced 0-dim tensor: ``k`` is computed in the
-    graph (in float64 and floored, as Python's ``int(keep_ratio * n)``), so an exported graph ranks any size."""
-    n = torch.as_tensor(scores.shape[-1])
-    k = (n.double() * keep_ratio).floor().long()
-    if not _FAST_OPS:
-        indices = scores.topk(k.clamp(min=1), dim=-1).indices
-        kept = torch.ones_like(indices, dtype=torch.bool)  # a tensor source: the tracer has no scalar-bool scatter
-        return torch.zeros_like(scores, dtype=torch.bool).scatter(-1, indices, kept) & (k > 0)
-    smallest = scores.topk(n - k.clamp(min=1) + 1, dim=-1, largest=False, sorted=False).values
-    return (scores >= smallest.amax(dim=-1, keepdim=True)) & (k > 0)  # k = 0 (n = 1): nothing kept
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Precision guards (not speed: both paths)
-# --------------------------------------------------------------------------------------------------------------
-def autocast_on(x: Tensor) -> bool:
-    """Whether autocast (to float16/bfloat16) is active for ``x``'s device."""
-    try:
-        return torch.is_autocast_enabled(x.device.type)
-    except RuntimeError:  # a device type autocast does not know (e.g. meta)
-        return False
-
-
-def float32_under_autocast(x: Tensor) -> contextlib.AbstractContextManager:
-    """Autocast switched off while active for ``x``'s device (a no-op otherwise).
-
-    For the numerically sensitive parts: the uncertainty rankings (in half precision near -1 ELU values tie, the
-    top-k threshold then keeps every position and the damping silently switches off; the ``v @ v^T`` affinity
-    can overflow float16) and the normalisation statistics (a float16 variance overflows for |x| > 256).
-    Callers cast their 16-bit inputs to float32 inside (:func:`to_float32`).
-    """
-    return torch.autocast(x.device.type, enabled=False) if autocast_on(x) else contextlib.nullcontext()
-
-
-def to_float32(x: Tensor) -> Tensor:
-    """``x`` in float32 if it is float16/bfloat16, else ``x`` itself (float64 stays float64)."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x

@@ -17,7 +17,7 @@ reconstruction stage:
 The constants are the official code's (the released weights were trained with them). Both masks depend only on
 ``var``, so a decoder stage computes each once for all its blocks. The selection itself is
 :func:`s2former_ops.topk_mask` (plain ``topk`` + scatter, or a faster threshold, behind the ops switch).
-Under autocast the rankings run in float32 (:func:`s2former_ops.float32_under_autocast`).
+Under autocast the rankings run in float32 (:func:`precision.float32_island`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from . import s2former_ops as ops
+from .precision import float32_island
 
 __all__ = ['LR_SHARPENING', 'RANK_KEEP_RATIO', 'SSA_DAMPING', 'lr_modulation', 'ssa_constraint', 'topk_mask']
 
@@ -63,11 +64,7 @@ def lr_modulation(var: Tensor, ws: int, scale: float = 1.0) -> Tensor:
     """
     b, c, h, w = var.shape
     v = var.reshape(b, c // ws, ws, h // ws, ws, w).transpose(2, 3).reshape(-1, ws * ws, c)  # (B*nW, N, C)
-    if ops.autocast_on(var):
-        with ops.float32_under_autocast(var):
-            affinity = ops.to_float32(v) @ ops.to_float32(v).transpose(1, 2)
-    else:
-        affinity = v @ v.transpose(1, 2)  # (B*nW, N, N)
+    affinity = float32_island(lambda t: t @ t.transpose(1, 2), v)  # (B*nW, N, N); float32 under autocast
     keep = topk_mask(affinity)
     one = torch.full((), scale, dtype=var.dtype, device=var.device)
     return torch.where(keep, one, one * LR_SHARPENING).unsqueeze(1)
