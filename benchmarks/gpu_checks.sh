@@ -15,8 +15,20 @@
 #   4. infer --device cuda with and without --fp16 on three photos (seconds each);
 #   5. benchmarks/arch_speed.py on CUDA (paper preset, 256 and 512 pixels, fp32 and bf16/fp16 autocast, inference
 #      and training step; against the official code where OFFICIAL=PATH/TO/official_s2former is set);
-#   6. inference time and peak memory against image size, 128 to 2048 pixels (arch_speed.py --no-train).
-# WORKDIR (default: a new temporary folder) receives the runs' outputs; nothing is written elsewhere.
+#   6. inference time and peak memory against image size, 128 to 2048 pixels (arch_speed.py --no-train);
+#   7. benchmarks/gpu_training_speed.py (about 7 minutes): ours eager / compiled / graph-captured and the official
+#      code, fp32 and bf16, batch 8 and 36 at 128x128 (step time, images/s, peak memory, 200 steps' losses against
+#      eager, TFLOP/s against a bf16 matmul of the same run), inference at 256, 512 and 1024 pixels; it writes
+#      docs/results/gpu_<card>.json (training_speedup_batch8, training_speedup_batch36, inference_speedup_256).
+# ONLY=measure runs step 7 alone (the prepared measurement, under 8 minutes on one H200).
+#
+# A bare GPU machine (torch, no basicsr, no registry): the packages basicsr and the network need beyond what such
+# an image holds are installed from the wheels in $WHEELS (default benchmarks/wheels, ignored by git), made on a
+# machine with a registry for the GPU machine's python (3.12 here):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+#       -d benchmarks/wheels mmengine addict yapf lmdb termcolor platformdirs
+#   pip wheel --no-deps --no-build-isolation -w benchmarks/wheels basicsr==1.4.2
+# WORKDIR (default: a new temporary folder) receives the runs' outputs; nothing is written elsewhere but the JSON.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python}
@@ -42,11 +54,28 @@ if ! $PY -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'
     echo 'gpu_checks: CUDA is not available here; nothing run' >&2
     exit 2
 fi
+WHEELS=${WHEELS:-$REPO/benchmarks/wheels}
+if ! $PY -c 'import basicsr, mmengine' 2>/dev/null; then
+    step "installing basicsr and mmengine from $WHEELS (no registry needed)"
+    $PY -m pip install -q --no-index --no-deps --find-links "$WHEELS" basicsr mmengine addict yapf lmdb termcolor \
+        platformdirs || { echo "gpu_checks: basicsr is not installed and $WHEELS lacks its wheels (see above)" >&2; exit 2; }
+fi
+measure() {  # step 7; the card's name in the JSON file name, e.g. docs/results/gpu_nvidia_h200.json
+    local card
+    card=$($PY -c 'import re, torch; print(re.sub(r"[^a-z0-9]+", "_", torch.cuda.get_device_name().lower()).strip("_"))')
+    step '7. training and inference: eager, compiled, graph-captured, official (benchmarks/gpu_training_speed.py)'
+    check training-speed $PY "$REPO/benchmarks/gpu_training_speed.py" --budget "${BUDGET:-420}" \
+        ${OFFICIAL:+--official "$OFFICIAL"} --json "$REPO/docs/results/gpu_$card.json"
+}
 step 'device'
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c 'import torch; print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s):",
     torch.cuda.get_device_name(), f"cuDNN {torch.backends.cudnn.version()}")'
 cd "$WORK" || exit 2
+if [ "${ONLY:-}" = measure ]; then
+    measure
+    exit $failed
+fi
 
 step '1. gpu-marked tests'
 check gpu-tests $PY -m pytest -q -m gpu -p no:cacheprovider "$REPO/tests/test_gpu.py"
@@ -135,6 +164,8 @@ check arch-speed $PY "$REPO/benchmarks/arch_speed.py" --no-cpu --sizes 256 512 -
 
 step '6. inference time and memory against image size on CUDA'
 check arch-scaling $PY "$REPO/benchmarks/arch_speed.py" --no-cpu --no-train --sizes 128 256 512 1024 2048 --runs 5
+
+measure
 
 step "done: results under $WORK"
 [ $failed -eq 0 ] && echo 'gpu_checks: all passed' || echo 'gpu_checks: some checks FAILED (above)'
