@@ -17,8 +17,6 @@ from collections import OrderedDict
 from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from s2former_plugin.losses.nerdrain_loss import NeRDRainLoss
-
 __all__ = ['NeRDRainModel']
 
 
@@ -27,6 +25,9 @@ class NeRDRainModel(SRModel):
     """SRModel whose training step sees all of NeRD-Rain's outputs (``net_g(lq, return_all=True)``)."""
 
     def optimize_parameters(self, current_iter: int) -> None:
+        # Imported here: importing the losses module imports basicsr, whose plugin hook imports this module.
+        from s2former_plugin.losses.nerdrain_loss import NeRDRainLoss
+
         self.optimizer_g.zero_grad()
         outputs = self.net_g(self.lq, return_all=True)
         self.output = outputs[0]
