@@ -1,4 +1,5 @@
-"""The benchmark CLI end to end on tiny synthetic pairs: two archs trained through basicsr, measured, reported."""
+"""The benchmark CLI end to end on tiny synthetic pairs: two archs, two seeds each, trained through basicsr on the
+same batches, measured together, compared per image and reported; option errors; evaluation as infer + report."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def _options(data: Path) -> dict:
             'batch_size': 2,
             'crop': 16,
             'total_iter': 2,
+            'seeds': 2,
             'print_freq': 1,
             'save_checkpoint_freq': 2,
             'use_rot': False,
@@ -29,6 +31,7 @@ def _options(data: Path) -> dict:
         },
         'eval': {'tile': 16, 'tile_overlap': 4},
         'speed': {'sizes': [16], 'macs_size': 16, 'runs': 1, 'threads': 1},
+        'bootstrap': {'resamples': 200},
         'archs': [
             {'name': 's2f', 'network_g': {'type': 'S2Former', 'preset': 'small'}},
             {'name': 'vgg', 'network_g': dict(TINY_BASICSR_ARCH)},
@@ -37,7 +40,7 @@ def _options(data: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_benchmark_end_to_end_and_resume(tmp_path):
+def test_benchmark_end_to_end_seeds_same_batches_and_skip(tmp_path, capsys):
     data = write_paired_folder(tmp_path / 'data', n=5, size=(32, 32))
     opt_file = write_yaml(tmp_path / 'bench.yml', _options(data))
     out = tmp_path / 'out'
@@ -45,38 +48,55 @@ def test_benchmark_end_to_end_and_resume(tmp_path):
 
     proc = run(args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for name in ('results.json', 'results.md', 'psnr_vs_latency.png', 'training_curves.png'):
+    for name in ('results.json', 'results.md', 'psnr_vs_latency.png', 'training_curves.png', 'speed.json'):
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / 'results.json').read_text())
+    assert summary['reference'] == 's2f' and summary['budget']['total_iter'] == 2
     results = {r['name']: r for r in summary['results']}
     assert set(results) == {'s2f', 'vgg'}
     for r in results.values():
-        values = [r['params'], r['macs@16'], r['speed']['16']['latency_ms'], *r['metrics'].values()]
+        values = [r['params'], r['macs@16'], r['speed']['16']['latency_ms'], r['speed']['16']['peak_mem_mb']]
+        values += [m['mean'] for m in r['metrics'].values()] + [m['std'] for m in r['metrics'].values()]
         assert all(isinstance(v, int | float) and math.isfinite(v) for v in values), r
-        assert r['train']['total_iter'] == 2 and r['train']['curves'], r['train']
-    assert results['s2f']['train']['model_type'] == 'S2FormerModel'
+        assert r['seeds'] == [0, 1] and r['train']['total_iter'] == 2 and r['train']['curves'], r['train']
+        assert r['same_batches'] is True and r['test_images'] == 2
+    assert results['s2f']['train']['model_type'] == 'S2FormerModel' and results['s2f']['vs_reference'] is None
     assert results['vgg']['train']['losses'] == {'pixel_opt': {'type': 'MultiScalePSNRLoss', 'loss_weight': 1.0}}
-    assert '| s2f |' in (out / 'results.md').read_text()
+
+    # mean ± std over seeds and the paired comparison come from the runs' stored per-image scores
+    from s2former_plugin.benchmark.statistics import mean_std, paired_comparison
+
+    runs = {n: [json.loads((out / n / f'seed{s}' / 'result.json').read_text()) for s in (0, 1)] for n in results}
+    for n, r in results.items():
+        assert (r['metrics']['psnr']['mean'], r['metrics']['psnr']['std']) == pytest.approx(
+            mean_std([x['metrics']['psnr'] for x in runs[n]])
+        )
+    per_image = {n: [{k: float(v) for k, v in x['per_image']['psnr'].items()} for x in runs[n]] for n in runs}
+    expected = paired_comparison(per_image['vgg'], per_image['s2f'], resamples=200)
+    assert results['vgg']['vs_reference']['psnr'] == pytest.approx(expected)
+    table = (out / 'results.md').read_text()
+    assert '| s2f |' in table and '(reference)' in table and expected['verdict'] in table
+
+    # every arch trained on the same batches under one seed, and other batches under the other seed
+    records = {(n, s): (out / n / f'seed{s}' / 'batches.txt').read_text() for n in results for s in (0, 1)}
+    assert records['s2f', 0] == records['vgg', 0] and records['s2f', 1] == records['vgg', 1]
+    assert records['s2f', 0] != records['s2f', 1] and len(records['s2f', 0].splitlines()) == 2
     # the pairs were selected by position: 3 for training, 2 for testing
-    assert len(list((out / '_data' / 'train' / 'gt').iterdir())) == 3 and results['s2f']['test_images'] == 2
+    assert len(list((out / '_data' / 'train' / 'gt').iterdir())) == 3
 
-    # Re-run: both archs are done and skipped (no new training log, result files untouched).
-    stamps = {n: (out / n / 'result.json').stat().st_mtime_ns for n in results}
-    logs = sorted(out.glob('*/experiments/*/train_*.log'))
-    proc = run(args, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert 'skip s2f: done' in proc.stdout and 'skip vgg: done' in proc.stdout
-    assert stamps == {n: (out / n / 'result.json').stat().st_mtime_ns for n in results}
-    assert sorted(out.glob('*/experiments/*/train_*.log')) == logs
+    # Re-run (in this process): every run is done and skipped, the speed measurement is reused; nothing is started.
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob('*/seed*/result.json')}
+    logs = sorted(out.glob('*/seed*/experiments/*/train_*.log'))
+    assert benchmark.main(args[2:]) == 0
+    stdout = capsys.readouterr().out
+    assert 'skip s2f seed1: done' in stdout and 'skip vgg seed0: done' in stdout and 'skip speed: measured' in stdout
+    assert 'training' not in stdout and 'evaluating' not in stdout
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.glob('*/seed*/result.json')} and len(stamps) == 4
+    assert sorted(out.glob('*/seed*/experiments/*/train_*.log')) == logs
 
-    # An interrupted arch (no result, no final weights) resumes from its training state.
-    (out / 'vgg' / 'result.json').unlink()
-    (out / 'vgg' / 'experiments' / 'vgg' / 'models' / 'net_g_latest.pth').unlink()
-    proc = run(args, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert 'skip s2f: done' in proc.stdout and 'vgg: training' in proc.stdout
-    assert 'Resuming training from epoch' in (out / 'vgg' / 'train_stdout.log').read_text()
-    assert (out / 'vgg' / 'result.json').is_file()
+    # Another step count in the same folder is refused (the table would mix budgets).
+    assert benchmark.main([*args[2:], '--total-iter', '3']) == 2
+    assert 'train: the budget options changed' in capsys.readouterr().err
 
 
 def test_bad_options_are_one_line_errors(tmp_path, capsys):
@@ -97,6 +117,16 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys):
     opt['data']['test']['pairs'] = '2-9'
     code = benchmark.main(['-opt', str(write_yaml(tmp_path / 'c.yml', opt)), '--out', str(tmp_path / 'o')])
     assert code == 2 and 'data:test:pairs' in capsys.readouterr().err
+
+    opt = _options(data)
+    opt['data']['test'] = {'pair': '4-5'}
+    code = benchmark.main(['-opt', str(write_yaml(tmp_path / 'e.yml', opt)), '--out', str(tmp_path / 'o')])
+    assert code == 2 and "data:test:pair: unknown option; did you mean 'pairs'?" in capsys.readouterr().err
+
+    opt = _options(data)
+    opt['reference'] = 's2f'
+    code = benchmark.main(['-opt', str(write_yaml(tmp_path / 'g.yml', opt)), '--only', 'vgg'])
+    assert code == 2 and "--only: leaves out the reference arch 's2f'" in capsys.readouterr().err
 
     opt = _options(data)
     del opt['train']['total_iter']
@@ -121,11 +151,22 @@ def test_parse_pairs_and_training_log(tmp_path):
 @pytest.mark.parametrize(
     ('change', 'message'),
     [
-        (lambda o: o['train'].update(crops=8), 'train:crops: unknown option'),
-        (lambda o: o['eval'].update(tiles=8), 'eval:tiles: unknown option'),
-        (lambda o: o['speed'].update(run=3), 'speed:run: unknown option'),
-        (lambda o: o.update(loss={'s2former_mutliscale': True}), 'loss:s2former_mutliscale: unknown option'),
-        (lambda o: o['data'].update(data_root='/x'), 'data:data_root: unknown option'),
+        (lambda o: o['train'].update(crops=8), "train:crops: unknown option; did you mean 'crop'?"),
+        (lambda o: o['eval'].update(tiles=8), "eval:tiles: unknown option; did you mean 'tile'?"),
+        (lambda o: o['speed'].update(run=3), "speed:run: unknown option; did you mean 'runs'?"),
+        (lambda o: o['train'].update(sedes=3), "train:sedes: unknown option; did you mean 'seeds'?"),
+        (
+            lambda o: o.update(loss={'s2former_mutliscale': True}),
+            "loss:s2former_mutliscale: unknown option; did you mean 's2former_multiscale'?",
+        ),
+        (lambda o: o['data'].update(data_root='/x'), "data:data_root: unknown option; did you mean 'dataroot'?"),
+        (lambda o: o.update(refrence='s2f'), "refrence: unknown option; did you mean 'reference'?"),
+        (lambda o: o.update(bootstrap={'resample': 9}), 'bootstrap:resample: unknown option; did you mean'),
+        (lambda o: o['archs'][0].update(netwrok_g={}), "archs[0]:netwrok_g: unknown option; did you mean 'network_g'?"),
+        (lambda o: o['archs'][0].update(loss={'s2former_ud': True}), 'archs[0]:loss:s2former_ud: unknown option; did'),
+        (lambda o: o.update(reference='s2F'), "reference: no arch named 's2F'; did you mean 's2f'?"),
+        (lambda o: o['train'].update(seeds=0), 'train:seeds: must be an integer >= 1'),
+        (lambda o: o['bootstrap'].update(confidence=1.5), 'bootstrap:confidence: must be between 0 and 1'),
         (lambda o: o['train'].update(batch_size=True), 'train:batch_size: must be an integer'),
         (lambda o: o['train'].update(total_iter=True), 'train:total_iter: must be a number'),
         (lambda o: o['eval'].update(tile=False), 'eval:tile: must be an integer'),
@@ -162,21 +203,23 @@ def test_evaluation_scores_like_infer_and_report(tmp_path, monkeypatch):
     weights = tmp_path / 'w.pth'
     torch.save(S2Former(preset='small').state_dict(), weights)
     spec = {
-        'network_g': {'type': 'S2Former', 'preset': 'small'},
         'imports': [],
-        'weights': str(weights),
-        'param_key': 'params',
         'device': 'cpu',
         'threads': None,
-        'sizes': [16],
-        'macs_size': 16,
-        'runs': 1,
         'tile': 24,
         'tile_overlap': 8,
         'protocol': 'official',
         'metrics': ['psnr', 'ssim'],
         'test_dir': str(data),
-        'out': str(tmp_path / 'eval.json'),
+        'speed': None,
+        'runs': [
+            {
+                'network_g': {'type': 'S2Former', 'preset': 'small'},
+                'weights': str(weights),
+                'param_key': 'params',
+                'out': str(tmp_path / 'eval.json'),
+            }
+        ],
     }
     (tmp_path / 'spec.json').write_text(json.dumps(spec))
     monkeypatch.setattr('sys.argv', ['evaluate_child', str(tmp_path / 'spec.json')])
@@ -190,3 +233,6 @@ def test_evaluation_scores_like_infer_and_report(tmp_path, monkeypatch):
     assert report.main([*argv, '--protocol', 'official', '--workers', '1', '--no-progress']) == 0
     doc = json.loads((tmp_path / 'report' / 'metrics.json').read_text())
     assert result['metrics'] == pytest.approx(doc['mean'], rel=1e-6)
+    # the per-image scores are the report's per-image scores (keys: the test pairs' names)
+    per_image = {m: [result['per_image'][m][k] for k in sorted(result['per_image'][m])] for m in ('psnr', 'ssim')}
+    assert {m: sum(v) / len(v) for m, v in per_image.items()} == pytest.approx(doc['mean'], rel=1e-6)

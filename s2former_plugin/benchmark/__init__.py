@@ -1,8 +1,11 @@
 """The arch benchmark: ``python -m s2former_plugin.benchmark -opt options/benchmark.yml`` (see :mod:`.driver`).
 
 Modules: :mod:`.options` (YAML schema), :mod:`.data` (pair selection), :mod:`.nets` (building archs),
-:mod:`.train_child` and :mod:`.eval_child` (the per-arch subprocesses), :mod:`.measure` (speed, memory,
-multiply-adds; shared with ``benchmarks/*.py``), :mod:`.report` (tables, plots), :mod:`.driver` (the command).
+:mod:`.batches` (the seeded training crops every arch shares, batch records), :mod:`.train_child` (the per-run
+training subprocess, and the budget's calibration), :mod:`.eval_child` (one subprocess measuring all archs together,
+then scoring every run), :mod:`.measure` (speed, memory, multiply-adds; shared with ``benchmarks/*.py``),
+:mod:`.statistics` (mean ± std over seeds, paired bootstrap), :mod:`.report` (tables, plots), :mod:`.driver` (the
+command).
 Names are re-exported lazily, so running a child module imports only what it needs.
 """
 
@@ -12,7 +15,25 @@ import importlib
 from typing import Any
 
 _WHERE = {
+    'ARCH_KEYS': 'options',
+    'BATCH_RECORD': 'train_child',
+    'BenchmarkCrops': 'batches',
     'BenchmarkError': 'options',
+    'StatisticsError': 'statistics',
+    'batch_digest': 'batches',
+    'budget_iterations': 'driver',
+    'calibrate': 'train_child',
+    'check_batches': 'driver',
+    'compare_records': 'batches',
+    'crop_plan': 'batches',
+    'mean_std': 'statistics',
+    'evaluate_all': 'driver',
+    'measure_interleaved': 'measure',
+    'paired_comparison': 'statistics',
+    'pair_order': 'batches',
+    'pick_reference': 'driver',
+    'read_record': 'batches',
+    'summarise': 'driver',
     'CALIBRATION_WARMUP': 'train_child',
     'DATA_KEYS': 'options',
     'DEFAULTS': 'options',
@@ -35,7 +56,7 @@ _WHERE = {
     'parse_pairs': 'data',
     'parse_training_log': 'report',
     'results_markdown': 'report',
-    'run_arch': 'driver',
+    'train_run': 'driver',
     'run_benchmark': 'driver',
     'select_pairs': 'data',
     'time_calls': 'measure',

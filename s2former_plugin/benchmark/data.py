@@ -7,6 +7,8 @@ import os
 import re
 from typing import Any
 
+from s2former_plugin.options import suggestion
+
 from .options import DATA_KEYS, BenchmarkError
 
 
@@ -38,9 +40,9 @@ def select_pairs(data_opt: dict, side: str) -> list:
     side_opt = data_opt.get(side)
     if not isinstance(side_opt, dict):
         raise BenchmarkError(f'data:{side}: a mapping is required (e.g. {{pairs: 1-60}} or {{split: {side}}})')
-    bad = sorted(set(side_opt) - set(DATA_KEYS))
+    bad = sorted(map(str, set(side_opt) - set(DATA_KEYS)))
     if bad:
-        raise BenchmarkError(f'data:{side}:{bad[0]}: unknown key; the keys are {", ".join(DATA_KEYS)}')
+        raise BenchmarkError(f'data:{side}:{bad[0]}: unknown option{suggestion(str(bad[0]), DATA_KEYS)}')
     spec.update(side_opt)
     root = spec.get('dataroot')
     if not root:

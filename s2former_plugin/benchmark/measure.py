@@ -168,3 +168,80 @@ def measure_speed(
         times = time_calls(calls, runs, warmup=0, device=device)
     results = {name: {**times[name], 'peak_mem_mb': peaks[name]} for name in nets}
     return results if isinstance(net, dict) else results['net']
+
+
+def _memory_window(cuda: bool) -> Any:
+    """Start a peak-memory window; returns a function giving the peak (MB) above the start, or ``None``."""
+    import torch
+
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        return lambda: (torch.cuda.max_memory_allocated() - base) / 2**20
+    gc.collect()
+    try:
+        with open('/proc/self/clear_refs', 'w', encoding='ascii') as f:
+            f.write('5')
+        base_kb = status_kb('VmRSS')
+    except OSError:
+        return lambda: None
+    return lambda: max(0, status_kb('VmHWM') - base_kb) / 1024
+
+
+def measure_interleaved(nets: dict, size: int, runs: int = 5, device: str = 'cpu', *, warmup: int = 1) -> dict:
+    """Latency and peak memory of whole-image inference of every net of ``nets``, measured interleaved.
+
+    All nets live in this one process and take turns: ``warmup`` untimed rounds, then ``runs`` timed rounds; in
+    each round every net runs one forward of the same ``1 x 3 x size x size`` input, the order rotated by one each
+    round (so no net always follows the same other net). A change of the machine's load during the measurement
+    therefore reaches all nets alike, which measuring one net after the other cannot promise. Every call, warm-up
+    included, has its own memory window (:func:`measure_speed` explains the CUDA and CPU figures).
+
+    Returns:
+        ``{name: {'latency_ms': median wall ms, 'latency_min_ms', 'latency_max_ms', 'cpu_ms': median process CPU
+        ms (``None`` on CUDA), 'peak_mem_mb': the largest peak over all its calls (``None`` where the kernel
+        does not allow the reset), 'runs': runs}}``.
+    """
+    import torch
+
+    cuda = torch.device(device).type == 'cuda'
+    x = torch.rand(1, 3, size, size, device=device)
+    names = list(nets)
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    peaks: dict[str, list[float]] = {n: [] for n in names}
+    with torch.no_grad():
+        for r in range(max(0, warmup) + max(1, runs)):
+            timed = r >= warmup
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                module = nets[name].eval()
+                peak = _memory_window(cuda)
+                start, start_cpu = time.perf_counter(), time.process_time()
+                module(x)
+                if cuda:
+                    torch.cuda.synchronize()
+                elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+                mb = peak()
+                if mb is not None:
+                    peaks[name].append(mb)
+                if timed:
+                    wall[name].append(elapsed)
+                    cpu[name].append(elapsed_cpu)
+
+    def median_ms(ts: list[float]) -> float:
+        s = sorted(ts)
+        mid = len(s) // 2
+        return 1000 * (s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2)
+
+    return {
+        n: {
+            'latency_ms': median_ms(wall[n]),
+            'latency_min_ms': 1000 * min(wall[n]),
+            'latency_max_ms': 1000 * max(wall[n]),
+            'cpu_ms': None if cuda else median_ms(cpu[n]),
+            'peak_mem_mb': max(peaks[n]) if peaks[n] else None,
+            'runs': len(wall[n]),
+        }
+        for n in names
+    }

@@ -10,13 +10,17 @@ from typing import Any
 
 import yaml
 
+from s2former_plugin.options import suggestion
+
 DEFAULTS: dict[str, Any] = {
     'name': 'benchmark',
     'imports': [],
     'device': 'auto',
+    'reference': None,
     'data': {'layout': 'paired'},
     'train': {
         'seed': 0,
+        'seeds': 3,
         'batch_size': 4,
         'crop': 64,
         'num_workers': 0,
@@ -35,7 +39,10 @@ DEFAULTS: dict[str, Any] = {
     'loss': {'s2former_multiscale': False, 's2former_udl': False},
     'eval': {'tile': 256, 'tile_overlap': 32, 'protocol': 'standard', 'metrics': ['psnr', 'ssim']},
     'speed': {'sizes': [256, 512], 'macs_size': 256, 'runs': 5, 'threads': None},
+    'bootstrap': {'resamples': 10000, 'confidence': 0.95, 'seed': 0},
 }
+#: The keys of one ``archs:`` entry.
+ARCH_KEYS = ('name', 'network_g', 'checkpoint', 'param_key', 'model_type', 'loss')
 DATA_KEYS = ('layout', 'dataroot', 'split', 'subset', 'lq_dir', 'gt_dir', 'template', 'pairs')
 # Blocks whose keys are not checked against DEFAULTS (passed to basicsr as they are).
 FREE_FORM = ('train:optim_g', 'train:scheduler')
@@ -43,6 +50,7 @@ FREE_FORM = ('train:optim_g', 'train:scheduler')
 # YAML's true/false are Python bools, and bool is a subclass of int: they are refused where a number is expected.
 OPTION_TYPES: dict[str, tuple[str, float | None, bool]] = {
     'train:seed': ('int', None, False),
+    'train:seeds': ('int', 1, False),
     'train:batch_size': ('int', 1, False),
     'train:crop': ('int', 1, False),
     'train:num_workers': ('int', 0, False),
@@ -62,6 +70,9 @@ OPTION_TYPES: dict[str, tuple[str, float | None, bool]] = {
     'speed:macs_size': ('int', 1, False),
     'speed:runs': ('int', 1, False),
     'speed:threads': ('int', 1, True),
+    'bootstrap:resamples': ('int', 100, False),
+    'bootstrap:confidence': ('number', 0, False),
+    'bootstrap:seed': ('int', None, False),
 }
 NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
 
@@ -88,7 +99,7 @@ def _merge(base: dict, over: dict | None, where: str = '') -> dict:
     for k, v in over.items():
         path = f'{where}:{k}' if where else str(k)
         if where not in FREE_FORM and k not in allowed:
-            raise BenchmarkError(f'{path}: unknown option; the keys of {where} are {", ".join(map(str, allowed))}')
+            raise BenchmarkError(f'{path}: unknown option{suggestion(str(k), [str(a) for a in allowed])}')
         out[k] = _merge(out[k], v, path) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
     return out
 
@@ -117,7 +128,7 @@ def load_options(path: str, overrides: dict | None = None) -> dict:
 
     Args:
         path: The YAML file.
-        overrides: ``data_root``, ``total_iter``, ``max_minutes``, ``only`` (list of arch names), when given.
+        overrides: ``data_root``, ``total_iter``, ``max_minutes``, ``seeds``, ``only`` (list of arch names), when given.
 
     Returns:
         The complete options.
@@ -135,15 +146,15 @@ def load_options(path: str, overrides: dict | None = None) -> dict:
     if not isinstance(raw, dict):
         raise BenchmarkError(f'-opt: {path} must hold a mapping with an archs: list')
     known = set(DEFAULTS) | {'archs'}
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(map(str, set(raw) - known))
     if unknown:
-        raise BenchmarkError(f'{unknown[0]}: unknown option; the options are {", ".join(sorted(known))}')
+        raise BenchmarkError(f'{unknown[0]}: unknown option{suggestion(str(unknown[0]), sorted(known))}')
     archs = raw.pop('archs', None)
     opt = _merge(DEFAULTS, raw)
     overrides = overrides or {}
     if overrides.get('data_root'):
         opt['data']['dataroot'] = overrides['data_root']
-    for key in ('total_iter', 'max_minutes'):
+    for key in ('total_iter', 'max_minutes', 'seeds'):
         if overrides.get(key) is not None:
             opt['train'][key] = overrides[key]
     if isinstance(opt['imports'], str):
@@ -156,16 +167,15 @@ def load_options(path: str, overrides: dict | None = None) -> dict:
         where = f'archs[{i}]'
         if not isinstance(entry, dict):
             raise BenchmarkError(f'{where}: expected a mapping with name and network_g')
-        allowed = ('name', 'network_g', 'checkpoint', 'param_key', 'model_type', 'loss')
-        bad = sorted(set(entry) - set(allowed))
+        bad = sorted(map(str, set(entry) - set(ARCH_KEYS)))
         if bad:
-            raise BenchmarkError(f'{where}:{bad[0]}: unknown key ({", ".join(allowed)})')
+            raise BenchmarkError(f'{where}:{bad[0]}: unknown option{suggestion(bad[0], ARCH_KEYS)}')
         loss = entry.get('loss') or {}
         if not isinstance(loss, dict):
             raise BenchmarkError(f'{where}:loss: expected a mapping, got {type(loss).__name__}')
-        bad = sorted(set(loss) - set(DEFAULTS['loss']))
+        bad = sorted(map(str, set(loss) - set(DEFAULTS['loss'])))
         if bad:
-            raise BenchmarkError(f'{where}:loss:{bad[0]}: unknown key ({", ".join(DEFAULTS["loss"])})')
+            raise BenchmarkError(f'{where}:loss:{bad[0]}: unknown option{suggestion(bad[0], DEFAULTS["loss"])}')
         for key, value in loss.items():
             try:
                 _check_value(f'loss:{key}', value)
@@ -183,11 +193,17 @@ def load_options(path: str, overrides: dict | None = None) -> dict:
         ckpt = entry.get('checkpoint')
         if ckpt is not None and not os.path.isfile(ckpt):
             raise BenchmarkError(f'{where}:checkpoint: file not found: {ckpt}')
+    reference = opt['reference']
+    if reference is not None and reference not in names:
+        hint = suggestion(str(reference), sorted(names)).replace('the keys are', 'the archs are')
+        raise BenchmarkError(f'reference: no arch named {reference!r}{hint}')
     only = overrides.get('only')
     if only:
         missing = sorted(set(only) - names)
         if missing:
             raise BenchmarkError(f'--only: no arch named {missing[0]!r}; the archs are {", ".join(sorted(names))}')
+        if reference is not None and reference not in only:
+            raise BenchmarkError(f'--only: leaves out the reference arch {reference!r} (reference:); add it')
         archs = [a for a in archs if a['name'] in only]
     opt['archs'] = archs
 
@@ -215,6 +231,8 @@ def load_options(path: str, overrides: dict | None = None) -> dict:
         raise BenchmarkError(f'device: {opt["device"]!r} is not one of auto, cpu, cuda')
     if opt['eval']['protocol'] not in ('standard', 'official'):
         raise BenchmarkError(f'eval:protocol: {opt["eval"]["protocol"]!r} is not one of standard, official')
+    if not 0 < opt['bootstrap']['confidence'] < 1:
+        raise BenchmarkError(f'bootstrap:confidence: must be between 0 and 1 (got {opt["bootstrap"]["confidence"]!r})')
     sizes = opt['speed']['sizes']
     if not isinstance(sizes, list) or not sizes or not all(type(s) is int and s > 0 for s in sizes):
         raise BenchmarkError(f'speed:sizes: a list of positive image sizes is required (got {sizes!r})')

@@ -1,17 +1,16 @@
-"""The per-arch training subprocess: ``python -m s2former_plugin.benchmark.train_child -opt FILE``.
+"""The per-run training subprocess: ``python -m s2former_plugin.benchmark.train_child -opt FILE``, and the
+budget's calibration (``--calibrate SPEC``).
 
-Builds BasicSR training options from the benchmark's, turns a wall-clock budget into iterations, then runs
-BasicSR's own training loop.
+Builds BasicSR training options from the benchmark's (one arch, one seed), then runs BasicSR's own training loop on
+the benchmark's seeded crops, recording a digest of every batch.
 """
 
 from __future__ import annotations
 
 import copy
-import gc
-import logging
+import json
 import os
 import sys
-import time
 from typing import Any
 
 import yaml
@@ -19,18 +18,20 @@ import yaml
 from .nets import import_modules, is_s2former, register_plugin
 
 
-def build_train_options(opt: dict, entry: dict, train_dir: str, device: str) -> dict:
-    """BasicSR training options for one arch: same data, budget, optimiser, schedule and loss for every arch.
+def build_train_options(opt: dict, entry: dict, train_dir: str, device: str, seed: int, total_iter: int) -> dict:
+    """BasicSR training options for one arch and seed: same batches, budget, optimiser, schedule and loss for all.
 
     Args:
         opt: Benchmark options (:func:`load_options`).
         entry: One ``archs:`` entry.
         train_dir: The materialised ``paired`` training folder.
         device: ``cpu`` or ``cuda``.
+        seed: The run's seed: basicsr's ``manual_seed`` (the network's initial weights) and the seed of the
+            training crops (:class:`~s2former_plugin.benchmark.batches.BenchmarkCrops`).
+        total_iter: The optimisation steps, the same for every arch (:func:`budget_iterations`).
 
     Returns:
-        Options for ``basicsr.train``. ``total_iter`` is ``None`` when it is to be calibrated from ``max_minutes``
-        (key ``benchmark``).
+        Options for ``basicsr.train``.
     """
     tr = opt['train']
     s2f = is_s2former(entry['network_g'])
@@ -39,8 +40,7 @@ def build_train_options(opt: dict, entry: dict, train_dir: str, device: str) -> 
         'ema_decay': tr['ema_decay'],
         'optim_g': copy.deepcopy(tr['optim_g']),
         'scheduler': copy.deepcopy(tr['scheduler']),
-        # With max_minutes the count is calibrated in the training process (total_iter, if given, caps it).
-        'total_iter': int(tr['total_iter']) if tr['total_iter'] and tr['max_minutes'] is None else None,
+        'total_iter': int(total_iter),
         'warmup_iter': -1,
     }
     if model_type == 'S2FormerModel':
@@ -51,24 +51,22 @@ def build_train_options(opt: dict, entry: dict, train_dir: str, device: str) -> 
             train['udl_opt'] = {'type': 'UncertaintyDrivenLoss', 'loss_weight': 1.0}
     else:
         train['pixel_opt'] = {'type': 'MultiScalePSNRLoss', 'loss_weight': 1.0}
+    _finalise_schedule(train)
     return {
         'name': entry['name'],
         'model_type': model_type,
         'scale': 1,
         'num_gpu': 1 if device == 'cuda' else 0,
-        'manual_seed': int(tr['seed']),
+        'manual_seed': int(seed),
         'imports': list(opt['imports']),
-        'benchmark': {
-            'max_minutes': tr['max_minutes'],
-            'total_iter_cap': tr['total_iter'],
-            'calibration_iters': int(tr['calibration_iters']),
-        },
         'datasets': {
             'train': {
                 'name': 'benchmark_train',
-                'type': 'DerainFolderDataset',
-                'layout': 'paired',
+                'type': 'BenchmarkCrops',
                 'dataroot': os.path.abspath(train_dir),
+                'seed': int(seed),
+                # one epoch is the whole training: item i is a function of (seed, i) alone (benchmark.batches)
+                'num_samples': int(total_iter) * int(tr['batch_size']),
                 'gt_size': int(tr['crop']),
                 'use_hflip': bool(tr['use_hflip']),
                 'use_rot': bool(tr['use_rot']),
@@ -99,70 +97,149 @@ def _finalise_schedule(train: dict) -> None:
 
 #: Untimed calibration steps: cuDNN's benchmark mode tunes its algorithms over the first few steps of each shape.
 CALIBRATION_WARMUP = {'cpu': 1, 'cuda': 3}
+#: The file of one run's batch digests (``iteration digest`` per line), beside its ``options.yml``.
+BATCH_RECORD = 'batches.txt'
 
 
-def _calibrate(topt: dict) -> float:
-    """Median seconds of one optimisation step of the real model on random crops, after the warm-up steps
-    (:data:`CALIBRATION_WARMUP`), with cuDNN in benchmark mode as ``basicsr.train`` sets it for the training."""
+def calibrate(topts: dict[str, dict], steps: int) -> dict[str, float]:
+    """Median seconds of one optimisation step of each arch's real model, the archs taking turns step by step.
+
+    Every model is built first (``basicsr.models.build_model``); then, after the untimed warm-up steps
+    (:data:`CALIBRATION_WARMUP`), each round runs one step (``feed_data`` + ``optimize_parameters`` on one random
+    batch of the configured crop size) of every arch in turn (:func:`~s2former_plugin.benchmark.measure.time_calls`),
+    so a change of the machine's load during the calibration slows all archs alike. cuDNN's benchmark mode is on,
+    as ``basicsr.train`` trains.
+
+    Args:
+        topts: ``{arch: basicsr training options}`` (:func:`build_train_options`).
+        steps: Timed steps per arch (at least 2).
+
+    Returns:
+        ``{arch: seconds per step}``.
+    """
     import torch
     from basicsr.models import build_model
 
-    torch.backends.cudnn.benchmark = True
+    from .measure import time_calls
 
-    model_opt = copy.deepcopy(topt)
-    model_opt['train']['total_iter'] = 10**6
-    _finalise_schedule(model_opt['train'])
-    model_opt.update(is_train=True, dist=False, rank=0, world_size=1)
-    model = build_model(model_opt)
-    ds = topt['datasets']['train']
-    shape = (ds['batch_size_per_gpu'], 3, ds['gt_size'], ds['gt_size'])
-    times = []
-    warmup = CALIBRATION_WARMUP.get(model.device.type, 1)
-    for i in range(max(2, topt['benchmark']['calibration_iters']) + warmup):
-        gt = torch.rand(shape)
-        start = time.perf_counter()
-        model.feed_data({'lq': (gt + 0.1 * torch.rand(shape)).clamp(0, 1), 'gt': gt})
-        model.optimize_parameters(i + 1)
-        if model.device.type == 'cuda':
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    del model
-    gc.collect()
-    return sorted(times)[len(times) // 2]
+    torch.backends.cudnn.benchmark = True
+    calls, device = {}, 'cpu'
+    gen = torch.Generator().manual_seed(0)
+    for name, topt in topts.items():
+        model_opt = copy.deepcopy(topt)
+        model_opt['train']['total_iter'] = 10**6
+        model_opt['train']['scheduler'].pop('periods', None)
+        model_opt['train']['scheduler'].pop('restart_weights', None)
+        _finalise_schedule(model_opt['train'])
+        model_opt.update(is_train=True, dist=False, rank=0, world_size=1)
+        model = build_model(model_opt)
+        device = model.device.type
+        ds = topt['datasets']['train']
+        shape = (ds['batch_size_per_gpu'], 3, ds['gt_size'], ds['gt_size'])
+        gt = torch.rand(shape, generator=gen)
+        batch = {'lq': (gt + 0.1 * torch.rand(shape, generator=gen)).clamp(0, 1), 'gt': gt}
+        counter = [0]
+
+        def step(model=model, batch=batch, counter=counter) -> None:
+            counter[0] += 1
+            model.feed_data(batch)
+            model.optimize_parameters(counter[0])
+
+        calls[name] = step
+    times = time_calls(calls, runs=max(2, steps), warmup=CALIBRATION_WARMUP.get(device, 1), device=device)
+    return {name: t['latency_ms'] / 1000 for name, t in times.items()}
+
+
+def _install_batch_hooks(record_path: str, batch_size: int) -> None:
+    """Record every trained batch's digest, and on resuming skip the items the run has already trained on.
+
+    Wraps ``basicsr.train``'s dataloader builder (to reach the sampler) and model builder (to see ``feed_data``,
+    ``optimize_parameters`` and ``resume_training``): basicsr's loop starts a resumed training at the beginning of
+    its epoch, and the benchmark's single epoch must continue where it stopped to give the same batches.
+    """
+    import itertools
+
+    import basicsr.train
+
+    from .batches import batch_digest
+
+    build_loaders, build_model = basicsr.train.create_train_val_dataloader, basicsr.train.build_model
+    state: dict[str, Any] = {}
+
+    def loaders(opt, logger):
+        result = build_loaders(opt, logger)
+        sampler = result[1]
+        base = type(sampler)
+
+        class ResumedSampler(base):
+            skip = 0
+
+            def __iter__(self):
+                return itertools.islice(super().__iter__(), self.skip if self.epoch == 0 else 0, None)
+
+        sampler.__class__ = ResumedSampler
+        state['sampler'] = sampler
+        return result
+
+    def model_builder(opt):
+        model = build_model(opt)
+        feed, optimize, resume = model.feed_data, model.optimize_parameters, model.resume_training
+        record = open(record_path, 'a', encoding='ascii')  # noqa: SIM115 - written until the process ends
+
+        def feed_data(data: dict) -> None:
+            state['digest'] = batch_digest(data)
+            feed(data)
+
+        def optimize_parameters(current_iter: int) -> None:
+            optimize(current_iter)
+            record.write(f'{current_iter} {state.pop("digest", "-")}\n')
+            record.flush()
+
+        def resume_training(resume_state: dict) -> None:
+            resume(resume_state)
+            if resume_state.get('epoch', 0) == 0:
+                state['sampler'].skip = int(resume_state['iter']) * batch_size
+
+        model.feed_data, model.optimize_parameters, model.resume_training = (
+            feed_data,
+            optimize_parameters,
+            resume_training,
+        )
+        return model
+
+    basicsr.train.create_train_val_dataloader = loaders
+    basicsr.train.build_model = model_builder
 
 
 def train_child() -> None:
-    """Entry of the training subprocess: imports, budget calibration (once), then ``compat.train_main``.
+    """Entry of the training subprocess.
 
-    Command line as ``python -m basicsr.train`` (``-opt OUT/<arch>/options.yml --auto_resume``); runs in
-    ``OUT/<arch>``.
+    ``-opt OUT/<arch>/seed<k>/options.yml --auto_resume`` (as ``python -m basicsr.train``, run in that folder):
+    trains with :class:`~s2former_plugin.benchmark.batches.BenchmarkCrops`, recording the batches
+    (:data:`BATCH_RECORD`). ``--calibrate SPEC.json``: times the archs of ``SPEC`` (``{'topts': {arch: options},
+    'steps': n, 'out': path}``) with :func:`calibrate` and writes ``{arch: seconds per step}`` to ``out``.
     """
     args = sys.argv[1:]
+    if args and args[0] == '--calibrate':
+        with open(args[1], encoding='utf-8') as f:
+            spec = json.load(f)
+        import_modules(spec.get('imports') or [])
+        register_plugin()
+        seconds = calibrate(spec['topts'], int(spec['steps']))
+        with open(spec['out'], 'w', encoding='utf-8') as f:
+            json.dump(seconds, f, indent=2)
+        return
     path = args[args.index('-opt') + 1]
     with open(path, encoding='utf-8') as f:
         topt = yaml.safe_load(f)
     import_modules(topt.get('imports') or [])
     register_plugin()
-    bench = topt.get('benchmark') or {}
-    if topt['train'].get('total_iter') is None:
-        step = _calibrate(topt)
-        iters = max(1, int(bench['max_minutes'] * 60 / step))
-        if bench.get('total_iter_cap'):
-            iters = min(iters, int(bench['total_iter_cap']))
-        topt['train']['total_iter'] = iters
-        bench['seconds_per_iter'] = round(step, 4)
-        print(f'benchmark: {step:.3f} s/iter -> total_iter {iters} for {bench["max_minutes"]} min', flush=True)
-        # Building the calibration's model set basicsr's root logger up without a log file, and basicsr sets it up
-        # only once: forget it, so that train_main adds the training log (the loss curves are read from it).
-        from basicsr.utils import logger as basicsr_logger
+    from . import batches  # noqa: F401 - registers BenchmarkCrops
 
-        basicsr_logger.initialized_logger.pop('basicsr', None)
-        for handler in list(logging.getLogger('basicsr').handlers):
-            logging.getLogger('basicsr').removeHandler(handler)
-    _finalise_schedule(topt['train'])
-    with open(path, 'w', encoding='utf-8') as f:
-        yaml.safe_dump(topt, f, sort_keys=False)
+    _install_batch_hooks(
+        os.path.join(os.path.dirname(os.path.abspath(path)), BATCH_RECORD),
+        int(topt['datasets']['train']['batch_size_per_gpu']),
+    )
     from s2former_plugin.compat import train_main
 
     train_main(os.getcwd())
