@@ -6,7 +6,11 @@ Usage::
         [--config net.yml] [--opset 17] [--outputs final|all] [--check]
 
 Weights and ``--config``: whatever ``python -m s2former_plugin.infer`` accepts (BasicSR, official or plain state
-dicts). The graph takes ``input`` ``N x 3 x H x W`` (float32, RGB in [0, 1], any ``H, W >= 1``) and returns
+dicts, ``.safetensors``). The configuration must be known, not assumed: from ``--config``, or recorded in the
+checkpoint (``.safetensors`` written by ``s2former_plugin.convert`` or by training); the bottleneck head count
+leaves no trace in the weights, so other weights need ``--config`` (one line says so). A ``--config`` that
+differs from the recorded configuration is refused (``--config`` with ``preset: paper`` for the authors' released
+files). The graph takes ``input`` ``N x 3 x H x W`` (float32, RGB in [0, 1], any ``H, W >= 1``) and returns
 ``image``; with ``--outputs all`` also the side outputs and the uncertainty maps (``image_s1`` .. ``image_s8``,
 ``uncertainty``, ``uncertainty_s1`` .. ``uncertainty_s8``, the order of ``forward(x, return_all=True)``).
 ``--check`` runs the file in onnxruntime at a few sizes (odd ones and a batch of 2 included) and compares every
@@ -21,7 +25,7 @@ import os
 import sys
 import time
 
-from .inference import InferError, load_network
+from .inference import InferError, open_network
 from .onnx_backend import (
     CHECK_SIZES,
     DEFAULT_OPSET,
@@ -40,7 +44,9 @@ CHECK_MEAN_TOLERANCE = 1e-5
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='python -m s2former_plugin.export', description='Export S2Former to ONNX.')
-    p.add_argument('--weights', required=True, help='checkpoint (BasicSR, official udrs2former_*.pth or state dict)')
+    p.add_argument(
+        '--weights', required=True, help='checkpoint (BasicSR, official udrs2former_*.pth, state dict or .safetensors)'
+    )
     p.add_argument('--output', required=True, help='the .onnx file to write')
     p.add_argument('--config', help='S2Former kwargs (YAML/JSON) or a BasicSR options file with network_g')
     p.add_argument('--opset', type=int, default=DEFAULT_OPSET, help=f'ONNX opset version (default {DEFAULT_OPSET})')
@@ -60,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
             raise InferError(f'--output: {args.output} is the --weights file')
         if args.opset not in OPSETS:
             raise InferError(f'--opset: {args.opset} is not in {OPSETS.start}..{OPSETS.stop - 1}, the opsets exported')
-        net, used = load_network(args.weights, args.config)
+        # The graph bakes the configuration in and --check compares it with the same network: a configuration the
+        # weights leave open (the bottleneck head count) is refused rather than assumed.
+        loaded = open_network(args.weights, args.config, allow_assumed=False)
+        net, used = loaded.net, loaded.used
         if os.path.dirname(args.output):
             os.makedirs(os.path.dirname(args.output), exist_ok=True)
         start = time.perf_counter()
@@ -70,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
             outputs=args.outputs,
             opset=args.opset,
             in_channels=net.config['in_channels'],
-            metadata={'arch': 'S2Former', 'config': net.config, 'weights': os.path.basename(args.weights)},
+            metadata={
+                'arch': 'S2Former',
+                'config': net.config,
+                'config_source': loaded.config_source,
+                'weights': os.path.basename(args.weights),
+            },
         )
     except (InferError, OnnxError) as exc:
         print(f'export: error: {exc}', file=sys.stderr)

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -20,11 +21,13 @@ import torch
 
 __all__ = [
     'InferError',
+    'LoadedNetwork',
     'MIN_RETRY_TILE',
     'NonFiniteOutput',
     'OutOfMemorySkip',
     'derain_array',
     'load_network',
+    'open_network',
     'pick_device',
     'retry_out_of_memory',
     'stack_uncertainties',
@@ -66,12 +69,96 @@ def _read_config(path: str) -> dict[str, Any]:
     return cfg
 
 
-def load_network(weights: str, config: str | dict | None = None) -> tuple[torch.nn.Module, str]:
-    """Build an S2Former and load ``weights`` into it (strictly, ``weights_only=True``).
+@dataclass
+class LoadedNetwork:
+    """A network built from a weights file, and where its configuration came from.
+
+    Attributes:
+        net: The network, in eval mode.
+        used: What was loaded (``params_ema``, ``official state dict``, ``safetensors``, ...).
+        config_source: ``'--config'`` (given), ``'recorded'`` (the checkpoint's metadata) or ``'inferred'``
+            (from the state dict's keys and shapes).
+        assumed: Constructor arguments the weights leave no trace of and no record or ``--config`` gave, with the
+            value taken (e.g. ``{'num_heads[4]': 16}``); empty when the configuration is known.
+    """
+
+    net: torch.nn.Module
+    used: str
+    config_source: str
+    assumed: dict[str, Any] = field(default_factory=dict)
+
+
+def open_network(
+    weights: str, config: str | dict | None = None, *, allow_assumed: bool = True, option: str = '--weights'
+) -> LoadedNetwork:
+    """Build an S2Former and load ``weights`` into it (strictly; ``.pth`` with ``weights_only=True``, or
+    ``.safetensors``), with the configuration from ``config``, else the checkpoint's record, else the weights.
+
+    Where both ``config`` and a recorded configuration exist they must agree; a recorded configuration must agree
+    with the weights' shapes.
 
     Args:
-        weights: Checkpoint path (BasicSR ``params_ema``/``params``, official or plain state dict).
-        config: S2Former kwargs, a YAML/JSON file holding them, or ``None`` to infer them from the weights.
+        weights: Checkpoint path (BasicSR ``params_ema``/``params``, official, plain state dict or safetensors).
+        config: S2Former kwargs, a YAML/JSON file holding them, or ``None``.
+        allow_assumed: Whether a configuration with untraced entries (the bottleneck head count of weights that
+            do not record it) may be built with their assumed values; ``False`` refuses instead.
+        option: The command-line option naming ``weights`` in messages.
+
+    Raises:
+        InferError: missing or unreadable weights, a bad config, a config the weights or their record contradict,
+            or (``allow_assumed=False``) a configuration that cannot be known; one line.
+    """
+    from .archs.s2former_arch import S2Former
+    from .checkpoint import check_recorded_config, read_checkpoint, recorded_config
+    from .official import UNTRACED, config_from_weights
+
+    if not os.path.isfile(weights):
+        raise InferError(f'{option}: file not found: {weights}')
+    try:
+        ckpt = read_checkpoint(weights, param_key='params_ema')
+        arch = ckpt.metadata.get('arch', 'S2Former')
+        if arch != 'S2Former':
+            raise ValueError(f'{weights} holds a {arch} network, not S2Former')
+        recorded = recorded_config(ckpt.metadata, weights)
+    except ValueError as exc:
+        raise InferError(f'{option}: {exc}') from None
+    assumed: dict[str, Any] = {}
+    if config is not None:
+        cfg, source = _read_config(config) if isinstance(config, str) else dict(config), '--config'
+    else:
+        try:
+            cfg, untraced = config_from_weights(ckpt.state, recorded, weights)
+        except ValueError as exc:
+            raise InferError(f'{option}: {exc}; pass --config') from None  # names the file: one line
+        source = 'recorded' if recorded is not None else 'inferred'
+        assumed = {k: UNTRACED[k] for k in untraced}
+        if assumed and not allow_assumed:
+            raise InferError(
+                f'{option}: {weights} does not record the bottleneck head count (num_heads[4]), which leaves no trace '
+                'in the weights; pass --config (the training options file), or convert the weights with '
+                '`python -m s2former_plugin.convert IN OUT.safetensors --config OPTIONS` to record it'
+            )
+    try:
+        net = S2Former(**cfg)
+        net.load_state_dict(ckpt.state, strict=True)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:300]
+        raise InferError(f'{option}: {weights} does not fit the network configuration: {first}') from None
+    if source == '--config':
+        try:
+            check_recorded_config(ckpt.metadata, net.config, weights)
+        except ValueError as exc:
+            raise InferError(f'--config: {exc}') from None
+    return LoadedNetwork(net.eval(), ckpt.used, source, assumed)
+
+
+def load_network(weights: str, config: str | dict | None = None) -> tuple[torch.nn.Module, str]:
+    """Build an S2Former and load ``weights`` into it: :func:`open_network` with assumed values allowed.
+
+    Args:
+        weights: Checkpoint path (BasicSR ``params_ema``/``params``, official, plain state dict or safetensors).
+        config: S2Former kwargs, a YAML/JSON file holding them, or ``None`` to take them from the checkpoint's
+            recorded configuration or infer them from the weights.
 
     Returns:
         The network in eval mode and a short description of what was loaded.
@@ -79,35 +166,8 @@ def load_network(weights: str, config: str | dict | None = None) -> tuple[torch.
     Raises:
         InferError: missing or unreadable weights, a bad config, or weights that do not fit the config.
     """
-    from .archs.s2former_arch import S2Former
-    from .checkpoint import load_state_dict_any
-    from .official import infer_config
-
-    if not os.path.isfile(weights):
-        raise InferError(f'--weights: file not found: {weights}')
-    try:
-        state, used = load_state_dict_any(weights, param_key='params_ema')
-    except ValueError as exc:
-        raise InferError(f'--weights: {exc}') from None
-    if isinstance(config, str):
-        cfg = _read_config(config)
-    elif config is not None:
-        cfg = dict(config)
-    else:
-        try:
-            cfg = infer_config(state)
-        except Exception as exc:  # noqa: BLE001 - missing keys / shapes: not an S2Former state dict
-            raise InferError(
-                f'--weights: cannot infer the S2Former configuration from {weights} ({type(exc).__name__}: {exc}); '
-                'pass --config'
-            ) from None
-    try:
-        net = S2Former(**cfg)
-        net.load_state_dict(state, strict=True)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0][:300]
-        raise InferError(f'--weights: {weights} does not fit the network configuration: {first}') from None
-    return net.eval(), used
+    loaded = open_network(weights, config)
+    return loaded.net, loaded.used
 
 
 def pick_device(name: str, option: str = '--device') -> torch.device:
@@ -233,9 +293,9 @@ class OutOfMemorySkip(Exception):
 
 
 def retry_out_of_memory(run_tiled: Callable[[int], Any], tile: int, overlap: int, size: tuple[int, int]) -> Any:
-    """``run_tiled(tile)``; after an out-of-memory error (CUDA), free the cache and retry with half the tile (the
-    whole image, ``tile`` 0: half its longer side), down to :data:`MIN_RETRY_TILE`. Each retry is reported on
-    stderr, one line.
+    """``run_tiled(tile)``; after an out-of-memory error (CUDA, or the CPU allocator's), free the cache and retry
+    with half the tile (the whole image, ``tile`` 0: half its longer side), down to :data:`MIN_RETRY_TILE`. Each
+    retry is reported on stderr, one line.
 
     Args:
         run_tiled: Runs the image with the given tile size (0: whole image).
@@ -252,15 +312,19 @@ def retry_out_of_memory(run_tiled: Callable[[int], Any], tile: int, overlap: int
         try:
             return run_tiled(tile)
         except torch.OutOfMemoryError:
-            pass  # leave the except block first: its traceback holds the failed pass's tensors
+            where = 'GPU'  # leave the except block first: its traceback holds the failed pass's tensors
+        except RuntimeError as exc:
+            if 'DefaultCPUAllocator' not in str(exc):  # the CPU's out-of-memory error is a plain RuntimeError
+                raise
+            where = 'CPU'
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         smaller = (tile or max(size)) // 2
         if smaller < MIN_RETRY_TILE or smaller <= overlap:
-            raise OutOfMemorySkip(f'out of GPU memory even with tile {tile or "off"}')
+            raise OutOfMemorySkip(f'out of {where} memory even with tile {tile or "off"}')
         tqdm.write(
-            f'infer: out of GPU memory with tile {tile or "off"} on a {size[1]}x{size[0]} image: cache freed, '
-            f'retrying with tile {smaller}',
+            f'infer: out of {where} memory with tile {tile or "off"} on a {size[1]}x{size[0]} image: '
+            f'{"cache freed, " if where == "GPU" else ""}retrying with tile {smaller}',
             file=sys.stderr,
         )
         tile = smaller

@@ -37,6 +37,8 @@ __all__ = [
     'build_from_official',
     'load_official_checkpoint',
     'infer_config',
+    'config_from_weights',
+    'UNTRACED',
 ]
 
 # Official kwargs this port implements, with their (ours) names; and those accepted only at these values.
@@ -102,28 +104,24 @@ def build_from_official(config: Mapping[str, Any] | None = None, state_dict: Map
 
 
 def load_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a released official checkpoint (a plain state dict) on CPU, safely (``weights_only=True``).
+    """Read a released official checkpoint (a plain state dict) on CPU, safely, keeping the official key names.
 
-    Unwraps ``params`` / ``params_ema`` / ``state_dict`` containers and a DataParallel ``module.`` prefix.
+    ``.pth`` files are read with ``weights_only=True``, ``.safetensors`` files through ``safetensors``; both get
+    :func:`s2former_plugin.checkpoint.read_checkpoint`'s checks. Unwraps ``params`` / ``params_ema`` /
+    ``state_dict`` containers and a DataParallel ``module.`` prefix.
     """
+    from .checkpoint import read_checkpoint
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f'UDR-S2Former checkpoint not found: {path}')
-    sd = torch.load(path, map_location='cpu', weights_only=True)
-    for container in ('params_ema', 'params', 'state_dict'):
-        if isinstance(sd, dict) and isinstance(sd.get(container), dict):
-            sd = sd[container]
-            break
-    sd = {k[len('module.') :] if k.startswith('module.') else k: v for k, v in sd.items()}
-    from .checkpoint import check_finite
-
-    check_finite(sd, str(path))  # NaN/inf weights would derain to black images without a word
-    return sd
+    return read_checkpoint(path, 'params_ema', official_keys=True).state
 
 
 def infer_config(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """Recover :class:`S2Former` kwargs from a state dict's keys and shapes (official or ours).
 
-    The bottleneck's head count leaves no trace in the weights; the paper's 16 is assumed.
+    The bottleneck's head count leaves no trace in the weights; the paper's 16 is assumed (:data:`UNTRACED`):
+    commands build networks through :func:`config_from_weights`, which says so.
     """
     sd = official_state_dict_to_ours(state_dict) if is_official_state_dict(state_dict) else dict(state_dict)
 
@@ -151,3 +149,52 @@ def infer_config(state_dict: Mapping[str, Any]) -> dict[str, Any]:
             for i in range(4)
         ],
     )
+
+
+#: Constructor arguments the weights leave no trace of (with the value :func:`infer_config` assumes): the
+#: bottleneck's global attention has the same parameters for every head count.
+UNTRACED = {'num_heads[4]': 16}
+
+
+def config_from_weights(
+    state_dict: Mapping[str, Any], recorded: Mapping[str, Any] | None = None, where: str = 'weights'
+) -> tuple[dict[str, Any], list[str]]:
+    """The :class:`S2Former` kwargs of a state dict, and what in them is assumed rather than known.
+
+    Everything but the bottleneck head count is read from the keys and shapes (:func:`infer_config`). A
+    configuration the checkpoint records (its metadata) gives the rest, and must agree with what the weights show.
+
+    Args:
+        state_dict: Official or our keys.
+        recorded: The checkpoint's recorded configuration (e.g. safetensors metadata), if any.
+        where: Names the weights in messages.
+
+    Returns:
+        ``(config, assumed)``: ``assumed`` lists the entries of :data:`UNTRACED` that no record gave (empty when
+        ``recorded`` is given).
+
+    Raises:
+        ValueError: not an S2Former state dict, or a recorded configuration the weights contradict (one line).
+    """
+    try:
+        inferred = infer_config(state_dict)
+    except (KeyError, AttributeError, IndexError, TypeError) as exc:
+        raise ValueError(
+            f'cannot infer the S2Former configuration from {where} ({type(exc).__name__}: {str(exc)[:120]})'
+        ) from None
+    if recorded is None:
+        return inferred, list(UNTRACED)
+    from .checkpoint import config_differences
+
+    try:  # presets and per-level values as the network resolves them; on the meta device: no memory, no time
+        with torch.device('meta'):
+            built = S2Former(**dict(recorded)).config
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f'{where}: recorded configuration is not valid for S2Former ({exc})') from None
+    traced = {**inferred, 'num_heads': inferred['num_heads'][:4]}
+    diff = config_differences(traced, {**built, 'num_heads': built['num_heads'][:4]})
+    if diff:
+        raise ValueError(
+            f'{where}: recorded configuration contradicts the weights (weights -> recorded: {"; ".join(diff[:3])})'
+        )
+    return built, []

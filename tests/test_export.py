@@ -17,6 +17,7 @@ from s2former_plugin.archs import s2former_ops as ops
 from s2former_plugin.archs import s2former_ranking as udr
 from s2former_plugin.archs.padding import _traced_pad_to_multiple
 from s2former_plugin.archs.s2former_arch import S2Former
+from s2former_plugin.checkpoint import save_safetensors
 from s2former_plugin.onnx_backend import OnnxError, OnnxNetwork, export_onnx, output_names, require
 
 DATA = Path(__file__).resolve().parent / 'data'
@@ -36,9 +37,10 @@ def files(net, tmp_path_factory):
     """The small preset's checkpoint and its export with every output (through the command, with --check)."""
     d = tmp_path_factory.mktemp('export')
     torch.save({'params_ema': net.state_dict()}, d / 'net_g.pth')
-    rc = export.main(['--weights', str(d / 'net_g.pth'), '--output', str(d / 'net.onnx'), '--outputs', 'all'])
+    save_safetensors(net, d / 'net_g.safetensors')  # records the configuration: no --config needed
+    rc = export.main(['--weights', str(d / 'net_g.safetensors'), '--output', str(d / 'net.onnx'), '--outputs', 'all'])
     assert rc == 0
-    return {'pth': d / 'net_g.pth', 'onnx': d / 'net.onnx'}
+    return {'pth': d / 'net_g.pth', 'safetensors': d / 'net_g.safetensors', 'onnx': d / 'net.onnx'}
 
 
 def test_one_file_runs_every_size_equal_to_pytorch(net, files):
@@ -68,7 +70,9 @@ def test_one_file_runs_every_size_equal_to_pytorch(net, files):
 
 def test_export_check_and_final_output(net, files, tmp_path, capsys):
     path = tmp_path / 'final.onnx'
-    assert export.main(['--weights', str(files['pth']), '--output', str(path), '--check']) == 0
+    (tmp_path / 'net.yml').write_text('preset: small\n')
+    argv = ['--weights', str(files['pth']), '--output', str(path), '--check', '--config', str(tmp_path / 'net.yml')]
+    assert export.main(argv) == 0
     out = capsys.readouterr().out
     assert out.count(' ok') == 3 and 'check 1x37x53' in out
     onnx_net = OnnxNetwork(str(path))
@@ -145,7 +149,10 @@ def test_export_bad_arguments_one_line(files, tmp_path, capsys):
     cases = [
         (['--weights', str(tmp_path / 'none.pth'), '--output', str(tmp_path / 'a.onnx')], 'file not found'),
         (['--weights', str(files['pth']), '--output', str(tmp_path / 'a.pth')], 'must end in .onnx'),
-        (['--weights', str(files['pth']), '--output', str(tmp_path / 'a.onnx'), '--opset', '15'], '--opset: 15'),
+        (
+            ['--weights', str(files['safetensors']), '--output', str(tmp_path / 'a.onnx'), '--opset', '15'],
+            '--opset: 15',
+        ),
     ]
     for argv, message in cases:
         assert export.main(argv) == 2
@@ -163,8 +170,64 @@ def test_missing_extra_named_in_one_line(files, tmp_path, monkeypatch, capsys):
     assert infer.main(['--weights', str(files['onnx']), '--input', str(img), '--output', str(tmp_path / 'o')]) == 2
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and "pip install 's2former_plugin[export]'" in err
-    assert export.main(['--weights', str(files['pth']), '--output', str(tmp_path / 'b.onnx')]) == 2
+    assert export.main(['--weights', str(files['safetensors']), '--output', str(tmp_path / 'b.onnx')]) == 2
     assert 'onnxruntime' in capsys.readouterr().err and not (tmp_path / 'b.onnx').exists()
+
+
+# ---------------------------------------------------------------------------------- the configuration exported
+@pytest.fixture(scope='module')
+def four_heads(tmp_path_factory):
+    """A net whose bottleneck has 4 heads (not the paper's 16), as BasicSR saves it and as safetensors records it."""
+    torch.manual_seed(11)
+    net = S2Former(preset='small', num_heads=(1, 2, 4, 8, 4)).eval()
+    d = tmp_path_factory.mktemp('heads')
+    torch.save({'params_ema': net.state_dict()}, d / 'net_g.pth')
+    save_safetensors(net, d / 'net_g.safetensors')
+    (d / 'opt.yml').write_text('network_g:\n  type: S2Former\n  preset: small\n  num_heads: [1, 2, 4, 8, 4]\n')
+    (d / 'default.yml').write_text('preset: small\n')
+    return net, d
+
+
+def test_export_refuses_a_head_count_the_weights_do_not_record(four_heads, tmp_path, capsys):
+    """Built with the assumed 16 heads, the graph and its --check (against the same wrong net) would both pass."""
+    _, d = four_heads
+    rc = export.main(['--weights', str(d / 'net_g.pth'), '--output', str(tmp_path / 'a.onnx'), '--check'])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count('\n') == 1 and 'num_heads[4]' in err and '--config' in err, err
+    assert not (tmp_path / 'a.onnx').exists()
+
+
+def test_export_builds_the_recorded_configuration(four_heads, tmp_path, capsys):
+    net, d = four_heads
+    out = tmp_path / 'rec.onnx'
+    assert export.main(['--weights', str(d / 'net_g.safetensors'), '--output', str(out)]) == 0
+    onnx_net = OnnxNetwork(str(out))
+    assert onnx_net.metadata['config']['num_heads'] == [1, 2, 4, 8, 4]
+    assert onnx_net.metadata['config_source'] == 'recorded'
+    x = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = net(x)
+        wrong = S2Former(preset='small').eval()  # the default 16 bottleneck heads, the same weights
+        wrong.load_state_dict(net.state_dict())
+        assumed = wrong(x)
+    got = onnx_net(x)
+    assert (got - expected).abs().mean() <= 1e-5
+    # random weights move little, but the 16-head net is far from the export next to the runtimes' rounding
+    assert (got - assumed).abs().mean() > 10 * (got - expected).abs().mean()
+    # the .pth with the training options gives the same graph's outputs, bit for bit
+    out2 = tmp_path / 'cfg.onnx'
+    argv = ['--weights', str(d / 'net_g.pth'), '--output', str(out2), '--config', str(d / 'opt.yml')]
+    assert export.main(argv) == 0
+    assert torch.equal(OnnxNetwork(str(out2))(x), got)
+
+
+def test_export_refuses_config_differing_from_the_record(four_heads, tmp_path, capsys):
+    _, d = four_heads
+    argv = ['--weights', str(d / 'net_g.safetensors'), '--output', str(tmp_path / 'a.onnx')]
+    assert export.main([*argv, '--config', str(d / 'default.yml')]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'records another network configuration' in err and 'num_heads' in err, err
+    assert not (tmp_path / 'a.onnx').exists()
 
 
 # ---------------------------------------------------------------------------------- tracing-time size computations
