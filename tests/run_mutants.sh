@@ -26,9 +26,9 @@ timeout_constant=""
 rival_subprocesses='tests/test_rivals.py::test_benchmark_with_s2former_and_two_rivals
                     tests/test_rivals.py::test_training_options_train_with_plain_basicsr'
 case $module in
-  tiling) files='s2former_plugin/tiling.py'; tests='tests/test_tiling.py tests/test_tiling_edges.py tests/test_infer_values.py' ;;
+  tiling) files='s2former_plugin/tiling.py'; tests='tests/test_tiling.py tests/test_infer_values.py' ;;
   metrics) files='s2former_plugin/metrics/protocols.py'; tests='tests/test_metrics.py tests/test_metric_values.py tests/test_metric_edges.py' ;;
-  losses) files='s2former_plugin/losses/s2former_loss.py'; tests='tests/test_losses.py tests/test_loss_edges.py tests/test_paper_size.py' ;;
+  losses) files='s2former_plugin/losses/s2former_loss.py'; tests='tests/test_losses/test_s2former_loss.py tests/test_paper_size.py' ;;
   infer) files='s2former_plugin/infer.py s2former_plugin/inference.py'
          tests='tests/test_infer.py tests/test_infer_values.py tests/test_inference_edges.py tests/test_infer_cli_edges.py
                 tests/test_infer_bf16.py' ;;
@@ -36,12 +36,12 @@ case $module in
          tests='tests/test_parity_float64.py tests/test_arch_edges.py tests/test_arch_details.py tests/test_s2former_arch.py
                 tests/test_paper_size.py tests/test_gpu.py
                 tests/test_export.py::test_traced_sampling_axes_equal_cached_ones
-                tests/test_distributed_losses.py::test_frozen_heads_are_exactly_those_the_losses_cannot_reach' ;;
+                tests/test_models/test_distributed_losses.py::test_frozen_heads_are_exactly_those_the_losses_cannot_reach' ;;
   ranking) files='s2former_plugin/archs/s2former_ranking.py s2former_plugin/archs/s2former_ops.py'
            tests='tests/test_s2former_ops.py tests/test_arch_edges.py tests/test_parity_float64.py' ;;
   models) files='s2former_plugin/models/s2former_model.py'
-          tests='tests/test_s2former_model.py tests/test_distributed_validation.py tests/test_amp_accumulate.py
-                 tests/test_distributed_losses.py::test_validation_failure_on_one_rank_stops_all_ranks_at_once'
+          tests='tests/test_s2former_model.py tests/test_models/test_distributed_validation.py tests/test_amp_accumulate.py
+                 tests/test_models/test_distributed_losses.py::test_validation_failure_on_one_rank_stops_all_ranks_at_once'
           # a basicsr.train subprocess cannot import mutmut's trampolines (it runs outside the scratch folder)
           deselect='tests/test_amp_accumulate.py::test_basicsr_train_counts_optimizer_steps_and_saves_the_scaler'
           # mutmut's time limit is 15 x (the tests' measured call time + timeout_constant) wall seconds, and it
@@ -49,7 +49,7 @@ case $module in
           # the default constant of 1 s every validation mutant would "time out".
           timeout_constant=10 ;;
   bridge) files='s2former_plugin/metrics/pyiqa_metric.py s2former_plugin/metrics/scoring.py'
-          tests='tests/test_metric_bridge.py tests/test_metrics.py tests/test_metrics_validation.py tests/test_metric_edges.py
+          tests='tests/test_metric_bridge.py tests/test_metrics.py tests/test_metrics/test_pyiqa_metric.py tests/test_metric_edges.py
                  tests/test_report.py
                  tests/test_reliability.py::test_non_finite_prediction_is_not_scored
                  tests/test_reliability.py::test_validation_metric_bridge_refuses_nan_prediction
@@ -78,7 +78,7 @@ case $module in
   # survivors under `models` (MUTANTS=...) to try them against the multi-process tests too.
   setup) files='s2former_plugin/models/s2former_model.py'
          tests='tests/test_model_setup.py tests/test_s2former_model.py tests/test_amp_accumulate.py
-                tests/test_distributed_losses.py::test_frozen_heads_are_exactly_those_the_losses_cannot_reach'
+                tests/test_models/test_distributed_losses.py::test_frozen_heads_are_exactly_those_the_losses_cannot_reach'
          deselect='tests/test_amp_accumulate.py::test_basicsr_train_counts_optimizer_steps_and_saves_the_scaler
                    tests/test_amp_accumulate.py::test_accumulate_under_ddp_reduces_once_per_step_and_equals_one_batch'
          timeout_constant=10

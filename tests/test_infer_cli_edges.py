@@ -84,7 +84,7 @@ def test_uncertainty_written_only_when_asked(weights, photo_dir, tmp_path):
     assert infer.main([*argv, '--output', str(tmp_path / 'unc'), '--save-uncertainty']) == 2  # again: refused
     assert infer.main([*argv, '--output', str(tmp_path / 'unc'), '--save-uncertainty', '--overwrite']) == 0
     assert sorted(p.name for p in (tmp_path / 'unc').iterdir()) == ['a.png', 'uncertainty']
-    assert [p.name for p in (tmp_path / 'unc' / 'uncertainty').iterdir()] == ['a.png']
+    assert sorted(p.name for p in (tmp_path / 'unc' / 'uncertainty').iterdir()) == ['a.npz', 'a.png']
     # The image itself does not depend on the option.
     np.testing.assert_array_equal(
         cv2.imread(str(tmp_path / 'plain' / 'a.png')), cv2.imread(str(tmp_path / 'unc' / 'a.png'))
@@ -248,3 +248,17 @@ def test_a_broken_link_among_the_inputs_is_named_not_dropped(weights, photo_dir,
     err = capsys.readouterr().err
     assert f'{photo_dir / "b.png"}: broken link (to {tmp_path / "gone.png"}); skipped' in err
     assert 'infer: 1 file(s) skipped' in err
+
+
+def test_tile_0_names_an_image_too_large_for_the_cpu_and_the_tile_to_use(weights, photo_dir, tmp_path, capsys):
+    import s2former_plugin.memory as memory
+
+    argv = ['--weights', str(weights), '--input', str(photo_dir), '--tile', '0', '--no-progress', '--device', 'cpu']
+    old = memory.available_bytes
+    memory.available_bytes = lambda: 1024 * 1024  # 1 MiB free: no whole image fits
+    try:
+        assert infer.main([*argv, '--output', str(tmp_path / 'out')]) == 1
+    finally:
+        memory.available_bytes = old
+    err = capsys.readouterr().err
+    assert 'GiB on the CPU, 0.0 GiB are available: use --tile 256, skipped: ' in err and 'a.png' in err

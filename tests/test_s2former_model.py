@@ -1,5 +1,5 @@
 """S2FormerModel in-process: losses, EMA, NaN stop, exact resume, tiled validation, fine-tuning (distributed
-validation under a real process group: test_distributed_validation.py)."""
+validation under a real process group: tests/test_models/test_distributed_validation.py)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import pytest
 
 from s2former_plugin.data.lmdb_convert import LEDGER, ConvertError, convert, main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def img(path, h=12, w=10, seed=0, ext=None):
