@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 
 __version__ = '0.1.0'
 __all__ = ['register', '__version__']
@@ -26,8 +27,9 @@ def import_modules_with_suffix(package: str, suffix: str) -> list:
 def register() -> None:
     """Apply the basicsr compatibility fixes and register the plugin's classes in basicsr's registries.
 
-    Idempotent. Importing ``basicsr`` calls this automatically once the plugin is installed; call it yourself
-    only where the import hook is not active (e.g. ``python -S``).
+    Idempotent. Where ``spandrel`` is already imported, S2Former is added to its registry too
+    (:func:`s2former_plugin.spandrel_support.install`). Importing ``basicsr`` calls this automatically once the
+    plugin is installed; call it yourself only where the import hook is not active (e.g. ``python -S``).
     """
     global _registered
     if _registered:
@@ -38,3 +40,9 @@ def register() -> None:
     compat.apply()
     for sub, suffix in _SUBPACKAGES.items():
         import_modules_with_suffix(f'{__name__}.{sub}', suffix)
+    # spandrel's loader learns S2Former where spandrel is already imported; importing it here would add seconds to
+    # every start, so elsewhere call s2former_plugin.spandrel_support.install() (docs/ecosystem.md).
+    if 'spandrel' in sys.modules:
+        from . import spandrel_support
+
+        spandrel_support.install()
