@@ -25,9 +25,11 @@ from .errors import CommandError, run_command
 from .metrics import protocols
 from .metrics.evaluation import evaluate
 from .metrics.pairing import MISSING_KINDS, collect_pairs, shared_ground_truth
+from .metrics.uncertainty_eval import evaluate_uncertainty
 from .outputs import OutputFolder
 from .reporting import REPORT_FILES, write_reports
 from .reporting.tables import fmt
+from .reporting.uncertainty import write_uncertainty
 
 __all__ = ['build_parser', 'main']
 
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         action='store_true',
         help='accept several predictions paired with one ground-truth image (listed and counted)',
     )
+    p.add_argument('--masks', help='folder of rain masks (synthetic_rain --masks): uncertainty as a rain detector')
     p.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1), help='scoring threads')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     return p
@@ -111,8 +114,23 @@ def _report(args: argparse.Namespace) -> int:
         ev = evaluate(pairs, metrics, args.protocol, args.workers, not args.no_progress, args.weights_dir)
         ev.missing = missing
         write_reports(ev, args.out, args.allow_missing)
+        unc = _uncertainty(args, unc_dir)
         out.drop_previous()
-    return _summary(args, ev, metrics, missing)
+    return max(_summary(args, ev, metrics, missing), unc)
+
+
+def _uncertainty(args: argparse.Namespace, unc_dir: str | None) -> int:
+    """The uncertainty measures when raw maps (``.npz``) and ground truth are given; 1 if a map was refused."""
+    if not (unc_dir and args.gt and any(n.endswith('.npz') for n in os.listdir(unc_dir))):
+        return 0
+    uev = evaluate_uncertainty(
+        unc_dir, args.pred, args.gt, args.masks, protocol=args.protocol, pred_suffix=args.pred_suffix
+    )
+    write_uncertainty(uev, args.out)
+    print(uev.line())
+    for name, reason in uev.errors.items():
+        print(f'report: uncertainty of {name} not scored: {reason}', file=sys.stderr)
+    return 1 if uev.errors else 0
 
 
 def _summary(args: argparse.Namespace, ev, metrics: list[str], missing: dict[str, list[str]]) -> int:

@@ -443,3 +443,21 @@ def test_a_broken_link_among_the_predictions_is_named_not_dropped(tmp_path, caps
     assert report.main([*argv, '--out', str(tmp_path / 'out')]) == 1
     doc = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
     assert 'broken link' in doc['errors']['b'] and 'skipped b: ImageError' in capsys.readouterr().err
+
+
+def test_report_scores_raw_uncertainty_maps_and_draws_their_curves(tmp_path, capsys):
+    from s2former_plugin.metrics.uncertainty_eval import save_raw_maps
+
+    gt = photo(9, (32, 40))
+    rng = np.random.default_rng(0)
+    pred = np.clip(gt.astype(int) + rng.integers(-20, 21, gt.shape), 0, 255).astype(np.uint8)
+    argv = _pair_folders(tmp_path, {'a.png': pred}, {'a.png': gt})
+    (tmp_path / 'pred' / 'uncertainty').mkdir()
+    err = np.abs(pred.astype(np.float32) - gt.astype(np.float32)).mean(2) / 255
+    save_raw_maps(str(tmp_path / 'pred' / 'uncertainty' / 'a.npz'), {'final': np.repeat(err[None], 3, 0)})
+    assert report.main([*argv, '--out', str(tmp_path / 'out')]) == 0
+    doc = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+    assert doc['uncertainty']['mean']['spearman'] > 0.3  # the mean RGB error ranks the Y error well
+    assert (tmp_path / 'out' / 'uncertainty.csv').is_file()
+    assert 'uncertainty_sparsification.png' in (tmp_path / 'out' / 'report.html').read_text()
+    assert 'uncertainty (final, mean of 1 images): spearman 0.40' in capsys.readouterr().out
