@@ -9,7 +9,7 @@ EXTRAS ?= dev,export,rivals
 # The stamp records that the pinned dependencies are installed; delete .venv (or the stamp) to reinstall them.
 DEPS := $(VENV)/.deps-installed
 
-.PHONY: quickstart test lint install mutants clean-venv
+.PHONY: quickstart test lint install mutants dist clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ MODULE ?= tiling
 mutants: install
 	$(BIN)/pip install mutmut==3.8.1
 	PYTHON=$(abspath $(BIN)/python) bash tests/run_mutants.sh $(MODULE)
+
+# The sdist and the wheel into dist/, checked by twine (README as long description, LICENSE): build uses the venv's
+# setuptools (no isolated environment to download).
+dist: install
+	rm -rf dist build
+	$(BIN)/python -m build --no-isolation --outdir dist .
+	$(BIN)/twine check --strict dist/*
 
 clean-venv:
 	rm -rf $(VENV)
