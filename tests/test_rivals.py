@@ -250,12 +250,12 @@ def test_training_options_train_with_plain_basicsr(rivals, tmp_path, name):
 
 
 @pytest.mark.parametrize('file', ['benchmark_derainers.yml', 'benchmark_derainers_cpu.yml'])
-def test_derainer_benchmark_options_build_s2former_and_the_three_rivals(rivals, tmp_path, file):
+def test_derainer_benchmark_options_build_s2former_and_the_seven_rivals(rivals, tmp_path, file):
     from s2former_plugin import benchmark
 
     opt = benchmark.load_options(str(REPO / 'options' / file), {'data_root': str(tmp_path)})
     types = [a['network_g']['type'] for a in opt['archs']]
-    assert types == ['S2Former', 'Restormer', 'MPRNet', 'NAFNet']
+    assert types == ['S2Former', 'Restormer', 'MPRNet', 'NAFNet', 'DRSformer', 'NeRDRain', 'IDT', 'Uformer']
     for entry in opt['archs']:
         benchmark.build_net(entry['network_g'], entry['name'])
 
