@@ -84,7 +84,13 @@ def test_package_has_no_import_cycle():
 
 
 #: The command-line entry points (``python -m s2former_plugin.X``): thin, over library modules.
-COMMANDS = ('s2former_plugin.train', 's2former_plugin.infer', 's2former_plugin.report', 's2former_plugin.export', 's2former_plugin.convert')
+COMMANDS = (
+    's2former_plugin.train',
+    's2former_plugin.infer',
+    's2former_plugin.report',
+    's2former_plugin.export',
+    's2former_plugin.convert',
+)
 COMMAND_PACKAGES = ('s2former_plugin.benchmark',)
 
 
