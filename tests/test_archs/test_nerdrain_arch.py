@@ -132,7 +132,7 @@ def _authors_test_script(net: NeRDRain, x: torch.Tensor, win: int) -> torch.Tens
     return res
 
 
-@pytest.mark.parametrize('size', [(37, 53), (64, 96), (45, 64), (32, 71)])
+@pytest.mark.parametrize('size', [(37, 53), (64, 40), (45, 32), (32, 71)])
 def test_any_size_equals_the_authors_test_script(size):
     # Windows of 32 keep the images small; the authors' default 256 divides into the same procedure.
     net = _tiny(win_size=32)
@@ -209,7 +209,7 @@ def test_build_network_through_basicsr(ref, net):
 def test_a_training_step_reaches_every_used_parameter():
     torch.manual_seed(0)
     net = _tiny().train()
-    x, gt = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    x, gt = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     loss_fn = NeRDRainLoss()
     loss = loss_fn(net(x, return_all=True), gt)
     loss.backward()
