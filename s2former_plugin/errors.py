@@ -22,10 +22,6 @@ class S2FormerError(Exception):
     #: Printed without a traceback (every subclass is; kept for code that asks).
     one_line: bool = True
 
-    def __str__(self) -> str:
-        text = super().__str__()
-        return text.replace('\n', ' ') if '\n' in text else text
-
 
 class CommandError(S2FormerError):
     """Bad command-line arguments or inputs: nothing was done."""
