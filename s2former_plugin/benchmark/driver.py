@@ -172,8 +172,9 @@ def budget_iterations(opt: dict, out: str, train_dir: str, device: str) -> dict:
     """The optimisation steps every arch and seed trains for (see "Budget" in the module docstring).
 
     Returns:
-        The contents of ``OUT/budget.json``: ``total_iter``, ``how`` (``total_iter`` or ``calibrated``), and with a
-        calibration ``seconds_per_iter`` (per arch), ``calibrated_on`` (the slowest arch) and ``max_minutes``.
+        The contents of ``OUT/budget.json``: ``total_iter``, ``how`` (``total_iter``; ``calibrated``; ``capped`` when
+        ``total_iter`` is below the calibrated count), and with a calibration ``seconds_per_iter`` (per arch),
+        ``calibrated_on`` (the slowest arch), ``max_minutes`` and ``steps_from_minutes``.
 
     Raises:
         BenchmarkError: ``OUT/budget.json`` was made with other budget options.
@@ -209,12 +210,12 @@ def budget_iterations(opt: dict, out: str, train_dir: str, device: str) -> dict:
         _run_child(cmd, cdir, os.path.join(cdir, 'stdout.log'), tr['threads'], 'budget calibration')
         seconds = _read_json(spec['out'])
         slowest = max(seconds, key=seconds.get)
-        iters = max(1, int(tr['max_minutes'] * 60 / seconds[slowest]))
-        if tr['total_iter']:
-            iters = min(iters, int(tr['total_iter']))
+        from_minutes = max(1, int(tr['max_minutes'] * 60 / seconds[slowest]))
+        iters = min(from_minutes, int(tr['total_iter'])) if tr['total_iter'] else from_minutes
         budget = {
             'total_iter': iters,
-            'how': 'calibrated',
+            'how': 'calibrated' if iters == from_minutes else 'capped',
+            'steps_from_minutes': from_minutes,
             'max_minutes': tr['max_minutes'],
             'calibrated_on': slowest,
             'seconds_per_iter': {k: round(v, 4) for k, v in seconds.items()},

@@ -81,7 +81,14 @@ def results_markdown(summaries: list[dict], opt: dict, meta: dict) -> str:
         lines.append('| ' + ' | '.join(row) + ' |')
     budget = meta['budget']
     notes = []
-    if budget.get('how') == 'calibrated':
+    if budget.get('how') == 'capped':
+        notes.append(
+            f'Steps: {budget["total_iter"]} for every arch and seed (train:total_iter), fewer than the '
+            f'{budget.get("steps_from_minutes", "?")} that max_minutes {budget["max_minutes"]} gives the slowest arch '
+            f'({budget["calibrated_on"]}, {budget["seconds_per_iter"][budget["calibrated_on"]]} s/step; all archs '
+            'timed interleaved in one process).'
+        )
+    elif budget.get('how') == 'calibrated':
         notes.append(
             f'Steps: {budget["total_iter"]} for every arch and seed, from max_minutes {budget["max_minutes"]} and '
             f'the slowest arch ({budget["calibrated_on"]}, {budget["seconds_per_iter"][budget["calibrated_on"]]} '

@@ -105,4 +105,11 @@ def test_one_budget_from_the_slowest_arch(tmp_path, monkeypatch):
         driver.budget_iterations(opt, str(tmp_path), '.', 'cpu')
     opt['train']['total_iter'] = 50  # a cap below the calibrated count
     budget = driver.budget_iterations(opt, str(tmp_path / 'other'), '.', 'cpu')
-    assert budget['total_iter'] == 50
+    assert budget['total_iter'] == 50 and budget['how'] == 'capped' and budget['steps_from_minutes'] == 240
+    meta = {'reference': 'ref', 'budget': budget, 'batches': {}}
+    metric = {'mean': 20.0, 'std': None}
+    summaries = [{'name': 'x', 'params': 1, 'macs@16': 1, 'speed': {}, 'metrics': {'psnr': metric, 'ssim': metric},
+                  'seeds': [0], 'train': {}, 'test_images': 1}]  # fmt: skip
+    assert 'Steps: 50 for every arch and seed (train:total_iter), fewer than the 240 that max_minutes 2.0' in (
+        results_markdown(summaries, opt, meta)
+    )
