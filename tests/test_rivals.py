@@ -193,12 +193,13 @@ def test_benchmark_with_s2former_and_two_rivals(rivals, tmp_path):
     results = {r['name']: r for r in json.loads((out / 'results.json').read_text())['results']}
     assert set(results) == {'s2f', 'restormer', 'mprnet'}
     for r in results.values():
-        values = [r['params'], r['macs@24'], r['speed']['24']['latency_ms'], *r['metrics'].values()]
+        means = [m['mean'] for m in r['metrics'].values()]  # over the seeds
+        values = [r['params'], r['macs@24'], r['speed']['24']['latency_ms'], *means]
         assert all(isinstance(v, int | float) and math.isfinite(v) for v in values), r
-        assert r['test_images'] == 2 and not r['metrics_infinite']
-    for name in ('s2f', 'restormer'):  # trained: calibrated budget, loss curves read from basicsr's training log
+        assert r['test_images'] == 2
+    for name in ('s2f', 'restormer'):  # trained: the same steps, loss curves read from basicsr's training log
         train = results[name]['train']
-        assert train['seconds_per_iter_calibrated'] > 0 and train['curves'], train
+        assert train['total_iter'] == 2 and train['curves'], train
     assert results['restormer']['train']['model_type'] == 'SRModel' and results['restormer']['train']['total_iter'] == 2
     assert results['mprnet']['weights_used'] == 'state_dict'
     # The parameters of the net built from the entry (MPRNet shares one PReLU under many state-dict keys).
