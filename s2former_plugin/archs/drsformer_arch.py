@@ -28,6 +28,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
 from .padding import pad_to_multiple
+from .restormer_blocks import ChannelLayerNorm, Downsample, OverlapPatchEmbed, Upsample
 
 __all__ = ['DRSformer', 'MULTIPLE', 'PARAMS_DEFAULT', 'PARAMS_DEFAULT_NO_MEFC']
 
@@ -40,35 +41,6 @@ PARAMS_DEFAULT_NO_MEFC = 32_610_304
 #: The top-k fractions of the sparse attention, as (numerator, denominator): k = int(C * num / den), as the authors
 #: compute it (1/2, 2/3, 3/4, 4/5 of the C keys each query sees).
 TOPK_FRACTIONS = ((1, 2), (2, 3), (3, 4), (4, 5))
-
-
-class ChannelLayerNorm(nn.Module):
-    """Layer normalisation over the channels of a ``(B, C, H, W)`` map at each pixel (biased variance, eps 1e-5).
-
-    ``with_bias=False`` is the authors' ``BiasFree`` variant: the input is scaled, not centred, and has no bias.
-    """
-
-    def __init__(self, dim: int, with_bias: bool) -> None:
-        super().__init__()
-        self.body = _LayerNormWeights(dim, with_bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        t = x.permute(0, 2, 3, 1)  # (B, H, W, C): the statistics over C
-        var = t.var(-1, keepdim=True, unbiased=False)
-        if self.body.bias is None:
-            t = t / torch.sqrt(var + 1e-5) * self.body.weight
-        else:
-            t = (t - t.mean(-1, keepdim=True)) / torch.sqrt(var + 1e-5) * self.body.weight + self.body.bias
-        return t.permute(0, 3, 1, 2)
-
-
-class _LayerNormWeights(nn.Module):
-    """The affine weights of :class:`ChannelLayerNorm` (their own module for the authors' ``norm.body.*`` keys)."""
-
-    def __init__(self, dim: int, with_bias: bool) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.register_parameter('bias', nn.Parameter(torch.zeros(dim)) if with_bias else None)
 
 
 class TopKSparseAttention(nn.Module):
@@ -273,39 +245,6 @@ class MEFC(nn.Module):
 
 
 # ---- Encoder-decoder ----
-
-
-class OverlapPatchEmbed(nn.Module):
-    """3x3 conv from the image to ``dim`` features (no bias)."""
-
-    def __init__(self, in_c: int, dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_c, dim, kernel_size=3, padding=1, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x)
-
-
-class Downsample(nn.Module):
-    """``(B, C, H, W) -> (B, 2C, H/2, W/2)``: 3x3 conv to C/2, pixel-unshuffle."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(dim, dim // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.body(x)
-
-
-class Upsample(nn.Module):
-    """``(B, C, H, W) -> (B, C/2, 2H, 2W)``: 3x3 conv to 2C, pixel-shuffle."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(dim, dim * 2, 3, padding=1, bias=False), nn.PixelShuffle(2))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.body(x)
 
 
 def _stage(dim: int, heads: int, blocks: int, ffn: float, bias: bool, with_bias: bool) -> nn.Sequential:
