@@ -28,7 +28,7 @@ import time
 import torch
 
 from s2former_plugin.archs.s2former_arch import S2Former
-from s2former_plugin.benchmark.measure import status_kb, time_calls
+from s2former_plugin.benchmark.measure import memory_window, time_calls
 from s2former_plugin.tiling import tiled_forward
 
 SLOW_WARMUP_S = 30.0
@@ -49,12 +49,7 @@ def measure_one(size: int, tile: int | None, args: argparse.Namespace) -> dict:
             else:
                 tiled_forward(net, x, tile, args.tile_overlap)
 
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = status_kb('VmRSS')
+    peak = memory_window(device.type == 'cuda')  # None where the kernel does not track the peak
     start = time.perf_counter()
     call()
     if device.type == 'cuda':
@@ -62,10 +57,7 @@ def measure_one(size: int, tile: int | None, args: argparse.Namespace) -> dict:
     warmup_s = time.perf_counter() - start
     runs = 1 if warmup_s > SLOW_WARMUP_S else args.runs
     times = time_calls({'net': call}, runs, warmup=0, device=device.type)['net']
-    if device.type == 'cuda':
-        peak_mib = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        peak_mib = (status_kb('VmHWM') - base) / 1024
+    peak_mib = peak()
     cpu_s = None if times['cpu_ms'] is None else times['cpu_ms'] / 1000
     return {
         'size': size,
@@ -104,7 +96,7 @@ def plot(results: list[dict], path: str, title: str) -> None:
         label = f'tiled ({rows[0]["tile"]} px tiles)' if tiled else 'whole image'
         sizes = [r['size'] for r in rows]
         ax_t.plot(sizes, [r['cpu_seconds'] or r['seconds'] for r in rows], style, label=label)
-        ax_m.plot(sizes, [r['peak_mib'] for r in rows], style, label=label)
+        ax_m.plot(sizes, [float('nan') if r['peak_mib'] is None else r['peak_mib'] for r in rows], style, label=label)
     ticks = sorted({r['size'] for r in results})
     seconds = 'CPU seconds per image' if results and results[0].get('cpu_seconds') else 'seconds per image'
     for ax, ylabel in ((ax_t, seconds), (ax_m, 'peak memory (MiB)')):
@@ -155,7 +147,8 @@ def main() -> None:
         else:
             note = '' if r['runs'] == args.runs else f'  ({r["runs"]} timed run)'
             cpu_s = '-' if r['cpu_seconds'] is None else f'{r["cpu_seconds"]:.3f}'
-            print(f'{size:>6} {mode:<22} {r["seconds"]:9.3f} {cpu_s:>9} {r["peak_mib"]:9.0f}{note}', flush=True)
+            mib = 'n/a' if r['peak_mib'] is None else f'{r["peak_mib"]:.0f}'  # kernel without a peak RSS
+            print(f'{size:>6} {mode:<22} {r["seconds"]:9.3f} {cpu_s:>9} {mib:>9}{note}', flush=True)
     if args.json:
         with open(args.json, 'w', encoding='utf-8') as f:
             json.dump({'title': title, 'results': results}, f, indent=1)

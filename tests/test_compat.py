@@ -84,7 +84,7 @@ def test_wheel_ships_startup_hook(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert 's2former_plugin.pth' in names
     assert zipfile.ZipFile(wheel).read('s2former_plugin.pth').decode().strip() == 'import s2former_plugin._hook'
-    assert 's2former_plugin/compat.py' in names
+    assert 's2former_plugin/compat/__init__.py' in names and 's2former_plugin/compat/entry.py' in names
 
 
 def test_register_is_idempotent():

@@ -283,9 +283,9 @@ def test_step_time_calibration_matches_training_on_cuda(monkeypatch):
     topt = {
         'train': {'total_iter': None, 'scheduler': {'type': 'MultiStepLR'}},
         'datasets': {'train': {'batch_size_per_gpu': 1, 'gt_size': 8}},
-        'benchmark': {'calibration_iters': 2},
     }
-    step = train_child._calibrate(topt)
+    step = train_child.calibrate({'net': topt}, steps=2)['net']
+    assert len(steps) == train_child.CALIBRATION_WARMUP['cuda'] + 2
     assert all(steps), 'calibrated without the cudnn.benchmark mode basicsr.train trains with'
     assert step < 0.2, f'{step:.2f} s/step: the algorithm search was timed as a training step'
 

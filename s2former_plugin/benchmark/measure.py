@@ -145,33 +145,52 @@ def measure_speed(
     peaks: dict[str, float | None] = {}
     with torch.set_grad_enabled(grad):
         for name, fn in calls.items():  # one memory window per module, around its warm-up
-            peaks[name] = None
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-                base = torch.cuda.memory_allocated()
-            else:
-                gc.collect()
-                try:
-                    with open('/proc/self/clear_refs', 'w', encoding='ascii') as f:
-                        f.write('5')
-                    base = status_kb('VmRSS')
-                except OSError:
-                    base = None
+            peak = memory_window(cuda)
             for _ in range(max(1, warmup)):
                 fn()
             if cuda:
                 torch.cuda.synchronize()
-                peaks[name] = (torch.cuda.max_memory_allocated() - base) / 2**20
-            elif base is not None:
-                peaks[name] = max(0, status_kb('VmHWM') - base) / 1024
+            peaks[name] = peak()
         times = time_calls(calls, runs, warmup=0, device=device)
     results = {name: {**times[name], 'peak_mem_mb': peaks[name]} for name in nets}
     return results if isinstance(net, dict) else results['net']
 
 
-def _memory_window(cuda: bool) -> Any:
-    """Start a peak-memory window; returns a function giving the peak (MB) above the start, or ``None``."""
+_PEAK_RSS_WORKS: bool | None = None
+
+
+def _reset_peak_rss() -> int:
+    """Reset ``VmHWM`` to the current resident set (``/proc/self/clear_refs``); returns ``VmRSS`` in kB."""
+    gc.collect()
+    with open('/proc/self/clear_refs', 'w', encoding='ascii') as f:
+        f.write('5')
+    return status_kb('VmRSS')
+
+
+def peak_rss_works() -> bool:
+    """Whether this kernel resets and tracks the peak resident set, checked once per process.
+
+    Some kernels and sandboxes accept the write to ``clear_refs`` but never raise ``VmHWM`` above the resident
+    set at the time it is read; a peak read there would be a plausible 0 MB. The probe touches 32 MB, frees it and
+    asks for a peak of at least 24 MB.
+    """
+    global _PEAK_RSS_WORKS
+    if _PEAK_RSS_WORKS is None:
+        try:
+            base = _reset_peak_rss()
+            probe = b'\x01' * (32 * 2**20)  # written byte by byte: every page resident
+            del probe
+            _PEAK_RSS_WORKS = status_kb('VmHWM') - base >= 24 * 1024
+        except OSError:
+            _PEAK_RSS_WORKS = False
+    return _PEAK_RSS_WORKS
+
+
+def memory_window(cuda: bool) -> Any:
+    """Start a peak-memory window; returns a function giving the peak (MB) above the start, or ``None``.
+
+    CPU: ``None`` where the kernel does not reset or track ``VmHWM`` (:func:`peak_rss_works`).
+    """
     import torch
 
     if cuda:
@@ -179,13 +198,9 @@ def _memory_window(cuda: bool) -> Any:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         return lambda: (torch.cuda.max_memory_allocated() - base) / 2**20
-    gc.collect()
-    try:
-        with open('/proc/self/clear_refs', 'w', encoding='ascii') as f:
-            f.write('5')
-        base_kb = status_kb('VmRSS')
-    except OSError:
+    if not peak_rss_works():
         return lambda: None
+    base_kb = _reset_peak_rss()
     return lambda: max(0, status_kb('VmHWM') - base_kb) / 1024
 
 
@@ -216,7 +231,7 @@ def measure_interleaved(nets: dict, size: int, runs: int = 5, device: str = 'cpu
             timed = r >= warmup
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 module = nets[name].eval()
-                peak = _memory_window(cuda)
+                peak = memory_window(cuda)
                 start, start_cpu = time.perf_counter(), time.process_time()
                 module(x)
                 if cuda:
