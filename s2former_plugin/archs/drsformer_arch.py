@@ -75,7 +75,8 @@ class TopKSparseAttention(nn.Module):
         out = None
         for (num, den), weight in zip(TOPK_FRACTIONS, (self.attn1, self.attn2, self.attn3, self.attn4)):
             top = torch.topk(scores, k=int(ch * num / den), dim=-1, largest=True)[1]
-            keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, top, True)
+            # a tensor of True, not the scalar: the JIT tracer (MAC counting) has no scatter_ of a bool scalar
+            keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, top, torch.ones_like(top, dtype=torch.bool))
             attn = torch.where(keep, scores, torch.full_like(scores, float('-inf'))).softmax(dim=-1)
             branch = (attn @ v) * weight  # (B, heads, Ch, HW)
             out = branch if out is None else out + branch

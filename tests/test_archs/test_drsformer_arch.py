@@ -230,3 +230,11 @@ def test_training_options_train_with_plain_basicsr(tmp_path):
     assert 'Network [DRSformer] is created' in log and 'End of training' in log
     psnr = [float(v) for v in re.findall(r'# psnr: ([-\d.]+)', log)]
     assert psnr and all(math.isfinite(v) for v in psnr)  # whole 28x36 validation images: not multiples of 8
+
+
+def test_the_benchmark_counts_its_multiply_adds():
+    # the JIT tracer behind count_macs has no scatter_ of a bool scalar: the top-k mask scatters a tensor of True
+    from s2former_plugin.benchmark.measure import count_macs
+
+    net = DRSformer(dim=8, num_blocks=[1, 1, 1, 2], heads=[1, 2, 4, 8], mefc=True)
+    assert count_macs(net, 16)['macs'] > 0
