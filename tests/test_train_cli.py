@@ -193,10 +193,13 @@ def test_basicsr_paired_dataset_problems_are_one_line_at_start_up(workdir, case)
     _one_line_failure(run(['-m', 'basicsr.train', '-opt', 't.yml'], cwd=workdir), expected)
 
 
-@pytest.mark.parametrize('case', ['num-gpu', 'unknown-preset'])
+@pytest.mark.parametrize('case', ['num-gpu', 'unknown-preset', 'path-typo'])
 def test_launch_and_network_problems_are_one_line_at_start_up(workdir, case):
     opt = tiny_s2former_options(workdir / 'data', None, name=case)
-    if case == 'num-gpu':
+    if case == 'path-typo':
+        opt['path']['save_safetensor'] = True
+        expected = "path:save_safetensor: unknown option; did you mean 'save_safetensors'?"
+    elif case == 'num-gpu':
         opt['num_gpu'] = 2
         expected = 'num_gpu: 2, but this machine has 0 visible GPU(s)'
     elif case == 'unknown-preset':

@@ -92,6 +92,7 @@ def _checked_parse_options(func: Callable) -> Callable:
 
         check_num_gpu(opt)
         check_network_options(opt)
+        check_path_options(opt)
         model_type = opt.get('model_type')
         check = getattr(MODEL_REGISTRY.get(model_type), 'check_options', None) if model_type in MODEL_REGISTRY else None
         if check is not None:
@@ -110,6 +111,26 @@ def check_num_gpu(opt: dict) -> None:
     n, have = opt.get('num_gpu'), torch.cuda.device_count()
     if isinstance(n, int) and not isinstance(n, bool) and n > have:
         raise OptionError(f'num_gpu: {n}, but this machine has {have} visible GPU(s): set num_gpu: {have} or auto')
+
+
+#: The plugin's own key of ``path:``: also save every network checkpoint as ``.safetensors`` (:mod:`..checkpoint`).
+SAVE_SAFETENSORS = 'save_safetensors'
+
+
+def check_path_options(opt: dict) -> None:
+    """``path: save_safetensors`` must be a switch, and a near miss of it (``save_safetensor``) is refused: basicsr
+    ignores unknown ``path:`` keys, so a typo would train for hours without the files it asked for."""
+    import difflib
+
+    from ..errors import OptionError
+    from ..options import check_switch
+
+    path = opt.get('path') or {}
+    if SAVE_SAFETENSORS in path:
+        check_switch(path[SAVE_SAFETENSORS], f'path:{SAVE_SAFETENSORS}')
+    for key in path:
+        if key != SAVE_SAFETENSORS and difflib.get_close_matches(key, [SAVE_SAFETENSORS], n=1, cutoff=0.8):
+            raise OptionError(f"path:{key}: unknown option; did you mean '{SAVE_SAFETENSORS}'?")
 
 
 def check_network_options(opt: dict) -> None:

@@ -131,7 +131,12 @@ def _save_network(self, net, net_label: str, current_iter: int, param_key='param
         state = self.get_bare_model(net_).state_dict()
         save_dict[key] = {k.removeprefix('module.'): v.detach().cpu() for k, v in state.items()}
     name = 'latest' if current_iter == -1 else current_iter
-    atomic_torch_save(save_dict, os.path.join(self.opt['path']['models'], f'{net_label}_{name}.pth'))
+    path = os.path.join(self.opt['path']['models'], f'{net_label}_{name}.pth')
+    atomic_torch_save(save_dict, path)
+    if self.opt['path'].get('save_safetensors'):  # the option checked at start-up (entry.check_path_options)
+        from ..checkpoint import save_safetensors_beside
+
+        save_safetensors_beside(path, {key: self.get_bare_model(n) for n, key in zip(nets, keys)})
 
 
 def _save_training_state(self, epoch: int, current_iter: int) -> None:
