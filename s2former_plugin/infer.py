@@ -49,6 +49,7 @@ from .inference import (
     OutOfMemorySkip,
     derain_array,
     load_network,
+    open_network,
     pick_device,
     retry_out_of_memory,
     stack_uncertainties,
@@ -209,11 +210,12 @@ def main(argv: list[str] | None = None) -> int:
                 device = pick_device(args.device)
             except ValueError as exc:
                 raise InferError(str(exc)) from None
-            net, used = load_network(args.weights, args.config)
+            loaded = open_network(args.weights, args.config)
+            net, used = loaded.net, loaded.used
     except InferError as exc:
         print(f'infer: error: {exc}', file=sys.stderr)
         return 2
-    if args.config is None and not onnx_file:
+    if not onnx_file and loaded.assumed:  # not when the checkpoint records its configuration
         print(
             'infer: note: network configuration inferred from the weights; the bottleneck head count leaves no trace '
             "in them and is assumed 16 (the paper's), pass --config for other values",

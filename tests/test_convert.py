@@ -89,6 +89,20 @@ def test_refusals_are_one_line(files, tmp_path, capsys):
     assert convert.main([str(d / 'net_g.pth'), str(tmp_path / 'exists.safetensors'), '--overwrite']) == 0
 
 
+def test_infer_notes_an_assumed_head_count_only_where_it_is_assumed(files, tmp_path, capsys):
+    _, d = files
+    st = tmp_path / 'w.safetensors'
+    assert convert.main([str(d / 'net_g.pth'), str(st), '--config', str(d / 'opt.yml')]) == 0
+    (tmp_path / 'in').mkdir()
+    cv2.imwrite(str(tmp_path / 'in' / 'a.png'), np.zeros((16, 16, 3), np.uint8))
+    common = ['--input', str(tmp_path / 'in'), '--tile', '0', '--no-progress']
+    capsys.readouterr()
+    assert infer.main(['--weights', str(st), *common, '--output', str(tmp_path / 'recorded')]) == 0
+    assert 'assumed' not in capsys.readouterr().err  # the file records its configuration
+    assert infer.main(['--weights', str(d / 'net_g.pth'), *common, '--output', str(tmp_path / 'bare')]) == 0
+    assert 'bottleneck head count leaves no trace' in capsys.readouterr().err
+
+
 def test_infer_gives_the_same_bytes_from_pth_and_safetensors(files, tmp_path):
     net, d = files
     st = tmp_path / 'w.safetensors'
