@@ -58,6 +58,7 @@ EVERY_KEY = {
         'tile': 64,
         'tile_overlap': 16,
         'tile_blend': 'official',
+        'uncertainty_metrics': True,
     },
     'logger': {
         'print_freq': 100,

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from s2former_plugin import acceleration, compat
 from s2former_plugin.checkpoint import load_state_dict_any
 from s2former_plugin.metrics.pyiqa_metric import check_val_metrics, needs_reference
+from s2former_plugin.metrics.uncertainty_eval import UncertaintyAccumulator
 from s2former_plugin.tiling import tiled_forward
 from s2former_plugin.visualize import uncertainty_to_color
 
@@ -329,6 +330,45 @@ class S2FormerModel(SRModel):
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
         self._validate(dataloader, current_iter, tb_logger, save_img)
 
+    @staticmethod
+    def _score_uncertainty(unc: UncertaintyAccumulator, data: dict, output, uncertainty, sums: torch.Tensor) -> None:
+        """Add one validation image's Spearman and AUSE (final map against the Y error) to ``sums``, or count it
+        refused (no ground truth, a constant map, ...): sums ``[spearman, ause, refused]``, all-reduced with the
+        metrics."""
+        name = data['lq_path']
+        if 'gt' not in data:
+            unc.refuse(name, f'{name}: no ground truth')
+        else:
+            unc.add(name, uncertainty[0].float().cpu(), output[0].float().cpu(), data['gt'], files=(name, name, None))
+        row = unc.result.per_image.get(name)
+        if row is None:
+            sums[2] += 1
+        else:
+            sums[0] += row['spearman']
+            sums[1] += row['ause']
+
+    def _log_uncertainty(self, unc, sums: torch.Tensor, images: float, dataset_name: str, it: int, tb_logger) -> None:
+        """Log the set's mean Spearman and AUSE of the uncertainty (``val:uncertainty_metrics``); a set with any
+        image refused logs no mean (a subset's mean is not the set's) but says how many and why."""
+        logger = get_root_logger()
+        refused = int(sums[2].item())
+        if refused:
+            reason = next(iter(unc.result.errors.values()), 'on another rank')
+            logger.warning(
+                f'Validation {dataset_name}, uncertainty: no mean logged, {refused} of {int(images)} images could not '
+                f'be scored (first: {reason})'
+            )
+            return
+        scored = max(images, 1)
+        spearman, ause = sums[0].item() / scored, sums[1].item() / scored
+        logger.info(
+            f'Validation {dataset_name}, uncertainty (final map vs |Y error|, {int(images)} images): '
+            f'spearman {spearman:.4f}, ause {ause:.4f}'
+        )
+        if tb_logger is not None:
+            tb_logger.add_scalar(f'metrics/{dataset_name}/uncertainty_spearman', spearman, it)
+            tb_logger.add_scalar(f'metrics/{dataset_name}/uncertainty_ause', ause, it)
+
     def _reduce_device(self) -> torch.device:
         """Where validation sums are all-reduced: the model's device under NCCL, else the CPU (gloo)."""
         return self.device if dist.get_backend() == 'nccl' else torch.device('cpu')
@@ -339,7 +379,9 @@ class S2FormerModel(SRModel):
         metrics_opt = self.opt['val'].get('metrics') or {}
         rank, world = (self.opt['rank'], self.opt['world_size']) if self.opt['dist'] else (0, 1)
         indices = range(rank, len(dataset), world)  # each rank validates its share
-        sums = torch.zeros(len(metrics_opt) + 1, dtype=torch.float64)
+        unc = UncertaintyAccumulator() if self.opt['val'].get('uncertainty_metrics') else None
+        n_sums = len(metrics_opt) + 1
+        sums = torch.zeros(n_sums + (3 if unc is not None else 0), dtype=torch.float64)  # + spearman, AUSE, refused
         self._pending_reduce = sums.numel() if self.opt['dist'] else None
         pbar = tqdm(total=len(indices), unit='image') if self.opt['val'].get('pbar') and rank == 0 else None
 
@@ -361,7 +403,9 @@ class S2FormerModel(SRModel):
                     )
                 for j, opt_ in enumerate(metrics_opt.values()):
                     sums[j] += float(calculate_metric(metric_data, dict(opt_)))
-            sums[-1] += 1
+            sums[n_sums - 1] += 1
+            if unc is not None:
+                self._score_uncertainty(unc, data, output, uncertainty, sums[n_sums:])
             if save_img:
                 name = os.path.splitext(os.path.basename(data['lq_path']))[0]
                 path = os.path.join(self.opt['path']['visualization'], dataset_name, f'{name}_{current_iter}.png')
@@ -377,11 +421,13 @@ class S2FormerModel(SRModel):
             sums = sums.to(self._reduce_device())
             dist.all_reduce(sums)
             sums = sums.cpu()
-            if not torch.isfinite(sums[-1]):
+            if not torch.isfinite(sums[n_sums - 1]):
                 raise RuntimeError(f'validation of {dataset_name} failed on another rank; see its error')
+        if unc is not None and rank == 0:
+            self._log_uncertainty(unc, sums[n_sums:], sums[n_sums - 1].item(), dataset_name, current_iter, tb_logger)
         if metrics_opt:
             self._initialize_best_metric_results(dataset_name)
-            count = max(sums[-1].item(), 1)
+            count = max(sums[n_sums - 1].item(), 1)
             self.metric_results = {name: sums[j].item() / count for j, name in enumerate(metrics_opt)}
             for name, value in self.metric_results.items():
                 self._update_best_metric_result(dataset_name, name, value, current_iter)

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from s2former_plugin import errors
+from s2former_plugin import options as option_checks
 from s2former_plugin.acceleration import check_compile_option, check_switch
+from s2former_plugin.errors import S2FormerError
 from s2former_plugin.tiling import check_tiling
 
 __all__ = [
@@ -32,17 +35,14 @@ __all__ = [
 ]
 
 
-class NonFiniteLoss(FloatingPointError):
+class NonFiniteLoss(S2FormerError, FloatingPointError):
     """A NaN/inf loss (stopped before the update) or validation output; ``str()`` is one line."""
 
-    one_line = True  # compat.train_main prints it without a traceback
-    exit_code = 1
+    exit_status = 1  # the run failed, not its options
 
 
-class OptionError(ValueError):
+class OptionError(errors.OptionError):
     """A typo'd key or a wrongly typed value in the training options; ``str()`` is one line naming it."""
-
-    one_line = True  # compat.train_main prints it without a traceback
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,17 @@ OPTION_KEYS = {
         'cuda_graph',
         'tf32',
     ),
-    'val': ('val_freq', 'save_img', 'suffix', 'metrics', 'pbar', 'tile', 'tile_overlap', 'tile_blend'),
+    'val': (
+        'val_freq',
+        'save_img',
+        'suffix',
+        'metrics',
+        'pbar',
+        'tile',
+        'tile_overlap',
+        'tile_blend',
+        'uncertainty_metrics',
+    ),
     'logger': ('print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'),
 }
 _NUMBER_TEXT = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?')
@@ -221,4 +231,6 @@ def check_training_options(opt: dict) -> None:
 def check_val_options(val_opt: dict) -> None:
     """Validate ``val:tile``, ``val:tile_overlap`` and ``val:tile_blend`` (one-line errors naming the option)."""
     names = ('val:tile', 'val:tile_overlap', 'val:tile_blend', 'val:tile_batch')
+    if val_opt.get('uncertainty_metrics') is not None:
+        option_checks.check_switch(val_opt['uncertainty_metrics'], 'val:uncertainty_metrics')
     check_tiling(val_opt.get('tile'), val_opt.get('tile_overlap', 32), val_opt.get('tile_blend', 'cosine'), names=names)
