@@ -71,8 +71,6 @@ def list_images(folder: str) -> list[str]:
 class ImageError(S2FormerError, ValueError):
     """A file that is not a complete, undamaged image; the message names the file and the reason."""
 
-    one_line = True  # compat.train_main prints it without a traceback (e.g. from a DataLoader worker)
-
 
 def _png_problem(data: bytes) -> str | None:
     view = memoryview(data)

@@ -229,7 +229,10 @@ def _infer(monkeypatch, root, out, max_pixels, *extra):
 
     torch.manual_seed(0)
     net = S2Former('small').eval()
-    monkeypatch.setattr(infer, 'load_network', lambda w, c: (_MemoryLimited(net, max_pixels), 'test net'))
+    from s2former_plugin.inference import LoadedNetwork
+
+    loaded = LoadedNetwork(_MemoryLimited(net, max_pixels), 'test net', '--config')
+    monkeypatch.setattr(infer, 'open_network', lambda w, c: loaded)
     argv = ['--weights', 'unused.pth', '--input', str(root / 'in'), '--output', str(root / out), '--device', 'cpu']
     return infer.main([*argv, '--config', 'unused.yml', '--no-progress', '--tile-overlap', '8', *extra])
 

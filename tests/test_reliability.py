@@ -242,14 +242,14 @@ def test_infer_refuses_non_finite_weights(tiny_weights, tmp_path, capsys):
 def test_infer_non_finite_output_writes_nothing(tiny_weights, tmp_path, capsys, monkeypatch):
     d, _ = tiny_weights
     _photos(tmp_path / 'in', n=2)
-    real = infer.load_network
+    real = infer.open_network
 
     def nan_net(weights, config=None):
-        net, used = real(weights, config)
-        net.forward = lambda x, return_all=False: torch.full_like(x, float('nan'))
-        return net, used
+        loaded = real(weights, config)
+        loaded.net.forward = lambda x, return_all=False: torch.full_like(x, float('nan'))
+        return loaded
 
-    monkeypatch.setattr(infer, 'load_network', nan_net)
+    monkeypatch.setattr(infer, 'open_network', nan_net)
     argv = ['--weights', str(d / 'good.pth'), '--input', str(tmp_path / 'in'), '--output', str(tmp_path / 'out')]
     assert infer.main([*argv, '--no-progress', '--device', 'cpu', '--tile', '0']) == 1
     err = capsys.readouterr().err

@@ -50,20 +50,21 @@ class _RunPluginEntry:
 def train_main(root_path: str | None = None) -> None:
     """Run basicsr's training pipeline with outputs under ``root_path`` (default: the working directory).
 
-    Option errors the plugin raises (``one_line``) end in one ``error:`` line and exit status 2, not a traceback.
+    The plugin's errors (:class:`~s2former_plugin.errors.S2FormerError`, also re-raised by a DataLoader worker) end
+    in one ``train: error:`` line and their exit status, not a traceback.
     """
     import basicsr.train
 
+    from ..errors import S2FormerError
+
     try:
         basicsr.train.train_pipeline(os.path.abspath(root_path or os.getcwd()))
-    except Exception as exc:
-        if not getattr(exc, 'one_line', False):
-            raise
+    except S2FormerError as exc:
         message = str(exc).strip()
         if 'Original Traceback' in message:  # re-raised by a DataLoader worker: its last line is the error
             message = message.splitlines()[-1].split(': ', 1)[-1]
         print(f'train: error: {message}', file=sys.stderr)
-        raise SystemExit(getattr(exc, 'exit_status', getattr(exc, 'exit_code', 2))) from None
+        raise SystemExit(exc.exit_status) from None
 
 
 def test_main(root_path: str | None = None) -> None:

@@ -14,8 +14,6 @@ from ._state import pending_log
 class ResumeError(S2FormerError, RuntimeError):
     """No readable training state to resume from; ``str()`` is one line naming the file(s)."""
 
-    one_line = True  # train_main prints it without a traceback
-
 
 def _read_state(path: str) -> dict:
     import torch
