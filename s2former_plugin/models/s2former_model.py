@@ -175,9 +175,14 @@ class S2FormerModel(SRModel):
         return net.eval()
 
     def load_network(self, net, load_path: str, strict: bool = True, param_key: str | None = 'params') -> None:
-        """Load a BasicSR checkpoint (``params``/``params_ema``), or a plain/official state dict, ``weights_only``."""
+        """Load a BasicSR checkpoint (``params``/``params_ema``), a plain/official state dict (``weights_only``) or a
+        ``.safetensors`` file; weights that record another configuration than ``network_g``'s are refused (the
+        bottleneck head count leaves no trace in the shapes), in one line."""
         net = self.get_bare_model(net)
-        state, used_key = load_state_dict_any(load_path, param_key)
+        try:
+            state, used_key = load_state_dict_any(load_path, param_key, expect_config=getattr(net, 'config', None))
+        except ValueError as exc:
+            raise OptionError(str(exc).strip().splitlines()[0]) from None
         get_root_logger().info(f'Loading {type(net).__name__} from {load_path} [{used_key}]')
         self._print_different_keys_loading(net, state, strict)
         net.load_state_dict(state, strict=strict)
