@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 import torch
 
+from .errors import CommandError, S2FormerError
+
 __all__ = [
     'InferError',
     'LoadedNetwork',
@@ -35,12 +37,14 @@ __all__ = [
 ]
 
 
-class InferError(Exception):
+class InferError(CommandError):
     """A problem with the command's arguments; reported as one line, exit status 2."""
 
 
-class NonFiniteOutput(ValueError):
+class NonFiniteOutput(S2FormerError, ValueError):
     """The network produced NaN or inf for an image (no output is written for it)."""
+
+    exit_status = 1  # the image is skipped, the others written
 
 
 def _read_config(path: str) -> dict[str, Any]:

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .errors import CommandError
+
 __all__ = ['OPSETS', 'OUTPUT_MODES', 'OnnxError', 'OnnxNetwork', 'export_onnx', 'output_names', 'require']
 
 #: ``final``: the derained image only; ``all``: the five images and five uncertainty maps of ``return_all``.
@@ -39,7 +41,7 @@ OPSETS = range(16, 21)
 _METADATA_KEY = 's2former_plugin'
 
 
-class OnnxError(Exception):
+class OnnxError(CommandError):
     """A problem with an ONNX file or the optional packages; its message is one line naming the file."""
 
 

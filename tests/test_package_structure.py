@@ -109,3 +109,24 @@ def test_commands_share_helpers_through_library_modules():
             if target is not None and target != _command_of(module):
                 bad.append(f'{module} -> {dep}')
     assert bad == []
+
+
+def test_every_error_class_of_the_package_derives_from_the_one_base():
+    # one way to fail: every user-facing error carries its one-line message and exit status (errors.S2FormerError)
+    import importlib
+    import inspect
+    import pkgutil
+
+    import s2former_plugin
+    from s2former_plugin.errors import S2FormerError
+
+    errors = {}
+    for info in pkgutil.walk_packages(s2former_plugin.__path__, 's2former_plugin.'):
+        if info.name.endswith('.__main__') or info.name == 's2former_plugin._hook':
+            continue
+        module = importlib.import_module(info.name)
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == info.name and name.endswith('Error'):
+                errors[f'{info.name}.{name}'] = cls
+    assert len(errors) >= 15
+    assert [n for n, c in errors.items() if not issubclass(c, S2FormerError)] == []

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from s2former_plugin.errors import CommandError
 from s2former_plugin.options import suggestion
 
 DEFAULTS: dict[str, Any] = {
@@ -77,7 +78,7 @@ OPTION_TYPES: dict[str, tuple[str, float | None, bool]] = {
 NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
 
 
-class BenchmarkError(Exception):
+class BenchmarkError(CommandError):
     """A bad option or a failed step; ``str()`` is one line that names the option or the folder."""
 
 

@@ -21,13 +21,15 @@ from typing import Any
 
 import numpy as np
 
+from s2former_plugin.errors import S2FormerError
+
 #: Defaults of the ``bootstrap:`` options.
 RESAMPLES = 10000
 CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 0
 
 
-class StatisticsError(ValueError):
+class StatisticsError(S2FormerError, ValueError):
     """Scores that cannot be compared (missing images, too few values); ``str()`` is one line."""
 
 
