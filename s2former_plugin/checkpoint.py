@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from .errors import S2FormerError
+
 BASICSR_KEYS = ('params_ema', 'params')
 SAFETENSORS_SUFFIX = '.safetensors'
 #: The metadata entry of a BasicSR-style ``.pth`` written by :func:`save_torch` (same strings as in safetensors).
@@ -69,10 +71,36 @@ def _read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str
     return state, metadata
 
 
+class TorchLoadError(S2FormerError, ValueError):
+    """:func:`torch_load` could not read a file as weights only; ``cause`` is torch's own exception, from which each
+    caller words its one-line message (a checkpoint, a training state, VGG19 weights)."""
+
+    def __init__(self, path: str, cause: BaseException) -> None:
+        super().__init__(f'{path}: unreadable ({type(cause).__name__})')
+        self.cause = cause
+
+    def first_line(self, limit: int = 160) -> str:
+        """``Type: first line of torch's message`` (cut to ``limit`` characters)."""
+        return f'{type(self.cause).__name__}: {(str(self.cause).strip().splitlines() or [""])[0][:limit]}'
+
+
+def torch_load(path: str | os.PathLike) -> Any:
+    """The package's one ``torch.load``: weights only (no unpickling of arbitrary objects), onto the CPU.
+
+    Raises:
+        TorchLoadError: torch could not read it (truncated, garbage, or pickled objects beyond tensors).
+    """
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or non-weights files
+        raise TorchLoadError(os.fspath(path), err) from None
+
+
 def _read_torch(path: str, param_key: str | None) -> tuple[dict[str, Any], str, dict[str, str]]:
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or non-weights files
+        ckpt = torch_load(path)
+    except TorchLoadError as exc:
+        err = exc.cause
         raise ValueError(f'{path}: not a weights-only checkpoint ({type(err).__name__}: {str(err)[:200]})') from None
     if not isinstance(ckpt, dict):
         raise ValueError(f'{path}: expected a state dict, got {type(ckpt).__name__}')

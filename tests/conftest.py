@@ -58,3 +58,15 @@ def vgg19_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp('vgg') / 'vgg19-dcbb9e9d.pth'
     torch.save(state, path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_multiprocessing_start_method():
+    """``compat.init_dist`` sets the process-wide start method to spawn (as torchrun's ranks need); in the test process
+    that would make later DataLoader workers spawn and fail to pickle test-local datasets."""
+    import multiprocessing
+
+    before = multiprocessing.get_start_method(allow_none=True)
+    yield
+    if multiprocessing.get_start_method(allow_none=True) != before:
+        multiprocessing.set_start_method(before, force=True)

@@ -130,3 +130,18 @@ def test_every_error_class_of_the_package_derives_from_the_one_base():
                 errors[f'{info.name}.{name}'] = cls
     assert len(errors) >= 15
     assert [n for n, c in errors.items() if not issubclass(c, S2FormerError)] == []
+
+
+def test_torch_load_is_called_in_the_checkpoint_module_only():
+    # one reader of torch files (weights only, onto the CPU): checkpoint.torch_load
+    import ast
+
+    from helpers import REPO
+
+    calls = []
+    for path in sorted((REPO / 's2former_plugin').rglob('*.py')):
+        for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+            f = getattr(node, 'func', None)
+            if isinstance(f, ast.Attribute) and f.attr == 'load' and getattr(f.value, 'id', None) == 'torch':
+                calls.append(str(path.relative_to(REPO)))
+    assert calls == ['s2former_plugin/checkpoint.py']

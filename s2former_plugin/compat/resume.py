@@ -16,13 +16,12 @@ class ResumeError(S2FormerError, RuntimeError):
 
 
 def _read_state(path: str) -> dict:
-    import torch
+    from ..checkpoint import TorchLoadError, torch_load
 
     try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a truncated file raises OSError, RuntimeError, EOFError, ...
-        first = (str(exc).strip().splitlines() or [''])[0][:160]
-        raise ResumeError(f'{path}: unreadable training state ({type(exc).__name__}: {first})') from None
+        state = torch_load(path)
+    except TorchLoadError as exc:  # a truncated file raises OSError, RuntimeError, EOFError, ...
+        raise ResumeError(f'{path}: unreadable training state ({exc.first_line()})') from None
     if not isinstance(state, dict) or not isinstance(state.get('iter'), int):
         raise ResumeError(f'{path}: not a basicsr training state (no iteration number)')
     return state

@@ -135,13 +135,12 @@ class S2FormerPerceptualLoss(nn.Module):
                 f'VGG19 weights for the perceptual loss not found at {path}: download {VGG19_URL} there, '
                 'or set train:perceptual_opt:vgg_weights to a local copy'
             )
+        from s2former_plugin.checkpoint import TorchLoadError, torch_load
+
         try:
-            state = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as err:  # noqa: BLE001 - garbage, truncated or pickled-object files raise many types
-            first = (str(err).strip().splitlines() or [''])[0][:160]
-            raise ValueError(
-                f'{path} is not a torchvision VGG19 state dict (unreadable: {type(err).__name__}: {first})'
-            ) from None
+            state = torch_load(path)
+        except TorchLoadError as exc:
+            raise ValueError(f'{path} is not a torchvision VGG19 state dict (unreadable: {exc.first_line()})') from None
         try:
             self.conv1_1.load_state_dict({'weight': state['features.0.weight'], 'bias': state['features.0.bias']})
             self.conv1_2.load_state_dict({'weight': state['features.2.weight'], 'bias': state['features.2.bias']})
