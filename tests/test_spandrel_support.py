@@ -152,15 +152,10 @@ def test_load_file_uses_the_recorded_configuration(tmp_path):
 
 
 def test_low_precision_flags_are_truthful(net, registry, files):
-    """The network cast to bfloat16 or float16 gives non-finite images on CPU, so the descriptor refuses both; if
-    this ever runs finite, the flags in spandrel_support can be turned on."""
-    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    for dtype in (torch.bfloat16, torch.float16):
-        low = S2Former(preset='small').eval()
-        low.load_state_dict(net.state_dict())
-        with torch.no_grad():
-            assert not torch.isfinite(low.to(dtype)(x.to(dtype))).all(), dtype
+    """The network cast to bfloat16 or float16 is not reliably finite on the CPU (whether an image comes out NaN
+    depends on the weights and on the number of threads), so the descriptor refuses both casts."""
     model = spandrel.ModelLoader(registry=registry).load_from_file(files / 'plain.pth')
+    assert not model.supports_half and not model.supports_bfloat16
     for cast in (model.bfloat16, model.half):
         with pytest.raises(spandrel.UnsupportedDtypeError):
             cast()
