@@ -28,7 +28,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
 from .padding import pad_to_multiple
-from .restormer_blocks import ChannelLayerNorm, Downsample, OverlapPatchEmbed, Upsample
+from .restormer_blocks import Downsample, OverlapPatchEmbed, PreNormBlock, Upsample
 
 __all__ = ['DRSformer', 'MULTIPLE', 'PARAMS_DEFAULT', 'PARAMS_DEFAULT_NO_MEFC']
 
@@ -110,19 +110,12 @@ class MixedScaleFeedForward(nn.Module):
         return self.project_out(torch.cat([a, b], dim=1))  # (B, dim, H, W)
 
 
-class SparseTransformerBlock(nn.Module):
+class SparseTransformerBlock(PreNormBlock):
     """Sparse transformer block (STB): ``x + TKSA(LN(x))``, then ``x + MSFN(LN(x))``."""
 
     def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool, with_bias: bool) -> None:
-        super().__init__()
-        self.norm1 = ChannelLayerNorm(dim, with_bias)
-        self.attn = TopKSparseAttention(dim, num_heads, bias)
-        self.norm2 = ChannelLayerNorm(dim, with_bias)
-        self.ffn = MixedScaleFeedForward(dim, ffn_expansion_factor, bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.ffn(self.norm2(x))
+        attn = TopKSparseAttention(dim, num_heads, bias)
+        super().__init__(dim, attn, MixedScaleFeedForward(dim, ffn_expansion_factor, bias), with_bias)
 
 
 # ---- Mixture of experts feature compensator (MEFC) ----

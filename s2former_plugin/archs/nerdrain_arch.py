@@ -44,7 +44,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
 from .padding import pad_to_multiple
-from .restormer_blocks import ChannelLayerNorm, Downsample, OverlapPatchEmbed, Upsample
+from .restormer_blocks import Downsample, OverlapPatchEmbed, PreNormBlock, Upsample
 
 __all__ = ['NeRDRain', 'MULTIPLE', 'PARAMS_DEFAULT', 'NUM_OUTPUTS']
 
@@ -113,19 +113,12 @@ class GatedFeedForward(nn.Module):
         return self.project_out(F.gelu(gate) * value)
 
 
-class TransformerBlock(nn.Module):
+class TransformerBlock(PreNormBlock):
     """Pre-norm residual block: ``x + attn(norm1(x))``, then ``+ ffn(norm2(.))``."""
 
     def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool, with_bias: bool) -> None:
-        super().__init__()
-        self.norm1 = ChannelLayerNorm(dim, with_bias)
-        self.attn = ChannelSelfAttention(dim, num_heads, bias)
-        self.norm2 = ChannelLayerNorm(dim, with_bias)
-        self.ffn = GatedFeedForward(dim, ffn_expansion_factor, bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.ffn(self.norm2(x))
+        attn = ChannelSelfAttention(dim, num_heads, bias)
+        super().__init__(dim, attn, GatedFeedForward(dim, ffn_expansion_factor, bias), with_bias)
 
 
 # ---- Inter-scale bidirectional feedback ----

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ['ChannelLayerNorm', 'Downsample', 'OverlapPatchEmbed', 'Upsample']
+__all__ = ['ChannelLayerNorm', 'Downsample', 'OverlapPatchEmbed', 'PreNormBlock', 'Upsample']
 
 
 class _LayerNormWeights(nn.Module):
@@ -69,3 +69,19 @@ class Upsample(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)
+
+
+class PreNormBlock(nn.Module):
+    """Pre-norm residual transformer block: ``x + attn(norm1(x))``, then ``+ ffn(norm2(.))`` (each paper's attention
+    and feed-forward given; keys ``norm1``, ``attn``, ``norm2``, ``ffn``)."""
+
+    def __init__(self, dim: int, attn: nn.Module, ffn: nn.Module, with_bias: bool) -> None:
+        super().__init__()
+        self.norm1 = ChannelLayerNorm(dim, with_bias)
+        self.attn = attn
+        self.norm2 = ChannelLayerNorm(dim, with_bias)
+        self.ffn = ffn
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
