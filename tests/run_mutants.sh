@@ -23,64 +23,64 @@ mutmut="$python -m mutmut"
 deselect=""
 timeout_constant=""
 # Subprocesses outside the scratch folder cannot import mutmut's trampolines (benchmark and basicsr.train runs).
-rival_subprocesses='tests/test_rivals.py::test_benchmark_with_s2former_and_two_rivals
-                    tests/test_rivals.py::test_training_options_train_with_plain_basicsr'
+rival_subprocesses='tests/test_archs/test_rivals.py::test_benchmark_with_s2former_and_two_rivals
+                    tests/test_archs/test_rivals.py::test_training_options_train_with_plain_basicsr'
 case $module in
-  tiling) files='s2former_plugin/tiling.py'; tests='tests/test_tiling.py tests/test_infer_values.py' ;;
-  metrics) files='s2former_plugin/metrics/protocols.py'; tests='tests/test_metrics.py tests/test_metric_values.py tests/test_metric_edges.py' ;;
-  losses) files='s2former_plugin/losses/s2former_loss.py'; tests='tests/test_losses/test_s2former_loss.py tests/test_paper_size.py' ;;
+  tiling) files='s2former_plugin/tiling.py'; tests='tests/test_tiling.py tests/test_infer/test_infer_values.py' ;;
+  metrics) files='s2former_plugin/metrics/protocols.py'; tests='tests/test_metrics/test_protocols.py tests/test_metrics/test_protocol_values.py tests/test_metrics/test_scoring.py' ;;
+  losses) files='s2former_plugin/losses/s2former_loss.py'; tests='tests/test_losses/test_s2former_loss.py tests/test_archs/test_s2former_paper_size.py' ;;
   infer) files='s2former_plugin/infer.py s2former_plugin/inference.py'
-         tests='tests/test_infer.py tests/test_infer_values.py tests/test_inference_edges.py tests/test_infer_cli_edges.py
-                tests/test_infer_bf16.py' ;;
+         tests='tests/test_infer/test_infer_cli.py tests/test_infer/test_infer_values.py tests/test_infer/test_inference.py tests/test_infer/test_infer_cli_edges.py
+                tests/test_infer/test_infer_bf16.py' ;;
   archs) files='s2former_plugin/archs/s2former_blocks.py s2former_plugin/archs/s2former_arch.py'
-         tests='tests/test_parity_float64.py tests/test_arch_edges.py tests/test_arch_details.py tests/test_s2former_arch.py
-                tests/test_paper_size.py tests/test_gpu.py
+         tests='tests/test_archs/test_s2former_parity_float64.py tests/test_archs/test_s2former_ranking.py tests/test_archs/test_s2former_details.py tests/test_archs/test_s2former_arch.py
+                tests/test_archs/test_s2former_paper_size.py tests/test_gpu.py
                 tests/test_export.py::test_traced_sampling_axes_equal_cached_ones
                 tests/test_models/test_distributed_losses.py::test_frozen_heads_are_exactly_those_the_losses_cannot_reach' ;;
   ranking) files='s2former_plugin/archs/s2former_ranking.py s2former_plugin/archs/s2former_ops.py'
-           tests='tests/test_s2former_ops.py tests/test_arch_edges.py tests/test_parity_float64.py' ;;
+           tests='tests/test_archs/test_s2former_ops.py tests/test_archs/test_s2former_ranking.py tests/test_archs/test_s2former_parity_float64.py' ;;
   models) files='s2former_plugin/models/s2former_model.py'
-          tests='tests/test_s2former_model.py tests/test_models/test_distributed_validation.py tests/test_amp_accumulate.py
+          tests='tests/test_models/test_s2former_model.py tests/test_models/test_distributed_validation.py tests/test_models/test_amp_accumulate.py
                  tests/test_models/test_distributed_losses.py::test_validation_failure_on_one_rank_stops_all_ranks_at_once'
           # a basicsr.train subprocess cannot import mutmut's trampolines (it runs outside the scratch folder)
-          deselect='tests/test_amp_accumulate.py::test_basicsr_train_counts_optimizer_steps_and_saves_the_scaler'
+          deselect='tests/test_models/test_amp_accumulate.py::test_basicsr_train_counts_optimizer_steps_and_saves_the_scaler'
           # mutmut's time limit is 15 x (the tests' measured call time + timeout_constant) wall seconds, and it
           # does not count fixture set-up: the gloo validation runs in a module fixture (about 6-15 s), so with
           # the default constant of 1 s every validation mutant would "time out".
           timeout_constant=10 ;;
   bridge) files='s2former_plugin/metrics/pyiqa_metric.py s2former_plugin/metrics/scoring.py'
-          tests='tests/test_metric_bridge.py tests/test_metrics.py tests/test_metrics/test_pyiqa_metric.py tests/test_metric_edges.py
+          tests='tests/test_metrics/test_metric_bridge.py tests/test_metrics/test_protocols.py tests/test_metrics/test_pyiqa_metric.py tests/test_metrics/test_scoring.py
                  tests/test_report.py
                  tests/test_reliability.py::test_non_finite_prediction_is_not_scored
                  tests/test_reliability.py::test_validation_metric_bridge_refuses_nan_prediction
                  tests/test_reliability.py::test_report_and_benchmark_reader_refuses_damaged_images' ;;
   keys) files='s2former_plugin/archs/s2former_keys.py s2former_plugin/archs/padding.py'
-        tests='tests/test_padding.py tests/test_s2former_arch.py tests/test_parity_float64.py tests/test_paper_size.py
-               tests/test_infer_values.py
-               tests/test_export.py tests/test_rivals.py tests/test_s2former_ops.py
+        tests='tests/test_archs/test_padding.py tests/test_archs/test_s2former_arch.py tests/test_archs/test_s2former_parity_float64.py tests/test_archs/test_s2former_paper_size.py
+               tests/test_infer/test_infer_values.py
+               tests/test_export.py tests/test_archs/test_rivals.py tests/test_archs/test_s2former_ops.py
                tests/test_reliability.py::test_official_checkpoint_loader_refuses_non_finite_weights'
         deselect=$rival_subprocesses ;;
   rivals) files='s2former_plugin/archs/rivals_arch.py'
-          tests='tests/test_rivals.py tests/test_export.py'
+          tests='tests/test_archs/test_rivals.py tests/test_export.py'
           deselect=$rival_subprocesses ;;
   # The option checks (pure functions of the options) against the option tests alone; every model test builds a
   # model, and so runs them, but none of the others looks at what they refuse.
   options) files='s2former_plugin/models/s2former_model.py'
-           tests='tests/test_option_checks.py
+           tests='tests/test_models/test_s2former_options.py
                   tests/test_reliability.py::test_training_option_typos_and_types_are_refused
                   tests/test_reliability.py::test_shipped_options_pass_the_checks
-                  tests/test_amp_accumulate.py::test_bad_amp_and_accumulate_options_are_refused_in_one_line
-                  tests/test_s2former_model.py::test_unknown_loss_key_is_rejected
-                  tests/test_s2former_model.py::test_bad_validation_options_fail_at_build_time'
+                  tests/test_models/test_amp_accumulate.py::test_bad_amp_and_accumulate_options_are_refused_in_one_line
+                  tests/test_models/test_s2former_model.py::test_unknown_loss_key_is_rejected
+                  tests/test_models/test_s2former_model.py::test_bad_validation_options_fail_at_build_time'
            MUTANTS=${MUTANTS:-'s2former_plugin.models.s2former_model.x_*'} ;;
   # The model's set-up (construction, training settings, EMA net, freezing, optimizer) with the in-process model
   # tests: each of these mutants would otherwise also start every gloo test (each builds a model). Re-run the
   # survivors under `models` (MUTANTS=...) to try them against the multi-process tests too.
   setup) files='s2former_plugin/models/s2former_model.py'
-         tests='tests/test_model_setup.py tests/test_s2former_model.py tests/test_amp_accumulate.py
+         tests='tests/test_models/test_model_setup.py tests/test_models/test_s2former_model.py tests/test_models/test_amp_accumulate.py
                 tests/test_models/test_distributed_losses.py::test_frozen_heads_are_exactly_those_the_losses_cannot_reach'
-         deselect='tests/test_amp_accumulate.py::test_basicsr_train_counts_optimizer_steps_and_saves_the_scaler
-                   tests/test_amp_accumulate.py::test_accumulate_under_ddp_reduces_once_per_step_and_equals_one_batch'
+         deselect='tests/test_models/test_amp_accumulate.py::test_basicsr_train_counts_optimizer_steps_and_saves_the_scaler
+                   tests/test_models/test_amp_accumulate.py::test_accumulate_under_ddp_reduces_once_per_step_and_equals_one_batch'
          timeout_constant=10
          m='s2former_plugin.models.s2former_model.xǁS2FormerModelǁ'
          MUTANTS=${MUTANTS:-"${m}__init__* ${m}init_training_settings* ${m}_build_ema_network* ${m}model_to_device* ${m}setup_optimizers*"} ;;

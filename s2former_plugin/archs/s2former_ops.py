@@ -2,7 +2,7 @@
 
 Every op here computes the same function two ways: a *plain* path in ordinary torch ops, written to be read (and
 the one to compare against when in doubt), and a *fast* path that only saves time (fused kernels, a hand-written
-backward, a cheaper selection). Both agree to rounding (``tests/test_s2former_ops.py``: ~1e-12 in float64).
+backward, a cheaper selection). Both agree to rounding (``tests/test_archs/test_s2former_ops.py``: ~1e-12 in float64).
 
 The switch (like timm's ``set_fast_norm``)::
 

@@ -19,7 +19,7 @@ from s2former_plugin.archs import s2former_ranking as udr
 from s2former_plugin.archs.s2former_arch import S2Former
 from s2former_plugin.official import build_from_official, official_key_to_ours
 
-PARITY = Path(__file__).resolve().parent / 'data'  # copies of ../shared/fixtures/official_parity
+PARITY = Path(__file__).resolve().parents[1] / 'data'  # copies of ../shared/fixtures/official_parity
 PATHS = [True, False]  # fast, plain
 # float32: the same maths in another operation order (two-pass vs Tensor.var, SDPA vs the formula, a fused kernel)
 F32 = dict(rtol=1e-5, atol=1e-6)

@@ -16,7 +16,7 @@ from s2former_plugin.archs.s2former_arch import PRESETS, S2Former
 from s2former_plugin.losses.s2former_loss import MultiScalePSNRLoss, UncertaintyDrivenLoss
 from s2former_plugin.official import infer_config, ours_state_dict_to_official
 
-MANIFEST = Path(__file__).parent / 'data' / 'official_default_manifest.json'
+MANIFEST = Path(__file__).resolve().parents[1] / 'data' / 'official_default_manifest.json'
 
 
 @pytest.fixture(scope='module')

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-SCRIPT = Path(__file__).resolve().parents[1] / 'benchmarks' / 'arch_speed.py'
+SCRIPT = Path(__file__).resolve().parents[2] / 'benchmarks' / 'arch_speed.py'
 
 
 def _arch_speed():

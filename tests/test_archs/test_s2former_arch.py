@@ -22,7 +22,7 @@ from s2former_plugin.official import (
     ours_state_dict_to_official,
 )
 
-DATA = Path(__file__).parent / 'data'
+DATA = Path(__file__).resolve().parents[1] / 'data'
 FIXTURE = DATA / 'official_small_seed1.pt'
 MANIFEST = DATA / 'official_default_manifest.json'
 

@@ -22,7 +22,7 @@ from s2former_plugin.archs.s2former_blocks import (
 )
 from s2former_plugin.official import build_from_official, official_key_to_ours
 
-DATA = Path(__file__).parent / 'data'
+DATA = Path(__file__).resolve().parents[1] / 'data'
 
 
 @pytest.fixture(scope='module')

@@ -18,7 +18,7 @@ from helpers import REPO, run, write_paired_folder, write_yaml
 
 from s2former_plugin.checkpoint import load_state_dict_any
 
-DATA = Path(__file__).resolve().parent / 'data' / 'rivals'
+DATA = Path(__file__).resolve().parents[1] / 'data' / 'rivals'
 FILES = {'Restormer': 'restormer_small_seed7.pt', 'MPRNet': 'mprnet_small_seed7.pt', 'NAFNet': 'nafnet_small_seed7.pt'}
 
 
