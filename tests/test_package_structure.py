@@ -145,3 +145,22 @@ def test_torch_load_is_called_in_the_checkpoint_module_only():
             if isinstance(f, ast.Attribute) and f.attr == 'load' and getattr(f.value, 'id', None) == 'torch':
                 calls.append(str(path.relative_to(REPO)))
     assert calls == ['s2former_plugin/checkpoint.py']
+
+
+def test_image_files_are_read_and_written_in_imageio_only():
+    # one reader (damaged files refused, EXIF orientation applied) and one writer (atomic, disk full named):
+    # no other module opens an image file through OpenCV; encoding to bytes in memory (LMDB values, the
+    # report's inline pictures) is not a file access
+    import ast
+
+    from helpers import REPO
+
+    calls = set()
+    for path in sorted((REPO / 's2former_plugin').rglob('*.py')):
+        for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+            f = getattr(node, 'func', None)
+            if isinstance(f, ast.Attribute) and f.attr in {'imread', 'imwrite', 'imdecode', 'imreadmulti'}:
+                if getattr(f.value, 'id', None) == 'cv2':
+                    calls.add((str(path.relative_to(REPO)), f.attr))
+    assert {module for module, _ in calls} == {'s2former_plugin/imageio.py'}
+    assert {attr for _, attr in calls} >= {'imdecode'}

@@ -25,7 +25,6 @@ import glob
 import os
 from collections import OrderedDict
 
-import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -36,7 +35,7 @@ from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from tqdm import tqdm
 
-from s2former_plugin import acceleration, compat
+from s2former_plugin import acceleration, compat, imageio
 from s2former_plugin.checkpoint import load_state_dict_any
 from s2former_plugin.metrics.pyiqa_metric import check_val_metrics, needs_reference
 from s2former_plugin.metrics.uncertainty_eval import UncertaintyAccumulator
@@ -415,7 +414,7 @@ class S2FormerModel(SRModel):
                 name = os.path.splitext(os.path.basename(data['lq_path']))[0]
                 path = os.path.join(self.opt['path']['visualization'], dataset_name, f'{name}_{current_iter}.png')
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                cv2.imwrite(path, np.concatenate([sr_img, uncertainty_to_color(uncertainty[0])], axis=1))
+                imageio.write(path, np.concatenate([sr_img, uncertainty_to_color(uncertainty[0])], axis=1))
             if pbar is not None:
                 pbar.update(1)
         if pbar is not None:
