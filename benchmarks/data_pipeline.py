@@ -124,7 +124,8 @@ def _write_synthetic(folder: str, n: int, size: tuple[int, int], seed: int) -> N
     import cv2
     import numpy as np
 
-    from s2former_plugin.data.synthetic_rain import add_rain, load_skimage_photos
+    from s2former_plugin.data.clean_sources import load_skimage_photos
+    from s2former_plugin.data.rain_synthesis import add_rain
     from s2former_plugin.imageio import write
 
     photos = [img for _, img in load_skimage_photos()]

@@ -39,7 +39,7 @@ def _baseline_maps(lq: str, out: str, sigma: float) -> None:
     from s2former_plugin.imageio import list_images
     from s2former_plugin.metrics.scoring import read_image
     from s2former_plugin.metrics.uncertainty import blur_residual_map
-    from s2former_plugin.metrics.uncertainty_eval import save_raw_maps
+    from s2former_plugin.metrics.uncertainty_maps import save_raw_maps
 
     os.makedirs(out, exist_ok=True)
     for path in list_images(lq):
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from s2former_plugin.archs.s2former_arch import S2Former
     from s2former_plugin.data import synthetic_rain
-    from s2former_plugin.metrics.uncertainty_eval import evaluate_uncertainty, plot_curves, write_csv
+    from s2former_plugin.metrics.uncertainty_eval import evaluate_uncertainty
+    from s2former_plugin.reporting.uncertainty import plot_curves, write_csv
 
     nets = {}
     for item in args.weights:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .options import check_keys, check_switch
+
 __all__ = [
     'COMPILE_MODES',
     'CompileOption',
@@ -31,7 +33,6 @@ __all__ = [
     'LearningRates',
     'StaticBatch',
     'check_compile_option',
-    'check_switch',
     'compile_network',
     'graph_fallback_reason',
     'set_tf32',
@@ -59,16 +60,6 @@ class CompileOption:
         return self.mode == 'reduce-overhead'
 
 
-def check_switch(value, where: str) -> None:
-    """Refuse anything but ``true``/``false``/``~`` for an on/off option.
-
-    Raises:
-        ValueError: One line naming ``where``.
-    """
-    if value is not None and not isinstance(value, bool):
-        raise ValueError(f'{where}: expected true or false, got {value!r}')
-
-
 def check_compile_option(value, where: str = 'train:compile') -> CompileOption | None:
     """``train:compile`` as a :class:`CompileOption` (``None``: eager).
 
@@ -76,7 +67,8 @@ def check_compile_option(value, where: str = 'train:compile') -> CompileOption |
     :data:`COMPILE_MODES`), ``dynamic`` (true/false/~), ``fullgraph`` (true/false) and ``backend`` (a name).
 
     Raises:
-        ValueError: One line naming the key and what it accepts.
+        ValueError: One line naming the key and what it accepts (an
+            :class:`~s2former_plugin.errors.OptionError` from the checks of :mod:`.options`).
     """
     if value is None or value is False:
         return None
@@ -84,16 +76,14 @@ def check_compile_option(value, where: str = 'train:compile') -> CompileOption |
         return CompileOption()
     if not isinstance(value, dict):
         raise ValueError(f'{where}: expected true, false or a mapping with mode/dynamic/fullgraph, got {value!r}')
-    for key in value:
-        if key not in _COMPILE_KEYS:
-            raise ValueError(f'{where}:{key}: unknown key; the keys are {", ".join(_COMPILE_KEYS)}')
+    check_keys(value, _COMPILE_KEYS, where)
     mode = value.get('mode') or 'default'
     if mode not in COMPILE_MODES:
         raise ValueError(f'{where}:mode: unknown mode {mode!r}; torch names {", ".join(COMPILE_MODES)}')
     dynamic = value.get('dynamic', False)
-    if dynamic is not None and not isinstance(dynamic, bool):
-        raise ValueError(f'{where}:dynamic: expected true, false or ~ (torch decides), got {dynamic!r}')
-    check_switch(value.get('fullgraph'), f'{where}:fullgraph')
+    check_switch(dynamic, f'{where}:dynamic', nullable=True)  # ~: torch decides
+    if value.get('fullgraph') is not None:
+        check_switch(value['fullgraph'], f'{where}:fullgraph')
     backend = value.get('backend', 'inductor')
     if not isinstance(backend, str) or not backend:
         raise ValueError(f'{where}:backend: expected a backend name (inductor, eager, ...), got {backend!r}')

@@ -24,6 +24,7 @@ import os
 import sys
 
 from .checkpoint import read_checkpoint, save_safetensors, save_torch
+from .errors import CommandError, run_command
 from .inference import InferError, open_network
 
 OUTPUT_SUFFIXES = ('.safetensors', '.pth')
@@ -43,20 +44,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 2 bad arguments or files)."""
     args = build_parser().parse_args(argv)
+    return run_command('convert', lambda: _convert(args))
+
+
+def _convert(args: argparse.Namespace) -> int:
+    suffix = os.path.splitext(args.output)[1].lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise InferError(f'output: {args.output} must end in .safetensors or .pth')
+    if os.path.exists(args.input) and os.path.realpath(args.output) == os.path.realpath(args.input):
+        raise InferError(f'output: {args.output} is the input file; choose another name')
+    if os.path.exists(args.output) and not args.overwrite:
+        raise InferError(f'output: {args.output} exists; pass --overwrite to replace it')
     try:
-        suffix = os.path.splitext(args.output)[1].lower()
-        if suffix not in OUTPUT_SUFFIXES:
-            raise InferError(f'output: {args.output} must end in .safetensors or .pth')
-        if os.path.exists(args.input) and os.path.realpath(args.output) == os.path.realpath(args.input):
-            raise InferError(f'output: {args.output} is the input file; choose another name')
-        if os.path.exists(args.output) and not args.overwrite:
-            raise InferError(f'output: {args.output} exists; pass --overwrite to replace it')
         # Built and loaded strictly: the same checks as infer, and the configuration's source.
         loaded = open_network(args.input, args.config, option='input')
         ckpt = read_checkpoint(args.input, param_key='params_ema')  # the file's own tensors, dtypes unchanged
-    except (InferError, ValueError, FileNotFoundError) as exc:
-        print(f'convert: error: {exc}', file=sys.stderr)
-        return 2
+    except (ValueError, FileNotFoundError) as exc:
+        raise CommandError(str(exc)) from None
     metadata = {k: v for k, v in ckpt.metadata.items() if k not in ('format', 'config')}
     metadata.update(arch='S2Former', source=os.path.basename(args.input))
     if not loaded.assumed:
@@ -69,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             save_torch(ckpt.state, args.output, metadata)
     except (OSError, ValueError) as exc:
-        print(f'convert: error: cannot write {args.output}: {exc}', file=sys.stderr)
-        return 2
+        raise CommandError(f'cannot write {args.output}: {exc}') from None
     recorded = 'not recorded' if loaded.assumed else f'recorded ({loaded.config_source})'
     print(f'convert: {args.input} ({ckpt.used}) -> {args.output} ({len(ckpt.state)} tensors, configuration {recorded})')
     if loaded.assumed:

@@ -4,7 +4,8 @@ Every error a user can cause (a bad option, a missing or damaged file, a folder 
 :class:`S2FormerError`; its message is one line naming the file, key or option, and its ``exit_status`` is what the
 command returns (2: bad arguments or inputs, nothing done; 1: done, but something was skipped). A command's ``main``
 runs its body through :func:`run_command`, which prints ``<command>: error: <message>`` on stderr and returns the
-status, so no command prints a traceback for bad input.
+status, so no command prints a traceback for bad input. A command that ran to the end but left something out
+(files skipped, a check failed) returns :func:`incomplete_status`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-__all__ = ['S2FormerError', 'CommandError', 'OptionError', 'run_command']
+__all__ = ['S2FormerError', 'CommandError', 'OptionError', 'incomplete_status', 'run_command']
 
 
 class S2FormerError(Exception):
@@ -46,3 +47,19 @@ def run_command(command: str, body: Callable[[], int]) -> int:
     except S2FormerError as exc:
         print(f'{command}: error: {exc}', file=sys.stderr)
         return exc.exit_status
+
+
+def incomplete_status(command: str, problem: str | None) -> int:
+    """The exit status of a command that ran to the end: 0, or 1 after printing ``<command>: <problem>`` on stderr.
+
+    Args:
+        command: The name printed before the problem.
+        problem: What was left out (``3 file(s) skipped: ...``), or ``None`` when nothing was.
+
+    Returns:
+        1 when there is a problem, else 0.
+    """
+    if problem is None:
+        return 0
+    print(f'{command}: {problem}', file=sys.stderr)
+    return 1

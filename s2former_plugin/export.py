@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
+import torch
+
+from .errors import CommandError, S2FormerError, incomplete_status, run_command
 from .inference import InferError, open_network
 from .onnx_backend import (
     CHECK_SIZES,
@@ -58,53 +60,64 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 1 ``--check`` failed, 2 bad arguments or files)."""
     args = build_parser().parse_args(argv)
+    return run_command('export', lambda: _export(args))
+
+
+def _export(args: argparse.Namespace) -> int:
     try:
-        require('onnx', 'onnxruntime')
-        if not args.output.lower().endswith('.onnx'):
-            raise InferError(f'--output: {args.output} must end in .onnx (infer recognises ONNX files by it)')
-        if os.path.exists(args.weights) and os.path.realpath(args.output) == os.path.realpath(args.weights):
-            raise InferError(f'--output: {args.output} is the --weights file')
-        if args.opset not in OPSETS:
-            raise InferError(f'--opset: {args.opset} is not in {OPSETS.start}..{OPSETS.stop - 1}, the opsets exported')
-        # The graph bakes the configuration in and --check compares it with the same network: a configuration the
-        # weights leave open (the bottleneck head count) is refused rather than assumed.
-        loaded = open_network(args.weights, args.config, allow_assumed=False)
-        net, used = loaded.net, loaded.used
-        if os.path.dirname(args.output):
-            os.makedirs(os.path.dirname(args.output), exist_ok=True)
-        start = time.perf_counter()
-        export_onnx(
-            net,
-            args.output,
-            outputs=args.outputs,
-            opset=args.opset,
-            in_channels=net.config['in_channels'],
-            metadata={
-                'arch': 'S2Former',
-                'config': net.config,
-                'config_source': loaded.config_source,
-                'weights': os.path.basename(args.weights),
-            },
-        )
-    except (InferError, OnnxError) as exc:
-        print(f'export: error: {exc}', file=sys.stderr)
-        return 2
+        net, used, seconds = _write(args)
+    except S2FormerError:
+        raise
     except Exception as exc:  # noqa: BLE001 - the exporter's own errors (e.g. an op missing at a low opset)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        print(f'export: error: exporting to opset {args.opset} failed: {first}', file=sys.stderr)
-        return 2
+        raise CommandError(f'exporting to opset {args.opset} failed: {first}') from None
     size_mb = os.path.getsize(args.output) / 2**20
     print(
-        f'export: {args.output} ({size_mb:.1f} MB, opset {args.opset}, outputs {args.outputs}, {used}, '
-        f'{time.perf_counter() - start:.1f}s)'
+        f'export: {args.output} ({size_mb:.1f} MB, opset {args.opset}, outputs {args.outputs}, {used}, {seconds:.1f}s)'
     )
-    if not args.check:
-        return 0
+    return _check(net, args.output) if args.check else 0
+
+
+def _write(args: argparse.Namespace) -> tuple[torch.nn.Module, str, float]:
+    """Check the arguments, load the network and write the ONNX file; the network, what was loaded, the seconds
+    the export took."""
+    require('onnx', 'onnxruntime')
+    if not args.output.lower().endswith('.onnx'):
+        raise InferError(f'--output: {args.output} must end in .onnx (infer recognises ONNX files by it)')
+    if os.path.exists(args.weights) and os.path.realpath(args.output) == os.path.realpath(args.weights):
+        raise InferError(f'--output: {args.output} is the --weights file')
+    if args.opset not in OPSETS:
+        raise InferError(f'--opset: {args.opset} is not in {OPSETS.start}..{OPSETS.stop - 1}, the opsets exported')
+    # The graph bakes the configuration in and --check compares it with the same network: a configuration the
+    # weights leave open (the bottleneck head count) is refused rather than assumed.
+    loaded = open_network(args.weights, args.config, allow_assumed=False)
+    net = loaded.net
+    if os.path.dirname(args.output):
+        os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    metadata = {
+        'arch': 'S2Former',
+        'config': net.config,
+        'config_source': loaded.config_source,
+        'weights': os.path.basename(args.weights),
+    }
+    start = time.perf_counter()
+    export_onnx(
+        net,
+        args.output,
+        outputs=args.outputs,
+        opset=args.opset,
+        in_channels=net.config['in_channels'],
+        metadata=metadata,
+    )
+    return net, loaded.used, time.perf_counter() - start
+
+
+def _check(net: torch.nn.Module, path: str) -> int:
+    """Compare onnxruntime with PyTorch at :data:`CHECK_SIZES`, one line each; the exit status (1: failed)."""
     try:
-        rows = compare(net, OnnxNetwork(args.output), CHECK_SIZES)
+        rows = compare(net, OnnxNetwork(path), CHECK_SIZES)
     except OnnxError as exc:
-        print(f'export: check failed: {exc}', file=sys.stderr)
-        return 1
+        return incomplete_status('export', f'check failed: {exc}')
     failed = False
     for row in rows:
         ok = row['finite'] and row['mean'] <= CHECK_MEAN_TOLERANCE
@@ -117,10 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         'export: note: float32 rounding differs between the runtimes; near-tied uncertainty rankings can then flip '
         '(as between thread counts in PyTorch), which moves a few pixels more than the mean'
     )
-    if failed:
-        print(f'export: check failed: mean |diff| above {CHECK_MEAN_TOLERANCE:g} or non-finite', file=sys.stderr)
-        return 1
-    return 0
+    problem = f'check failed: mean |diff| above {CHECK_MEAN_TOLERANCE:g} or non-finite'
+    return incomplete_status('export', problem if failed else None)
 
 
 if __name__ == '__main__':

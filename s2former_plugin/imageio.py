@@ -57,14 +57,18 @@ def natural_key(text: str) -> list:
     return [(0, int(t), '') if t.isdigit() else (1, 0, t.lower()) for t in re.split(r'(\d+)', text)]
 
 
-def list_images(folder: str) -> list[str]:
+def list_images(folder: str, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[str]:
     """Paths of the image files directly in ``folder`` (:data:`IMAGE_EXTENSIONS`, not hidden), natural order.
 
     The one folder scanner of the commands (infer, report, the benchmarks). A broken link is listed, not dropped:
     reading it fails with a line naming it, so a command says what it skipped.
+
+    Args:
+        folder: The folder scanned.
+        extensions: Lower-case extensions listed (other files beside images, e.g. raw uncertainty maps).
     """
     names = sorted((n for n in os.listdir(folder) if not n.startswith('.')), key=lambda n: (natural_key(n), n))
-    paths = [os.path.join(folder, n) for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+    paths = [os.path.join(folder, n) for n in names if os.path.splitext(n)[1].lower() in extensions]
     return [p for p in paths if os.path.isfile(p) or (os.path.islink(p) and not os.path.exists(p))]
 
 

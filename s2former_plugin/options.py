@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import OptionError
 
-__all__ = ['check_keys', 'check_number', 'check_switch', 'is_number', 'suggestion']
+__all__ = ['check_keys', 'check_number', 'check_switch', 'closest', 'is_number', 'suggestion']
 
 
 def is_number(value: Any) -> bool:
@@ -26,11 +26,17 @@ def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def closest(key: str, known: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The known key closest to ``key`` (difflib's ratio at least ``cutoff``), or ``None``."""
+    close = difflib.get_close_matches(str(key), sorted(map(str, known)), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
 def suggestion(key: str, known: Iterable[str]) -> str:
     """``"; did you mean 'x'?"`` for the closest known key, else ``'; the keys are a, b, ...'``."""
     known = sorted(map(str, known))
-    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-    return f'; did you mean {close[0]!r}?' if close else f'; the keys are {", ".join(known)}'
+    close = closest(key, known)
+    return f'; did you mean {close!r}?' if close else f'; the keys are {", ".join(known)}'
 
 
 def check_keys(opt: dict, known: Iterable[str], where: str = '', error: type[Exception] = OptionError) -> None:
@@ -55,18 +61,23 @@ def check_number(
     *,
     integer: bool = False,
     minimum: float | None = None,
+    maximum: float | None = None,
     nullable: bool = False,
     error: type[Exception] = OptionError,
 ) -> None:
-    """Refuse a value that is not a finite number (an integer when ``integer``) of at least ``minimum``."""
+    """Refuse a value that is not a finite number (an integer when ``integer``) of at least ``minimum`` and at most
+    ``maximum``: ``<path>: must be a number in [0, 1] (got 1.5)``."""
     if value is None and nullable:
         return
     what = 'an integer' if integer else 'a number'
     ok = is_number(value) and (not integer or isinstance(value, int))
     if ok and not math.isfinite(value):
         ok, what = False, 'a finite number'
-    if ok and minimum is not None and value < minimum:
-        ok, what = False, f'{what} >= {minimum}'
+    if ok and ((minimum is not None and value < minimum) or (maximum is not None and value > maximum)):
+        if maximum is None:
+            ok, what = False, f'{what} >= {minimum}'
+        else:
+            ok, what = False, f'{what} in [{minimum}, {maximum}]' if minimum is not None else f'{what} <= {maximum}'
     if not ok:
         raise error(f'{path}: must be {what}{" or null" if nullable else ""} (got {value!r})')
 

@@ -124,7 +124,13 @@ def _uncertainty(args: argparse.Namespace, unc_dir: str | None) -> int:
     if not (unc_dir and args.gt and any(n.endswith('.npz') for n in os.listdir(unc_dir))):
         return 0
     uev = evaluate_uncertainty(
-        unc_dir, args.pred, args.gt, args.masks, protocol=args.protocol, pred_suffix=args.pred_suffix
+        unc_dir,
+        args.pred,
+        args.gt,
+        args.masks,
+        protocol=args.protocol,
+        pred_suffix=args.pred_suffix,
+        allow_shared_gt=args.allow_shared_gt,
     )
     write_uncertainty(uev, args.out)
     print(uev.line())

@@ -60,6 +60,25 @@ def vgg19_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope='module')
+def tiny_weights(tmp_path_factory) -> tuple[Path, str]:
+    """A small-preset S2Former's weights (``good.pth``), the same with one NaN (``nan.pth``) and with an all-inf
+    ``params_ema`` (``inf_ema.pth``), in one folder; returned with the name of the tensor made non-finite."""
+    from s2former_plugin.archs.s2former_arch import S2Former
+
+    torch.manual_seed(0)
+    sd = S2Former(preset='small').state_dict()
+    d = tmp_path_factory.mktemp('w')
+    torch.save(sd, d / 'good.pth')
+    bad = dict(sd)
+    key = next(k for k, v in sd.items() if v.is_floating_point())
+    bad[key] = sd[key].clone()
+    bad[key].view(-1)[0] = float('nan')
+    torch.save(bad, d / 'nan.pth')
+    torch.save({'params': sd, 'params_ema': {**sd, key: torch.full_like(sd[key], float('inf'))}}, d / 'inf_ema.pth')
+    return d, key
+
+
 @pytest.fixture(autouse=True)
 def _keep_the_multiprocessing_start_method():
     """``compat.init_dist`` sets the process-wide start method to spawn (as torchrun's ranks need); in the test process

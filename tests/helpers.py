@@ -1,14 +1,17 @@
 """Helpers shared by the tests: tiny image folders, tiny YAML options, models built from them, the basicsr log,
-and subprocess runs of the real CLIs."""
+subprocess runs of the real CLIs, and the bad inputs of the reliability cases (damaged image files, full disks)."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import logging
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import cv2
@@ -218,3 +221,123 @@ def write_mixed_images(folder: Path) -> dict[str, np.ndarray]:
     for name, img in imgs.items():
         cv2.imwrite(str(folder / name), img)
     return imgs
+
+
+# Bad inputs (the reliability cases): sound images, damaged bytes, folders checked for changes, full disks.
+def smooth_image(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
+    """A smooth ``uint8`` BGR image (blurred ramps): small, sound, the same every call for the same arguments."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([(xx * 3 + yy + seed) % 256, (xx * 2) % 256, (yy * 4 + seed) % 256], -1).astype(np.uint8)
+    return cv2.GaussianBlur(img, (5, 5), 2)
+
+
+def folder_digest(folder) -> dict[str, str]:
+    """The sha256 of every file under ``folder``, by relative path: equal before and after when nothing changed."""
+    return {
+        os.path.relpath(os.path.join(d, f), folder): hashlib.sha256(open(os.path.join(d, f), 'rb').read()).hexdigest()
+        for d, _, files in os.walk(folder)
+        for f in files
+    }
+
+
+def write_photos(folder, n: int = 2) -> None:
+    """Write ``n`` smooth images ``p0.png``, ``p1.png``, ... into ``folder`` (created if missing)."""
+    os.makedirs(folder, exist_ok=True)
+    for i in range(n):
+        cv2.imwrite(os.path.join(folder, f'p{i}.png'), smooth_image(seed=i))
+
+
+def png_bytes() -> bytes:
+    """A sound 64x80 PNG file's bytes."""
+    return cv2.imencode('.png', smooth_image(64, 80))[1].tobytes()
+
+
+def jpeg_bytes(**params) -> bytes:
+    """A sound 96x128 JPEG file's bytes; ``params``: ``cv2.IMWRITE_*`` flags by name (``IMWRITE_JPEG_QUALITY=90``)."""
+    flags = []
+    for key, value in params.items():
+        flags += [getattr(cv2, key), value]
+    return cv2.imencode('.jpg', smooth_image(96, 128), flags)[1].tobytes()
+
+
+def overwrite_bytes(data: bytes, at: float, junk: bytes) -> bytes:
+    """``data`` with ``junk`` written over it from the fraction ``at`` of its length on (the length kept)."""
+    b = bytearray(data)
+    i = int(len(b) * at)
+    b[i : i + len(junk)] = junk
+    return bytes(b)
+
+
+def truncate_file(path, keep: float = 0.5) -> None:
+    """Cut the file at ``path`` to the fraction ``keep`` of its bytes (0: an empty file)."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def raise_disk_full(path, img, params=None):
+    """A stand-in for ``imageio.write`` on a full disk."""
+    raise OSError(f'{path}: cannot write (disk full)')
+
+
+def rename_option(opt: dict, dotted: str, new: str) -> dict:
+    """``opt`` with the key at ``dotted`` (``train.ema_decay``) renamed to ``new`` in place (a typo'd key)."""
+    *path, last = dotted.split('.')
+    node = opt
+    for key in path:
+        node = node[key]
+    node[new] = node.pop(last)
+    return opt
+
+
+def _junk(seed: int) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, 200, np.uint8).tobytes()
+
+
+def _png_without_iend(data: bytes) -> bytes:
+    return data[: data.rindex(b'IEND') - 4]
+
+
+def _png_short_idat(data: bytes) -> bytes:
+    """A PNG whose zlib stream stops early but whose chunks (and CRCs) are intact: a writer killed mid-image."""
+    start = data.index(b'IDAT') - 4
+    (length,) = struct.unpack('>I', data[start : start + 4])
+    body = data[start + 8 : start + 8 + length][: length // 2]
+    chunk = struct.pack('>I', len(body)) + b'IDAT' + body + struct.pack('>I', zlib.crc32(b'IDAT' + body))
+    return data[:start] + chunk + data[start + 12 + length :]
+
+
+def _rst_swapped(data: bytes) -> bytes:
+    b = bytearray(data)
+    i = b.index(b'\xff\xd0')
+    j = b.index(b'\xff\xd1')
+    b[i + 1], b[j + 1] = 0xD1, 0xD0
+    return bytes(b)
+
+
+#: Damaged image files by case name: (a function making the file's bytes, what the reader's refusal says). A name
+#: starting with ``jpeg`` is a ``.jpg`` file, any other a ``.png``.
+DAMAGED_IMAGES = {
+    'empty-png': (lambda: b'', 'empty file'),
+    'png-cut-at-10pc': (lambda: png_bytes()[: len(png_bytes()) // 10], 'truncated PNG'),
+    'png-cut-at-half': (lambda: png_bytes()[: len(png_bytes()) // 2], 'truncated PNG'),
+    'png-cut-before-iend': (lambda: _png_without_iend(png_bytes()), 'truncated PNG (no IEND chunk)'),
+    'png-short-zlib-stream': (
+        lambda: _png_short_idat(png_bytes()),
+        'damaged image (decoder: libpng error: Not enough image',
+    ),
+    'png-flipped-byte': (lambda: overwrite_bytes(png_bytes(), 0.5, b'\x00\x00\x00'), 'damaged PNG (CRC mismatch'),
+    'png-signature-only': (lambda: b'\x89PNG\r\n\x1a\n', 'truncated PNG'),
+    'text-named-png': (lambda: b'this is not an image', 'cannot read (not a decodable image)'),
+    'jpeg-cut-at-half': (lambda: jpeg_bytes()[: len(jpeg_bytes()) // 2], 'truncated JPEG'),
+    'jpeg-cut-at-90pc': (lambda: jpeg_bytes()[: len(jpeg_bytes()) * 9 // 10], 'truncated JPEG'),
+    'jpeg-cut-2-bytes': (lambda: jpeg_bytes()[:-2], 'truncated JPEG'),
+    'jpeg-header-only': (lambda: jpeg_bytes()[:200], 'truncated JPEG'),
+    'jpeg-random-middle': (lambda: overwrite_bytes(jpeg_bytes(), 0.5, _junk(3)), 'damaged JPEG (invalid marker'),
+    'jpeg-random-middle-2': (lambda: overwrite_bytes(jpeg_bytes(), 0.5, _junk(4)), 'extraneous bytes before marker'),
+    'jpeg-zeroed-middle': (lambda: overwrite_bytes(jpeg_bytes(), 0.3, b'\x00' * 2000), 'Corrupt JPEG data'),
+    'jpeg-bad-segment-length': (lambda: jpeg_bytes()[:4] + b'\xff\xff' + jpeg_bytes()[6:], 'damaged JPEG'),
+    'jpeg-restart-out-of-order': (
+        lambda: _rst_swapped(jpeg_bytes(IMWRITE_JPEG_RST_INTERVAL=2)),
+        'restart marker out of sequence',
+    ),
+}

@@ -29,7 +29,7 @@ case $module in
   tiling) files='s2former_plugin/tiling.py'; tests='tests/test_tiling.py tests/test_infer/test_infer_values.py' ;;
   metrics) files='s2former_plugin/metrics/protocols.py'; tests='tests/test_metrics/test_protocols.py tests/test_metrics/test_protocol_values.py tests/test_metrics/test_scoring.py' ;;
   losses) files='s2former_plugin/losses/s2former_loss.py'; tests='tests/test_losses/test_s2former_loss.py tests/test_archs/test_s2former_paper_size.py' ;;
-  infer) files='s2former_plugin/infer.py s2former_plugin/inference.py'
+  infer) files='s2former_plugin/infer.py s2former_plugin/infer_run.py s2former_plugin/inference.py'
          tests='tests/test_infer/test_infer_cli.py tests/test_infer/test_infer_values.py tests/test_infer/test_inference.py tests/test_infer/test_infer_cli_edges.py
                 tests/test_infer/test_infer_bf16.py' ;;
   archs) files='s2former_plugin/archs/s2former_blocks.py s2former_plugin/archs/s2former_arch.py'
@@ -51,14 +51,14 @@ case $module in
   bridge) files='s2former_plugin/metrics/pyiqa_metric.py s2former_plugin/metrics/scoring.py'
           tests='tests/test_metrics/test_metric_bridge.py tests/test_metrics/test_protocols.py tests/test_metrics/test_pyiqa_metric.py tests/test_metrics/test_scoring.py
                  tests/test_report.py
-                 tests/test_reliability.py::test_non_finite_prediction_is_not_scored
-                 tests/test_reliability.py::test_validation_metric_bridge_refuses_nan_prediction
-                 tests/test_reliability.py::test_report_and_benchmark_reader_refuses_damaged_images' ;;
+                 tests/test_metrics/test_protocols_reliability.py::test_non_finite_prediction_is_not_scored
+                 tests/test_metrics/test_protocols_reliability.py::test_validation_metric_bridge_refuses_nan_prediction
+                 tests/test_metrics/test_scoring_reliability.py::test_report_and_benchmark_reader_refuses_damaged_images' ;;
   keys) files='s2former_plugin/archs/s2former_keys.py s2former_plugin/archs/padding.py'
         tests='tests/test_archs/test_padding.py tests/test_archs/test_s2former_arch.py tests/test_archs/test_s2former_parity_float64.py tests/test_archs/test_s2former_paper_size.py
                tests/test_infer/test_infer_values.py
                tests/test_export.py tests/test_archs/test_rivals.py tests/test_archs/test_s2former_ops.py
-               tests/test_reliability.py::test_official_checkpoint_loader_refuses_non_finite_weights'
+               tests/test_official_reliability.py::test_official_checkpoint_loader_refuses_non_finite_weights'
         deselect=$rival_subprocesses ;;
   rivals) files='s2former_plugin/archs/rivals_arch.py'
           tests='tests/test_archs/test_rivals.py tests/test_export.py'
@@ -67,8 +67,8 @@ case $module in
   # model, and so runs them, but none of the others looks at what they refuse.
   options) files='s2former_plugin/models/s2former_model.py'
            tests='tests/test_models/test_s2former_options.py
-                  tests/test_reliability.py::test_training_option_typos_and_types_are_refused
-                  tests/test_reliability.py::test_shipped_options_pass_the_checks
+                  tests/test_models/test_s2former_options_reliability.py::test_training_option_typos_and_types_are_refused
+                  tests/test_models/test_s2former_options_reliability.py::test_shipped_options_pass_the_checks
                   tests/test_models/test_amp_accumulate.py::test_bad_amp_and_accumulate_options_are_refused_in_one_line
                   tests/test_models/test_s2former_model.py::test_unknown_loss_key_is_rejected
                   tests/test_models/test_s2former_model.py::test_bad_validation_options_fail_at_build_time'

@@ -15,13 +15,13 @@ from s2former_plugin.acceleration import (
     LearningRates,
     StaticBatch,
     check_compile_option,
-    check_switch,
     compile_network,
     graph_fallback_reason,
     set_tf32,
     unwrap_compiled,
     with_capturable,
 )
+from s2former_plugin.options import check_switch
 
 
 def test_the_modes_are_torchs():
@@ -50,9 +50,10 @@ def test_compile_values_accepted(value, expected):
     ('value', 'message'),
     [
         ({'mode': 'fast'}, "train:compile:mode: unknown mode 'fast'; torch names default, reduce-overhead"),
-        ({'mdoe': 'default'}, 'train:compile:mdoe: unknown key; the keys are mode, dynamic, fullgraph, backend'),
-        ({'dynamic': 'yes'}, "train:compile:dynamic: expected true, false or ~ (torch decides), got 'yes'"),
-        ({'fullgraph': 1}, 'train:compile:fullgraph: expected true or false, got 1'),
+        ({'mdoe': 'default'}, "train:compile:mdoe: unknown key; did you mean 'mode'?"),
+        ({'turbo': True}, 'train:compile:turbo: unknown key; the keys are backend, dynamic, fullgraph, mode'),
+        ({'dynamic': 'yes'}, "train:compile:dynamic: must be true or false or null (got 'yes')"),
+        ({'fullgraph': 1}, 'train:compile:fullgraph: must be true or false (got 1)'),
         ({'backend': 3}, 'train:compile:backend: expected a backend name'),
         ('default', "train:compile: expected true, false or a mapping with mode/dynamic/fullgraph, got 'default'"),
     ],
@@ -64,10 +65,11 @@ def test_compile_values_refused_with_the_option_named(value, message):
 
 
 def test_switches():
+    # train:tf32 and train:cuda_graph are checked by the one option checker (~: leave torch's setting)
     for ok in (None, True, False):
-        check_switch(ok, 'train:tf32')
-    with pytest.raises(ValueError, match="train:tf32: expected true or false, got 'on'"):
-        check_switch('on', 'train:tf32')
+        check_switch(ok, 'train:tf32', nullable=True)
+    with pytest.raises(ValueError, match=r"train:tf32: must be true or false or null \(got 'on'\)"):
+        check_switch('on', 'train:tf32', nullable=True)
 
 
 def test_compile_network_wraps_and_unwraps(monkeypatch):

@@ -317,7 +317,7 @@ def test_deterministic_option(monkeypatch, tmp_path):
         assert os.environ['CUBLAS_WORKSPACE_CONFIG'] == ':4096:8'
     finally:
         torch.use_deterministic_algorithms(False)
-    with pytest.raises(ValueError, match="deterministic: expected true or false, got 'yes please'"):
+    with pytest.raises(ValueError, match=r"deterministic: must be true or false \(got 'yes please'\)"):
         build_model({**opt, 'deterministic': 'yes please'})
 
 

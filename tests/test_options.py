@@ -28,6 +28,12 @@ def test_numbers_and_switches():
     with pytest.raises(OptionError, match='a finite number'):
         check_number(math.inf, 'a')
     check_number(None, 'a', nullable=True)
+    check_number(1, 'a', minimum=0, maximum=1)
+    for bad in (-0.5, 1.5):
+        with pytest.raises(OptionError, match=r'^a: must be a number in \[0, 1\] \(got '):
+            check_number(bad, 'a', minimum=0, maximum=1)
+    with pytest.raises(OptionError, match=r'^a: must be a number <= 1 \(got 2\)$'):
+        check_number(2, 'a', maximum=1)
     check_switch(False, 's')
     with pytest.raises(OptionError, match=r"^s: must be true or false \(got 'yes'\)$"):
         check_switch('yes', 's')

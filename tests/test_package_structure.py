@@ -164,3 +164,23 @@ def test_image_files_are_read_and_written_in_imageio_only():
                     calls.add((str(path.relative_to(REPO)), f.attr))
     assert {module for module, _ in calls} == {'s2former_plugin/imageio.py'}
     assert {attr for _, attr in calls} >= {'imdecode'}
+
+
+def test_design_page_module_map_matches_the_tree():
+    # docs/design.md's module map names every module of the package, and names no module that does not exist
+    import re
+
+    from helpers import REPO
+
+    text = (REPO / 'docs' / 'design.md').read_text(encoding='utf-8')
+    block = text.split('## Module map', 1)[1].split('```', 2)[1]
+    words = set(re.findall(r'[A-Za-z_][A-Za-z0-9_]*', block))
+    package = REPO / 's2former_plugin'
+    modules = [p for p in package.rglob('*.py') if p.stem not in {'__init__', '__main__'}]
+    assert len(modules) > 60
+    assert sorted(str(p.relative_to(REPO)) for p in modules if p.stem not in words) == []
+    subpackages = sorted(p.name for p in package.iterdir() if (p / '__init__.py').exists())
+    assert [d for d in subpackages if f'{d}/' not in block] == []
+    named = set(re.findall(r'([A-Za-z_][A-Za-z0-9_]*)\.py\b', block))
+    stems = {p.stem for p in package.rglob('*.py')} | {p.stem for p in (REPO / 'datasets_prep').glob('*.py')}
+    assert sorted(named - stems) == []

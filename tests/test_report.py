@@ -446,7 +446,7 @@ def test_a_broken_link_among_the_predictions_is_named_not_dropped(tmp_path, caps
 
 
 def test_report_scores_raw_uncertainty_maps_and_draws_their_curves(tmp_path, capsys):
-    from s2former_plugin.metrics.uncertainty_eval import save_raw_maps
+    from s2former_plugin.metrics.uncertainty_maps import save_raw_maps
 
     gt = photo(9, (32, 40))
     rng = np.random.default_rng(0)

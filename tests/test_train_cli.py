@@ -198,7 +198,7 @@ def test_launch_and_network_problems_are_one_line_at_start_up(workdir, case):
     opt = tiny_s2former_options(workdir / 'data', None, name=case)
     if case == 'path-typo':
         opt['path']['save_safetensor'] = True
-        expected = "path:save_safetensor: unknown option; did you mean 'save_safetensors'?"
+        expected = "path:save_safetensor: unknown key; did you mean 'save_safetensors'?"
     elif case == 'num-gpu':
         opt['num_gpu'] = 2
         expected = 'num_gpu: 2, but this machine has 0 visible GPU(s)'

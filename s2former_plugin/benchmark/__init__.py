@@ -4,8 +4,9 @@ Modules: :mod:`.options` (YAML schema), :mod:`.data` (pair selection), :mod:`.ne
 :mod:`.batches` (the seeded training crops every arch shares, batch records), :mod:`.train_child` (the per-run
 training subprocess, and the budget's calibration), :mod:`.eval_child` (one subprocess measuring all archs together,
 then scoring every run), :mod:`.measure` (speed, memory, multiply-adds; shared with ``benchmarks/*.py``),
-:mod:`.statistics` (mean ± std over seeds, paired bootstrap), :mod:`.report` (tables, plots), :mod:`.driver` (the
-command).
+:mod:`.statistics` (mean ± std over seeds, paired bootstrap, the per-arch summaries), :mod:`.report` (tables,
+plots), :mod:`.resume` (the stored pieces of a benchmark and whether they may be reused), :mod:`.children`
+(launching the subprocesses), :mod:`.driver` (the benchmark's steps in order), :mod:`.cli` (the command line).
 Names are re-exported lazily, so running a child module imports only what it needs.
 """
 
@@ -33,16 +34,16 @@ _WHERE = {
     'pair_order': 'batches',
     'pick_reference': 'driver',
     'read_record': 'batches',
-    'summarise': 'driver',
+    'summarise': 'statistics',
     'CALIBRATION_WARMUP': 'train_child',
     'DATA_KEYS': 'options',
     'DEFAULTS': 'options',
     'FREE_FORM': 'options',
     'NAME_RE': 'options',
     'OPTION_TYPES': 'options',
-    'RESULT_FILE': 'driver',
+    'RESULT_FILE': 'resume',
     'build_net': 'nets',
-    'build_parser': 'driver',
+    'build_parser': 'cli',
     'build_train_options': 'train_child',
     'count_macs': 'measure',
     'data_fingerprint': 'data',
@@ -50,7 +51,7 @@ _WHERE = {
     'import_modules': 'nets',
     'is_s2former': 'nets',
     'load_options': 'options',
-    'main': 'driver',
+    'main': 'cli',
     'materialise': 'data',
     'measure_speed': 'measure',
     'parse_pairs': 'data',

@@ -1,7 +1,7 @@
-"""``python -m s2former_plugin.benchmark``: see :mod:`.driver`."""
+"""``python -m s2former_plugin.benchmark``: see :mod:`.cli` (the command line) and :mod:`.driver` (the benchmark)."""
 
 import sys
 
-from .driver import main
+from .cli import main
 
 sys.exit(main())

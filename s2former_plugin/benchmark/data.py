@@ -7,7 +7,7 @@ import os
 import re
 from typing import Any
 
-from s2former_plugin.options import suggestion
+from s2former_plugin.options import check_keys
 
 from .options import DATA_KEYS, BenchmarkError
 
@@ -40,9 +40,7 @@ def select_pairs(data_opt: dict, side: str) -> list:
     side_opt = data_opt.get(side)
     if not isinstance(side_opt, dict):
         raise BenchmarkError(f'data:{side}: a mapping is required (e.g. {{pairs: 1-60}} or {{split: {side}}})')
-    bad = sorted(map(str, set(side_opt) - set(DATA_KEYS)))
-    if bad:
-        raise BenchmarkError(f'data:{side}:{bad[0]}: unknown option{suggestion(str(bad[0]), DATA_KEYS)}')
+    check_keys(side_opt, DATA_KEYS, f'data:{side}', error=BenchmarkError)
     spec.update(side_opt)
     root = spec.get('dataroot')
     if not root:

@@ -1,9 +1,9 @@
-"""The benchmark's YAML schema: defaults, typed options, unknown-key checks with a "did you mean" hint."""
+"""The benchmark's YAML schema: defaults, typed options, checked by :mod:`s2former_plugin.options` (unknown keys
+refused with a "did you mean" hint, numbers, switches)."""
 
 from __future__ import annotations
 
 import copy
-import math
 import os
 import re
 from typing import Any
@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from s2former_plugin.errors import CommandError
-from s2former_plugin.options import suggestion
+from s2former_plugin.options import check_keys, check_number, check_switch, suggestion
 
 DEFAULTS: dict[str, Any] = {
     'name': 'benchmark',
@@ -96,11 +96,10 @@ def _merge(base: dict, over: dict | None, where: str = '') -> dict:
         return out
     if not isinstance(over, dict):
         raise BenchmarkError(f'{where or "options"}: expected a mapping, got {type(over).__name__}')
-    allowed = (*DATA_KEYS, 'train', 'test') if where == 'data' else tuple(base)
+    if where not in FREE_FORM:
+        check_keys(over, (*DATA_KEYS, 'train', 'test') if where == 'data' else base, where, error=BenchmarkError)
     for k, v in over.items():
         path = f'{where}:{k}' if where else str(k)
-        if where not in FREE_FORM and k not in allowed:
-            raise BenchmarkError(f'{path}: unknown option{suggestion(str(k), [str(a) for a in allowed])}')
         out[k] = _merge(out[k], v, path) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
     return out
 
@@ -108,20 +107,10 @@ def _merge(base: dict, over: dict | None, where: str = '') -> dict:
 def _check_value(path: str, value: Any) -> None:
     """Check one :data:`OPTION_TYPES` option; raises a :class:`BenchmarkError` naming ``path``."""
     kind, lowest, nullable = OPTION_TYPES[path]
-    if value is None and nullable:
-        return
     if kind == 'bool':
-        ok, what = isinstance(value, bool), 'true or false'
+        check_switch(value, path, nullable=nullable, error=BenchmarkError)
     else:
-        types = int if kind == 'int' else int | float
-        ok = isinstance(value, types) and not isinstance(value, bool)
-        what = 'an integer' if kind == 'int' else 'a number'
-        if ok and isinstance(value, float) and not math.isfinite(value):
-            ok, what = False, 'a finite number'
-        if ok and lowest is not None and value < lowest:
-            ok, what = False, f'{what} >= {lowest}'
-    if not ok:
-        raise BenchmarkError(f'{path}: must be {what}{" or null" if nullable else ""} (got {value!r})')
+        check_number(value, path, integer=kind == 'int', minimum=lowest, nullable=nullable, error=BenchmarkError)
 
 
 def load_options(path: str, overrides: dict | None = None) -> dict:
@@ -146,10 +135,7 @@ def load_options(path: str, overrides: dict | None = None) -> dict:
         raise BenchmarkError(f'-opt: {path} is not valid YAML: {str(err).splitlines()[0]}') from None
     if not isinstance(raw, dict):
         raise BenchmarkError(f'-opt: {path} must hold a mapping with an archs: list')
-    known = set(DEFAULTS) | {'archs'}
-    unknown = sorted(map(str, set(raw) - known))
-    if unknown:
-        raise BenchmarkError(f'{unknown[0]}: unknown option{suggestion(str(unknown[0]), sorted(known))}')
+    check_keys(raw, {*DEFAULTS, 'archs'}, error=BenchmarkError)
     archs = raw.pop('archs', None)
     opt = _merge(DEFAULTS, raw)
     overrides = overrides or {}
@@ -168,15 +154,11 @@ def load_options(path: str, overrides: dict | None = None) -> dict:
         where = f'archs[{i}]'
         if not isinstance(entry, dict):
             raise BenchmarkError(f'{where}: expected a mapping with name and network_g')
-        bad = sorted(map(str, set(entry) - set(ARCH_KEYS)))
-        if bad:
-            raise BenchmarkError(f'{where}:{bad[0]}: unknown option{suggestion(bad[0], ARCH_KEYS)}')
+        check_keys(entry, ARCH_KEYS, where, error=BenchmarkError)
         loss = entry.get('loss') or {}
         if not isinstance(loss, dict):
             raise BenchmarkError(f'{where}:loss: expected a mapping, got {type(loss).__name__}')
-        bad = sorted(map(str, set(loss) - set(DEFAULTS['loss'])))
-        if bad:
-            raise BenchmarkError(f'{where}:loss:{bad[0]}: unknown option{suggestion(bad[0], DEFAULTS["loss"])}')
+        check_keys(loss, DEFAULTS['loss'], f'{where}:loss', error=BenchmarkError)
         for key, value in loss.items():
             try:
                 _check_value(f'loss:{key}', value)

@@ -46,7 +46,7 @@ def results_markdown(summaries: list[dict], opt: dict, meta: dict) -> str:
     """The results table (one row per arch: costs, mean ± std over seeds, the paired comparison) and its notes.
 
     Args:
-        summaries: One per arch (``driver.summarise``).
+        summaries: One per arch (:func:`.statistics.summarise`).
         opt: The benchmark options.
         meta: ``reference`` (arch name), ``budget`` (``OUT/budget.json``), ``batches`` (per-seed batch checks).
     """

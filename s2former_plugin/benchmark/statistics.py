@@ -11,6 +11,7 @@ Two questions, two tools:
   ``ties`` when it holds 0.
 
 The bootstrap is deterministic: the resampling indices come from ``numpy.random.default_rng(seed)``.
+:func:`summarise` asks both questions of every arch's runs: the per-arch summaries the report's table is made of.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from s2former_plugin.errors import S2FormerError
+
+from .options import BenchmarkError
 
 #: Defaults of the ``bootstrap:`` options.
 RESAMPLES = 10000
@@ -140,3 +143,69 @@ def paired_comparison(
         'confidence': confidence,
         'resamples': resamples,
     }
+
+
+def _scores(run: dict, metric: str) -> dict[str, float]:
+    return {k: float(v) for k, v in run['per_image'][metric].items()}
+
+
+def summarise(opt: dict, runs: dict[str, list[dict]], speed: dict, batches: dict, reference: str) -> list[dict]:
+    """One summary per arch: speed, mean ± std over seeds, and the paired comparison with ``reference``.
+
+    Args:
+        opt: Benchmark options (``archs``, ``eval:metrics``, ``bootstrap``).
+        runs: ``{arch: [run]}``, each run with its ``metrics`` (test means) and ``per_image`` scores.
+        speed: ``{arch: {params, speed, macs@S, ...}}`` (:func:`.driver.evaluate_all`).
+        batches: ``{seed: comparison}`` of the batch records (:func:`.driver.check_batches`).
+        reference: The arch the others are compared with.
+
+    Raises:
+        BenchmarkError: a metric is not finite for a run, or the archs scored different images.
+    """
+    bs = opt['bootstrap']
+    summaries = []
+    for entry in opt['archs']:
+        name = entry['name']
+        arch_runs = runs[name]
+        metrics = {}
+        for m in opt['eval']['metrics']:
+            per_seed = [r['metrics'][m] for r in arch_runs]
+            finite = [v for v in per_seed if isinstance(v, int | float)]
+            if len(finite) != len(per_seed):
+                raise BenchmarkError(f'archs:{name}: {m} is not finite for a run; one table cannot average it')
+            mean, std = mean_std(finite)
+            metrics[m] = {'mean': mean, 'std': std, 'per_seed': per_seed}
+        comparisons = {}
+        if name != reference:
+            for m in opt['eval']['metrics']:
+                try:
+                    comparisons[m] = paired_comparison(
+                        [_scores(r, m) for r in arch_runs],
+                        [_scores(r, m) for r in runs[reference]],
+                        bs['resamples'],
+                        bs['confidence'],
+                        bs['seed'],
+                    )
+                except StatisticsError as err:
+                    raise BenchmarkError(f'archs:{name}: {err}') from None
+        trained = not entry.get('checkpoint')
+        same = all(c['same'] for c in batches.values()) if trained else None
+        summaries.append({
+            'name': name,
+            'network_g': entry['network_g'],
+            **{k: v for k, v in speed[name].items()},
+            'seeds': [r['train'].get('seed') for r in arch_runs] if trained else [],
+            'test_images': arch_runs[0]['test_images'],
+            'metrics': metrics,
+            'vs_reference': comparisons or None,
+            'same_batches': same,
+            'train': {
+                'total_iter': arch_runs[0]['train'].get('total_iter'),
+                'minutes': [r['train'].get('minutes') for r in arch_runs] if trained else [],
+                'curves': arch_runs[0]['train'].get('curves') or {},
+                'losses': arch_runs[0]['train'].get('losses'),
+                'model_type': arch_runs[0]['train'].get('model_type'),
+            },
+            'data': arch_runs[0].get('data'),
+        })  # fmt: skip
+    return summaries

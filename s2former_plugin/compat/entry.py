@@ -121,17 +121,16 @@ SAVE_SAFETENSORS = 'save_safetensors'
 def check_path_options(opt: dict) -> None:
     """``path: save_safetensors`` must be a switch, and a near miss of it (``save_safetensor``) is refused: basicsr
     ignores unknown ``path:`` keys, so a typo would train for hours without the files it asked for."""
-    import difflib
-
     from ..errors import OptionError
-    from ..options import check_switch
+    from ..options import check_switch, closest, suggestion
 
     path = opt.get('path') or {}
     if SAVE_SAFETENSORS in path:
         check_switch(path[SAVE_SAFETENSORS], f'path:{SAVE_SAFETENSORS}')
     for key in path:
-        if key != SAVE_SAFETENSORS and difflib.get_close_matches(key, [SAVE_SAFETENSORS], n=1, cutoff=0.8):
-            raise OptionError(f"path:{key}: unknown option; did you mean '{SAVE_SAFETENSORS}'?")
+        # Only near misses: the other keys are basicsr's own (strict cutoff, so basicsr's keys never match).
+        if key != SAVE_SAFETENSORS and closest(key, [SAVE_SAFETENSORS], cutoff=0.8):
+            raise OptionError(f'path:{key}: unknown key{suggestion(key, [SAVE_SAFETENSORS])}')
 
 
 def check_network_options(opt: dict) -> None:

@@ -62,9 +62,10 @@ def set_deterministic(opt: dict) -> None:
     """
     import torch
 
+    from ..options import check_switch
+
     value = opt.get('deterministic', False)
-    if not isinstance(value, bool):
-        raise ValueError(f'deterministic: expected true or false, got {value!r}')
+    check_switch(value, 'deterministic')
     if value:
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # read when cuBLAS starts (at the first matmul)
         torch.backends.cudnn.benchmark = False

@@ -18,7 +18,7 @@ from ..imageio import IMAGE_EXTENSIONS
 
 __all__ = ['DatasetError', 'check_datasets', 'lmdb_entries', 'min_image_size']
 
-LEDGER = '.create_lmdb.ledger'  # left beside lq.lmdb/gt.lmdb by an interrupted create_lmdb (data/lmdb_convert.py)
+LEDGER = '.create_lmdb.ledger'  # left beside lq.lmdb/gt.lmdb by an interrupted create_lmdb (data/lmdb_writer.py)
 _META = re.compile(r'^(\S+?)\.\S*\s+\((\d+),\s*(\d+)(?:,\s*(\d+))?\)')
 
 

@@ -1,29 +1,13 @@
 """Synthetic rain: turn clean images into rainy ones (streaks, lens raindrops, or both), seeded and vectorised.
 
-Streaks
-    Each of ``layers`` layers scatters seeds over the image (``density`` = fraction of pixels) and smears them with
-    an anti-aliased, tapered line kernel (``length``, ``width``, ``angle`` from vertical, jittered per layer by
-    ``angle_jitter``): a motion-blurred drop. The layer is softened (``blur``), scaled by ``brightness`` and
-    screen-blended onto the image, optionally with a rain veil (``haze``).
-Drops
-    Out-of-focus drops on the lens (``count`` per 100x100 pixels, at least one). Each is an ellipse (``radius``,
-    ``aspect``, random rotation) with a smooth alpha edge (``edge``). Through it one sees a flipped, wider view of
-    the scene around it (``zoom``: source offset per pixel offset, fish-eye growing to the rim), taken from a
-    blurred copy of the image (``blur``), with a darker rim (``rim``) and a specular highlight (``highlight``).
-    Overlapping drops: the more opaque one wins.
-
-Every number in the configs is either a fixed value or a ``[low, high]`` range drawn per image (per layer / per
-drop). All randomness comes from the ``numpy.random.Generator`` passed in: the same seed gives the same rain.
-Streaks and drops are in pixels, so a 64x64 training crop and a full image get rain of the same scale.
-
-Rain masks: :func:`add_rain` with ``return_mask=True`` also says where it drew streaks and drops (streak opacity or
-drop alpha at least :data:`MASK_THRESHOLD`); the CLI writes them with ``--masks`` (``OUT/mask/<name>.png``, 255 =
-rain, 0 = clear), for scoring uncertainty maps as rain detectors (``metrics/uncertainty.py``).
-
-CLI (writes a folder readable by the ``paired`` layout)::
+The command writes a folder readable by the ``paired`` layout (``OUT/lq``, ``OUT/gt``) and, with ``--masks``,
+``OUT/mask/<name>.png`` (255 = rain, 0 = clear), for scoring uncertainty maps as rain detectors::
 
     python -m s2former_plugin.data.synthetic_rain --input skimage --output datasets/synth --mode both --seed 0 \\
         [--masks]
+
+The mathematics is :mod:`.rain_synthesis`, the clean images come from :mod:`.clean_sources`, the folder is written by
+:mod:`.synthetic_pairs`.
 """
 
 from __future__ import annotations
@@ -31,364 +15,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass, field, fields
-from typing import Any
 
-import cv2
-import numpy as np
+from .clean_sources import load_clean_images
+from .rain_synthesis import MASK_THRESHOLD, MODES
+from .synthetic_pairs import output_problem, prepare_output, render_pairs, write_pair
 
-from .. import imageio
+__all__ = ['build_parser', 'main']
 
-__all__ = [
-    'MASK_THRESHOLD',
-    'MODES',
-    'SKIMAGE_PHOTOS',
-    'DropConfig',
-    'RainConfig',
-    'StreakConfig',
-    'add_rain',
-    'load_skimage_photos',
-    'main',
-    'raindrops',
-    'rain_streaks',
-]
-
-MODES = ('streak', 'drop', 'both')
-# Colour photographs bundled with scikit-image (no download needed): a person, a cup, a cat, a rocket launch.
-SKIMAGE_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket')
-
-Range = float | tuple[float, float]
-#: Streak opacity or drop alpha from which :func:`add_rain`'s mask counts a pixel as rain.
-MASK_THRESHOLD = 0.05
+PROG = 'python -m s2former_plugin.data.synthetic_rain'
 
 
-@dataclass
-class StreakConfig:
-    """Rain-streak parameters (pixels and degrees; ``(low, high)`` ranges are drawn per image or per layer)."""
-
-    layers: tuple[int, int] = (1, 3)
-    density: Range = (0.002, 0.012)
-    length: Range = (8.0, 36.0)
-    width: Range = (1.0, 2.2)
-    angle: Range = (-25.0, 25.0)
-    angle_jitter: float = 6.0
-    brightness: Range = (0.45, 0.95)
-    blur: Range = (0.3, 1.0)
-    haze: Range = (0.0, 0.12)
-
-
-@dataclass
-class DropConfig:
-    """Lens-raindrop parameters (``count`` per 100x100 pixels; sizes in pixels)."""
-
-    count: Range = (1.0, 4.0)
-    radius: Range = (3.0, 18.0)
-    aspect: Range = (0.75, 1.3)
-    edge: Range = (0.15, 0.35)
-    zoom: Range = (1.3, 3.0)
-    blur: Range = (1.0, 2.5)
-    rim: Range = (0.1, 0.35)
-    highlight: Range = (0.15, 0.6)
-
-
-@dataclass
-class RainConfig:
-    """What :func:`add_rain` draws: ``mode`` (``streak``, ``drop``, ``both``) and the two parameter sets."""
-
-    mode: str = 'both'
-    streak: StreakConfig = field(default_factory=StreakConfig)
-    drop: DropConfig = field(default_factory=DropConfig)
-
-    @classmethod
-    def from_dict(cls, opt: dict[str, Any] | None) -> RainConfig:
-        """Build from a YAML-style dict, e.g. ``{'mode': 'both', 'streak': {'length': [10, 30]}}``.
-
-        Raises:
-            ValueError: Unknown key or mode (the message names it).
-        """
-        opt = dict(opt or {})
-        unknown = set(opt) - {'mode', 'streak', 'drop'}
-        if unknown:
-            raise ValueError(f'rain: unknown key {sorted(unknown)[0]!r}; use mode, streak, drop')
-        mode = opt.get('mode', 'both')
-        if mode not in MODES:
-            raise ValueError(f'rain:mode: {mode!r} is not one of {", ".join(MODES)}')
-
-        def sub(name: str, klass: type) -> Any:
-            given = dict(opt.get(name) or {})
-            names = {f.name for f in fields(klass)}
-            for key, value in given.items():
-                if key not in names:
-                    raise ValueError(f'rain:{name}: unknown key {key!r}; use {", ".join(sorted(names))}')
-                given[key] = tuple(value) if isinstance(value, list | tuple) else value
-                if isinstance(given[key], tuple) and (len(given[key]) != 2 or given[key][0] > given[key][1]):
-                    raise ValueError(f'rain:{name}:{key}: {value!r} must be a number or [low, high]')
-            return klass(**given)
-
-        return cls(mode=mode, streak=sub('streak', StreakConfig), drop=sub('drop', DropConfig))
-
-
-def _draw(rng: np.random.Generator, value: Range) -> float:
-    if isinstance(value, tuple):
-        return float(rng.uniform(value[0], value[1])) if value[1] > value[0] else float(value[0])
-    return float(value)
-
-
-def _as_float(img: np.ndarray) -> tuple[np.ndarray, bool]:
-    if img.dtype == np.uint8:
-        return img.astype(np.float32) / 255.0, True
-    return np.clip(img.astype(np.float32, copy=False), 0.0, 1.0), False
-
-
-def _as_input_type(out: np.ndarray, was_uint8: bool) -> np.ndarray:
-    out = np.clip(out, 0.0, 1.0)
-    return (out * 255.0 + 0.5).astype(np.uint8) if was_uint8 else out.astype(np.float32)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Streaks
-# ----------------------------------------------------------------------------------------------------------------
-def _streak_kernel(length: float, width: float, angle_deg: float) -> np.ndarray:
-    """Anti-aliased line of ``length`` x ``width`` pixels tilted ``angle_deg`` from vertical, tapered at the ends."""
-    half = int(np.ceil(length / 2 + width)) + 1
-    y, x = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float32)
-    t = np.deg2rad(angle_deg)
-    along = x * np.sin(t) + y * np.cos(t)
-    across = x * np.cos(t) - y * np.sin(t)
-    profile = np.clip(width / 2 + 0.5 - np.abs(across), 0.0, 1.0)
-    taper = np.clip(1.0 - (2 * along / length) ** 2, 0.0, 1.0) ** 0.5  # bright middle, thin ends
-    return (profile * taper).astype(np.float32)
-
-
-def rain_streaks(
-    img: np.ndarray, rng: np.random.Generator, cfg: StreakConfig | None = None, return_coverage: bool = False
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Add rain streaks.
-
-    Args:
-        img: ``(h, w)`` or ``(h, w, c)`` image, ``uint8`` or float in [0, 1].
-        rng: Source of all randomness.
-        cfg: Parameters (defaults: :class:`StreakConfig`).
-        return_coverage: Also return the streak layer: ``(h, w)`` float32 in [0, 1], the screen-blend opacity of
-            the streaks at each pixel (the haze veil, spread over the whole image, is not in it). The same random
-            draws are made either way, so the rainy image does not depend on this.
-
-    Returns:
-        The rainy image, same shape and dtype as ``img`` (and the coverage).
-    """
-    cfg = cfg or StreakConfig()
-    x, was_uint8 = _as_float(img)
-    h, w = x.shape[:2]
-    lo, hi = cfg.layers if isinstance(cfg.layers, tuple) else (cfg.layers, cfg.layers)
-    n_layers = int(rng.integers(int(lo), int(hi) + 1))
-    base_angle = _draw(rng, cfg.angle)
-    rain = np.zeros((h, w), np.float32)
-    for _ in range(n_layers):
-        density = _draw(rng, cfg.density)
-        seeds = rng.random((h, w), dtype=np.float32)
-        seeds = np.where(seeds < density, 0.6 + 0.4 * seeds / max(density, 1e-8), 0.0).astype(np.float32)
-        angle = base_angle + rng.uniform(-cfg.angle_jitter, cfg.angle_jitter)
-        kernel = _streak_kernel(_draw(rng, cfg.length), _draw(rng, cfg.width), angle)
-        layer = cv2.filter2D(seeds, -1, kernel, borderType=cv2.BORDER_REFLECT101)
-        sigma = _draw(rng, cfg.blur)
-        if sigma > 0:
-            layer = cv2.GaussianBlur(layer, (0, 0), sigma)
-        rain += np.clip(layer, 0.0, 1.0) * _draw(rng, cfg.brightness)
-    coverage = rain = np.clip(rain, 0.0, 1.0)
-    if x.ndim == 3:
-        rain = rain[..., None]
-    out = 1.0 - (1.0 - x) * (1.0 - rain)  # screen blend: streaks brighten, never darken
-    haze = _draw(rng, cfg.haze)
-    if haze > 0:  # veil of unresolved drops: lower contrast towards a light grey
-        out = out * (1.0 - haze) + 0.85 * haze
-    out = _as_input_type(out, was_uint8)
-    return (out, coverage) if return_coverage else out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Drops
-# ----------------------------------------------------------------------------------------------------------------
-def raindrops(
-    img: np.ndarray, rng: np.random.Generator, cfg: DropConfig | None = None, return_coverage: bool = False
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Add refracting raindrops on the lens.
-
-    Per drop only its bounding box is computed; one ``cv2.remap`` then renders all drops at once.
-
-    Args:
-        img: ``(h, w)`` or ``(h, w, c)`` image, ``uint8`` or float in [0, 1].
-        rng: Source of all randomness.
-        cfg: Parameters (defaults: :class:`DropConfig`).
-        return_coverage: Also return the drops' alpha: ``(h, w)`` float32 in [0, 1], how much of each pixel is
-            seen through a drop. The same random draws are made either way.
-
-    Returns:
-        The rainy image, same shape and dtype as ``img`` (and the coverage).
-    """
-    cfg = cfg or DropConfig()
-    x, was_uint8 = _as_float(img)
-    h, w = x.shape[:2]
-    n = max(1, int(rng.poisson(_draw(rng, cfg.count) * h * w / 1e4)))
-    map_x, map_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    alpha = np.zeros((h, w), np.float32)
-    shade = np.ones((h, w), np.float32)
-    light = np.zeros((h, w), np.float32)
-    for _ in range(n):
-        r = _draw(rng, cfg.radius)
-        rx, ry = r, r * _draw(rng, cfg.aspect)
-        cx, cy = rng.uniform(-0.3 * rx, w + 0.3 * rx), rng.uniform(-0.3 * ry, h + 0.3 * ry)
-        theta = rng.uniform(0, np.pi)
-        extent = max(rx, ry) + 1
-        x0, x1 = max(int(cx - extent), 0), min(int(cx + extent) + 1, w)
-        y0, y1 = max(int(cy - extent), 0), min(int(cy + extent) + 1, h)
-        if x0 >= x1 or y0 >= y1:
-            continue
-        dx = np.arange(x0, x1, dtype=np.float32)[None, :] - cx
-        dy = np.arange(y0, y1, dtype=np.float32)[:, None] - cy
-        u = (dx * np.cos(theta) + dy * np.sin(theta)) / rx
-        v = (-dx * np.sin(theta) + dy * np.cos(theta)) / ry
-        rho = np.sqrt(u * u + v * v)
-        edge = _draw(rng, cfg.edge)
-        a = np.clip((1.0 - rho) / edge, 0.0, 1.0)
-        a = a * a * (3 - 2 * a)  # smoothstep: no hard rim
-        # Lens: an inverted, wider view of the scene, increasingly compressed towards the rim (fish-eye).
-        zoom = _draw(rng, cfg.zoom) * (1.0 + 0.6 * rho * rho)
-        lift = rng.uniform(0.0, 1.0) * ry  # drops mostly show what lies above them
-        src_x = cx - dx * zoom
-        src_y = cy - lift - dy * zoom
-        rim = _draw(rng, cfg.rim) * np.clip((rho - 0.55) / 0.45, 0.0, 1.0) ** 2
-        spot = np.exp(-((u + 0.35) ** 2 + (v + 0.4) ** 2) / (2 * 0.14**2)) * _draw(rng, cfg.highlight)
-        win = a > alpha[y0:y1, x0:x1]
-        for full, part in ((map_x, src_x), (map_y, src_y), (alpha, a), (shade, 1.0 - rim), (light, spot)):
-            view = full[y0:y1, x0:x1]
-            view[win] = part[win]
-    blurred = cv2.GaussianBlur(x, (0, 0), _draw(rng, cfg.blur))
-    seen = cv2.remap(blurred, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
-    coverage = alpha
-    if x.ndim == 3:
-        alpha, shade, light = alpha[..., None], shade[..., None], light[..., None]
-    drop = seen * shade + light * (1.0 - seen)  # highlight: screen-like, saturates at white
-    out = _as_input_type(x * (1.0 - alpha) + drop * alpha, was_uint8)
-    return (out, coverage) if return_coverage else out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-def add_rain(
-    img: np.ndarray,
-    rng: np.random.Generator | int | None = None,
-    config: RainConfig | dict | None = None,
-    mode: str | None = None,
-    return_mask: bool = False,
-    mask_threshold: float = MASK_THRESHOLD,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Make a clean image rainy.
-
-    Args:
-        img: ``(h, w)`` or ``(h, w, c)``, ``uint8`` or float in [0, 1] (channel order does not matter: rain is
-            grey).
-        rng: A ``numpy.random.Generator``, or a seed for a new one.
-        config: :class:`RainConfig` or its dict form (YAML ``rain:``).
-        mode: Overrides ``config.mode``: ``streak``, ``drop`` or ``both`` (streaks, then drops on the lens).
-        return_mask: Also return where the rain was drawn: an ``(h, w)`` bool mask, true where a streak's opacity
-            or a drop's alpha is at least ``mask_threshold`` (the haze veil is not rain at a place). The rainy image
-            is the same with or without it.
-        mask_threshold: Coverage from which a pixel counts as rain.
-
-    Returns:
-        The rainy image, same shape and dtype as ``img`` (and the mask).
-    """
-    cfg = config if isinstance(config, RainConfig) else RainConfig.from_dict(config)
-    mode = mode or cfg.mode
-    if mode not in MODES:
-        raise ValueError(f'mode: {mode!r} is not one of {", ".join(MODES)}')
-    if not isinstance(rng, np.random.Generator):
-        rng = np.random.default_rng(rng)
-    out = img
-    coverage = np.zeros(img.shape[:2], np.float32)
-    if mode in ('streak', 'both'):
-        out, streaks = rain_streaks(out, rng, cfg.streak, return_coverage=True)
-        coverage = np.maximum(coverage, streaks)
-    if mode in ('drop', 'both'):
-        out, drops = raindrops(out, rng, cfg.drop, return_coverage=True)
-        coverage = np.maximum(coverage, drops)
-    return (out, coverage >= mask_threshold) if return_mask else out
-
-
-def load_skimage_photos(names: tuple[str, ...] | list[str] = SKIMAGE_PHOTOS) -> list[tuple[str, np.ndarray]]:
-    """The named scikit-image sample photos as ``(name, BGR uint8 image)``.
-
-    Raises:
-        ValueError: A name that is not a bundled colour photo.
-    """
-    import skimage.data
-
-    photos = []
-    for name in names:
-        loader = getattr(skimage.data, name, None)
-        try:
-            rgb = loader() if callable(loader) else None
-        except Exception as e:  # some skimage images need a download (pooch); no network here
-            raise ValueError(f'skimage image {name!r} is not available offline ({type(e).__name__})') from None
-        if rgb is None or rgb.ndim != 3 or rgb.shape[2] < 3:
-            raise ValueError(f'skimage image {name!r} is not a colour photo; use some of {", ".join(SKIMAGE_PHOTOS)}')
-        photos.append((name, np.ascontiguousarray(rgb[..., 2::-1])))
-    return photos
-
-
-def _output_problem(source: str, output: str) -> str | None:
-    """Why ``output`` may not be written for ``source`` (``None``: it may): no run may write into its input."""
-    if os.path.exists(output) and not os.path.isdir(output):
-        return f'--output: {output} exists and is not a folder'
-    if source == 'skimage':
-        return None
-    src = os.path.realpath(source)
-    for sub in ('lq', 'gt'):
-        out = os.path.realpath(os.path.join(output, sub))
-        if out == src or out.startswith(src + os.sep) or src.startswith(out + os.sep):
-            return f'--output: {os.path.join(output, sub)} would overlap the input folder {source}; choose another'
-    return None
-
-
-def _clear_previous(folder: str) -> int:
-    """Delete the images a previous run left in ``folder`` (``--overwrite``), so no stale pair lingers."""
-    from .layouts import IMAGE_EXTENSIONS
-
-    removed = 0
-    for name in os.listdir(folder) if os.path.isdir(folder) else ():
-        path = os.path.join(folder, name)
-        if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(path):
-            os.remove(path)
-            removed += 1
-    return removed
-
-
-def _load_sources(source: str) -> list[tuple[str, np.ndarray]]:
-    if source == 'skimage':
-        return load_skimage_photos()
-    from .layouts import IMAGE_EXTENSIONS, natural_key
-
-    if not os.path.isdir(source):
-        raise ValueError(f"--input: {source} is neither a folder nor 'skimage'")
-    out = []
-    for name in sorted(os.listdir(source), key=natural_key):
-        if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-            path = os.path.join(source, name)
-            try:
-                img = imageio.read(path, cv2.IMREAD_COLOR)
-            except imageio.ImageError as e:
-                print(f'skipped: {e}', file=sys.stderr)
-                continue
-            out.append((os.path.splitext(name)[0], img))
-    if not out:
-        raise ValueError(f'--input: no images in {source}')
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: write ``OUT/lq/<name>.png`` (rainy), ``OUT/gt/<name>.png`` (clean) and, with ``--masks``,
-    ``OUT/mask/<name>.png`` (255 where rain was drawn); returns the exit status."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options."""
     p = argparse.ArgumentParser(
-        prog='python -m s2former_plugin.data.synthetic_rain',
+        prog=PROG,
         description='Make a paired deraining folder (OUT/lq, OUT/gt) from clean images with synthetic rain.',
     )
     p.add_argument('--input', required=True, help="folder of clean images, or 'skimage' for its sample photos")
@@ -408,58 +48,44 @@ def main(argv: list[str] | None = None) -> int:
         action='store_true',
         help='first remove the images an earlier run left in OUTPUT/lq, OUTPUT/gt (and OUTPUT/mask)',
     )
-    args = p.parse_args(argv)
-    err = 'python -m s2former_plugin.data.synthetic_rain: error:'
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: write ``OUT/lq/<name>.png`` (rainy), ``OUT/gt/<name>.png`` (clean) and, with ``--masks``,
+    ``OUT/mask/<name>.png`` (255 where rain was drawn); returns the exit status."""
+    args = build_parser().parse_args(argv)
+    err = f'{PROG}: error:'
     if args.per_image < 1 or args.crop < 0 or args.max_side < 0:
         print(f'{err} --per-image must be >= 1, --crop and --max-side >= 0', file=sys.stderr)
         return 2
-    problem = _output_problem(args.input, args.output)
+    problem = output_problem(args.input, args.output, args.overwrite)
     if problem:
         print(f'{err} {problem}', file=sys.stderr)
         return 2
-    subs = ('lq', 'gt', 'mask') if args.masks else ('lq', 'gt')
-    for sub in ('lq', 'gt', 'mask'):  # an earlier run's masks too: beside new pairs they would describe other rain
-        folder = os.path.join(args.output, sub)
-        if os.path.isdir(folder) and os.listdir(folder) and not args.overwrite:
-            print(f'{err} --output: {folder} is not empty; pass --overwrite to replace its images', file=sys.stderr)
-            return 2
     try:
-        sources = _load_sources(args.input)
+        sources = load_clean_images(args.input)
     except ValueError as e:
         print(f'{err} {e}', file=sys.stderr)
         return 2
     try:
-        removed = sum(_clear_previous(os.path.join(args.output, sub)) for sub in ('lq', 'gt', 'mask'))
-        for sub in subs:
-            os.makedirs(os.path.join(args.output, sub), exist_ok=True)
+        removed = prepare_output(args.output, args.masks)
     except OSError as e:
         print(f'{err} --output: cannot prepare {e.filename or args.output} ({e.strerror})', file=sys.stderr)
         return 2
     if removed:
         print(f'--overwrite: removed {removed} images of an earlier run from {args.output}')
     count = 0
-    for i, (name, clean) in enumerate(sources):
-        if args.max_side and max(clean.shape[:2]) > args.max_side:
-            s = args.max_side / max(clean.shape[:2])
-            clean = cv2.resize(clean, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-        for k in range(args.per_image):
-            rng = np.random.default_rng([args.seed, i, k])
-            gt = clean
-            if args.crop:
-                c = min(args.crop, *clean.shape[:2])
-                top, left = rng.integers(0, clean.shape[0] - c + 1), rng.integers(0, clean.shape[1] - c + 1)
-                gt = clean[top : top + c, left : left + c]
-            lq, mask = add_rain(gt, rng, mode=args.mode, return_mask=True)
-            stem = name if args.per_image == 1 else f'{name}_{k}'
-            try:
-                imageio.write(os.path.join(args.output, 'gt', f'{stem}.png'), gt)
-                imageio.write(os.path.join(args.output, 'lq', f'{stem}.png'), lq)
-                if args.masks:
-                    imageio.write(os.path.join(args.output, 'mask', f'{stem}.png'), mask.astype(np.uint8) * 255)
-            except OSError as e:
-                print(f'{err} {e} (after {count} pairs)', file=sys.stderr)
-                return 1
-            count += 1
+    pairs = render_pairs(
+        sources, mode=args.mode, seed=args.seed, per_image=args.per_image, crop=args.crop, max_side=args.max_side
+    )
+    for stem, gt, lq, mask in pairs:
+        try:
+            write_pair(args.output, stem, gt, lq, mask if args.masks else None)
+        except OSError as e:
+            print(f'{err} {e} (after {count} pairs)', file=sys.stderr)
+            return 1
+        count += 1
     masks = f' (masks in {os.path.join(args.output, "mask")})' if args.masks else ''
     print(f'wrote {count} pairs to {os.path.join(args.output, "lq")} and {os.path.join(args.output, "gt")}{masks}')
     return 0

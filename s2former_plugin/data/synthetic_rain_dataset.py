@@ -14,8 +14,10 @@ from torch.utils import data
 from torchvision.transforms.functional import normalize
 
 from .. import imageio
+from ..options import check_switch
+from .clean_sources import SKIMAGE_PHOTOS, load_skimage_photos
 from .layouts import IMAGE_EXTENSIONS, natural_key
-from .synthetic_rain import SKIMAGE_PHOTOS, RainConfig, add_rain, load_skimage_photos
+from .rain_synthesis import RainConfig, add_rain
 
 __all__ = ['SyntheticRainDataset']
 
@@ -29,7 +31,7 @@ _OWN_KEYS = {  # and derain_dataset.BASICSR_DATASET_KEYS
 
 @DATASET_REGISTRY.register()
 class SyntheticRainDataset(data.Dataset):
-    """Pairs made from clean images by :func:`~s2former_plugin.data.synthetic_rain.add_rain`.
+    """Pairs made from clean images by :func:`~s2former_plugin.data.rain_synthesis.add_rain`.
 
     Items match basicsr's ``PairedImageDataset``: ``lq`` (rainy) and ``gt`` (clean) RGB float32 tensors
     ``(3, h, w)`` in [0, 1], and ``lq_path`` / ``gt_path``. ``lq_path`` is a virtual name
@@ -58,7 +60,7 @@ class SyntheticRainDataset(data.Dataset):
             * ``max_side``: downscale clean images whose longer side exceeds this (default: keep).
             * ``mean``, ``std``: optional normalisation, as in basicsr.
             * ``return_rain_mask``: also give ``rain_mask``, a ``(1, h, w)`` float32 tensor, 1 where streaks or
-              drops were drawn (:func:`~s2former_plugin.data.synthetic_rain.add_rain`'s mask), aligned with
+              drops were drawn (:func:`~s2former_plugin.data.rain_synthesis.add_rain`'s mask), aligned with
               ``lq`` (default false: the items are exactly basicsr's keys).
     """
 
@@ -77,10 +79,7 @@ class SyntheticRainDataset(data.Dataset):
         self.rain = RainConfig.from_dict(opt.get('rain'))
         self.mean, self.std = opt.get('mean'), opt.get('std')
         self.return_rain_mask = opt.get('return_rain_mask', False)
-        if not isinstance(self.return_rain_mask, bool):
-            raise ValueError(
-                f'SyntheticRainDataset:return_rain_mask: expected true or false, got {self.return_rain_mask!r}'
-            )
+        check_switch(self.return_rain_mask, 'SyntheticRainDataset:return_rain_mask')
         source = opt.get('source', 'folder' if opt.get('dataroot_gt') else 'skimage')
         self.max_side = opt.get('max_side')
         self._cache: dict[int, np.ndarray] = {}

@@ -1,8 +1,9 @@
-"""Pairing a folder of predictions with ground truth, rainy inputs and uncertainty maps, by file name.
+"""Pairing a folder of predictions with ground truth, rainy inputs, uncertainty maps and rain masks, by file name.
 
 Predictions are paired with ground truth by file stem: the exact stem first, then the dataset naming rules of
 :mod:`s2former_plugin.data.layouts` (``norain-1x2`` -> ``norain-1``, ``7_rain`` -> ``7_clean``, ``rd-rain-3`` ->
-``norain-3``...). Used by ``python -m s2former_plugin.report``.
+``norain-3``...). Every other file is found by the prediction's own stem (:func:`own_file`). Used by
+``python -m s2former_plugin.report`` and the uncertainty evaluation (:mod:`.uncertainty_eval`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from ..errors import CommandError
 from ..imageio import IMAGE_EXTENSIONS, list_images
 
 __all__ = [
+    'MASK_SUFFIXES',
     'MISSING_KINDS',
+    'UNCERTAINTY_SUFFIXES',
     'ImagePair',
     'PairingError',
+    'files_by_stem',
+    'own_file',
     'shared_ground_truth',
     'gt_stem_candidates',
     'pair_images',
@@ -32,11 +37,14 @@ MISSING_KINDS = {
     'no_input': 'prediction(s) without a rainy input',
     'no_prediction_for_input': 'input image(s) without a prediction',
 }
+#: Name endings of a prediction's uncertainty map (``<stem>``, ``<stem>_uncertainty``, ``<stem>_unc``) and rain mask.
+UNCERTAINTY_SUFFIXES = ('', '_uncertainty', '_unc')
+MASK_SUFFIXES = ('', '_mask')
 
 
 @dataclass(frozen=True)
 class ImagePair:
-    """A prediction with its ground truth, rainy input and uncertainty map (each optional); ``name``: the
+    """A prediction with its ground truth, rainy input, uncertainty map and rain mask (each optional); ``name``: the
     prediction's stem."""
 
     name: str
@@ -44,21 +52,30 @@ class ImagePair:
     gt: str | None = None
     input: str | None = None
     uncertainty: str | None = None
+    mask: str | None = None
 
 
 class PairingError(CommandError):
     """The files cannot be paired unambiguously (the message names them)."""
 
 
-def _images(folder: str, option: str) -> dict[str, str]:
-    """``{stem: path}`` of :func:`list_images`.
+def files_by_stem(folder: str, option: str, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> dict[str, str]:
+    """``{stem: path}`` of the files :func:`list_images` lists (images, or the given ``extensions``).
+
+    Args:
+        folder: The folder scanned.
+        option: The command-line option that named it (for the messages).
+        extensions: Lower-case extensions of the files listed.
 
     Raises:
-        PairingError: Two files share a stem (``1.png`` and ``1.jpg``): which one is meant cannot be told.
+        PairingError: The folder is missing, or two files share a stem (``1.png`` and ``1.jpg``): which one is
+            meant cannot be told.
     """
+    if not os.path.isdir(folder):
+        raise PairingError(f'{option}: folder not found: {folder}')
     out: dict[str, str] = {}
     clashes: list[str] = []
-    for path in list_images(folder):
+    for path in list_images(folder, extensions):
         stem = os.path.splitext(os.path.basename(path))[0]
         if stem in out:
             clashes.append(f'{os.path.basename(out[stem])} and {os.path.basename(path)}')
@@ -128,11 +145,16 @@ def pair_images(pred_dir: str, gt_dir: str, pred_suffix: str | None = None) -> t
     return pairs, missing.get('no_ground_truth', [])
 
 
-def _find_uncertainty(unc: dict[str, str], stems: list[str]) -> str | None:
-    for s in stems:
-        for cand in (s, f'{s}_uncertainty', f'{s}_unc'):
-            if cand in unc:
-                return unc[cand]
+def own_file(files: dict[str, str], stem: str, pred_suffix: str | None, suffixes: tuple[str, ...]) -> str | None:
+    """The file of ``files`` (``{stem: path}``) that belongs to the prediction named ``stem``, or ``None``.
+
+    Tried in order: ``stem``, then ``stem`` without ``pred_suffix`` and without a second image extension, each
+    with every ending of ``suffixes`` (e.g. :data:`UNCERTAINTY_SUFFIXES`).
+    """
+    for s in [stem, *_without_image_ext(_base(stem, pred_suffix))]:
+        for suffix in suffixes:
+            if s + suffix in files:
+                return files[s + suffix]
     return None
 
 
@@ -146,24 +168,25 @@ def collect_pairs(
 ) -> tuple[list[ImagePair], dict[str, list[str]]]:
     """Pair every prediction with its ground truth, rainy input and uncertainty map, each folder optional.
 
-    Ground truth is found by :func:`gt_stem_candidates`; inputs and uncertainty maps (``<name>``,
-    ``<name>_uncertainty`` or ``<name>_unc``) by the prediction's own stem (after ``pred_suffix`` and a second
-    image extension are stripped). Without ``gt_dir`` every prediction is kept. A ground-truth image that two
-    predictions pair with (RainDS's raindrop, streak and both-rain images share one clean image) is refused unless
-    ``allow_shared_gt``: one mean over several test sets is not the score of any of them.
+    Ground truth is found by :func:`gt_stem_candidates`; inputs and uncertainty maps (:data:`UNCERTAINTY_SUFFIXES`)
+    by the prediction's own stem (after ``pred_suffix`` and a second image extension are stripped; :func:`own_file`).
+    Without ``gt_dir`` every prediction is kept. A ground-truth image that two predictions pair with (RainDS's
+    raindrop, streak and both-rain images share one clean image) is refused unless ``allow_shared_gt``: one mean over
+    several test sets is not the score of any of them.
 
     Raises:
-        PairingError: Names in a folder differ only by extension, or predictions share a ground truth.
+        PairingError: A folder is missing, names in a folder differ only by extension, or predictions share a
+            ground truth.
 
     Returns:
         The pairs (natural order of names) and ``{kind: paths}`` of the images left alone, for the kinds of
         :data:`MISSING_KINDS` that apply (empty lists included): predictions without ground truth or input, and
         ground-truth or input images no prediction was paired with.
     """
-    preds = _images(pred_dir, '--pred')
-    gts = _images(gt_dir, '--gt') if gt_dir else {}
-    inputs = _images(input_dir, '--input') if input_dir else {}
-    uncs = _images(unc_dir, '--uncertainty') if unc_dir else {}
+    preds = files_by_stem(pred_dir, '--pred')
+    gts = files_by_stem(gt_dir, '--gt') if gt_dir else {}
+    inputs = files_by_stem(input_dir, '--input') if input_dir else {}
+    uncs = files_by_stem(unc_dir, '--uncertainty') if unc_dir else {}
     missing: dict[str, list[str]] = {}
     if gt_dir:
         missing['no_ground_truth'], missing['no_prediction_for_ground_truth'] = [], []
@@ -180,15 +203,14 @@ def collect_pairs(
                 continue
             gt = gts[gt_stem]
             used_gt.add(gt_stem)
-        own = _without_image_ext(base)
         if input_dir:
-            in_stem = next((c for c in own if c in inputs), None)
+            in_stem = next((c for c in _without_image_ext(base) if c in inputs), None)
             if in_stem is None:
                 missing['no_input'].append(path)
             else:
                 inp = inputs[in_stem]
                 used_input.add(in_stem)
-        pairs.append(ImagePair(stem, path, gt, inp, _find_uncertainty(uncs, [stem, *own])))
+        pairs.append(ImagePair(stem, path, gt, inp, own_file(uncs, stem, pred_suffix, UNCERTAINTY_SUFFIXES)))
     shared = shared_ground_truth(pairs)
     if shared and not allow_shared_gt:
         gt, names = next(iter(shared.items()))

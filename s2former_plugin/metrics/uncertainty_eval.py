@@ -1,32 +1,26 @@
-"""Scoring a folder of raw uncertainty maps: pairing them with predictions, ground truth and rain masks by file stem,
-reading them, per-image rows, set means and mean sparsification curves, and the files a report writes from them.
+"""Scoring a folder of raw uncertainty maps: pairing them with predictions, ground truth and rain masks, per-image
+rows, set means and mean sparsification curves.
 
-Raw maps are what ``python -m s2former_plugin.infer --save-uncertainty`` writes beside the colour PNGs:
-``<name>.npz`` with float32 arrays ``final``, ``full``, ``half``, ``quarter``, ``eighth`` (:data:`.uncertainty.SCALES`),
-each ``C x h x w`` (``C = 3``: one map per RGB channel; scale ``1/s`` is ``ceil(H/s) x ceil(W/s)``). A ``.npy`` file
-holding one ``H x W`` or ``C x H x W`` map is accepted too. Colour-mapped PNGs are refused: their 8-bit,
-per-image-stretched values are not the network's.
-
-Pairing: predictions with ground truth by :func:`.pairing.collect_pairs` (the dataset naming rules), then maps and
-masks by the prediction's own stem (``<stem>``, ``<stem>_uncertainty``, ``<stem>_unc``; masks ``<stem>`` or
-``<stem>_mask``). An image whose map or mask is missing, of another size, non-finite or constant is an error named
-in :attr:`UncertaintyEvaluation.errors`; the set's means are then labelled as the means of the scored images only
-(``mean_of_scored``), never as the set's.
+The files read are those of :mod:`.uncertainty_maps` (raw ``.npz``/``.npy`` maps, rain masks). Pairing is
+:mod:`.pairing`'s: predictions with ground truth by :func:`.pairing.collect_pairs` (the dataset naming rules), then
+maps and masks by the prediction's own stem (:func:`.pairing.own_file`: ``<stem>``, ``<stem>_uncertainty``,
+``<stem>_unc``; masks ``<stem>`` or ``<stem>_mask``). An image whose map or mask is missing, of another size,
+non-finite or constant is an error named in :attr:`UncertaintyEvaluation.errors`; the set's means are then labelled
+as the means of the scored images only (``mean_of_scored``), never as the set's.
 
 Integration: ``report`` and validation call :func:`evaluate_uncertainty` (folders) or feed
 :class:`UncertaintyAccumulator` (arrays in memory), then write :meth:`UncertaintyEvaluation.summary` into
-metrics.json, :func:`write_csv` and :func:`plot_curves`.
+metrics.json; :mod:`s2former_plugin.reporting.uncertainty` writes the CSV and the curves' plot.
 """
 
 from __future__ import annotations
 
-import math
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from .pairing import MASK_SUFFIXES, UNCERTAINTY_SUFFIXES, ImagePair, collect_pairs, files_by_stem, own_file
 from .uncertainty import (
     DEFAULT_SCALE,
     DEFAULT_STEPS,
@@ -36,185 +30,31 @@ from .uncertainty import (
     fractions,
     score_uncertainty,
 )
+from .uncertainty_maps import MAP_EXTENSIONS, map_at_image_size, read_map, read_mask
 
 __all__ = [
-    'MAP_EXTENSIONS',
     'MEASURES',
-    'SCALE_FACTORS',
-    'MapPair',
     'UncertaintyAccumulator',
     'UncertaintyEvaluation',
     'evaluate_uncertainty',
-    'load_raw_maps',
-    'map_at_image_size',
     'pair_maps',
-    'plot_curves',
-    'raw_map_name',
-    'read_map',
-    'read_mask',
-    'save_raw_maps',
-    'write_csv',
 ]
 
-#: Raw map files (``.npz``: the five named scales; ``.npy``: one map).
-MAP_EXTENSIONS = ('.npz', '.npy')
-#: Downscale factor of each scale.
-SCALE_FACTORS = {'final': 1, 'full': 1, 'half': 2, 'quarter': 4, 'eighth': 8}
 #: The per-image measures, in column order (detection measures only where masks are given).
 MEASURES = ('spearman', 'ause', 'aurg', 'mean_error', 'auroc', 'average_precision')
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The raw map files
-# ----------------------------------------------------------------------------------------------------------------
-def raw_map_name(image_name: str) -> str:
-    """The raw map file of an output image: ``a.png`` -> ``a.npz`` (``a.png.png`` -> ``a.png.npz``)."""
-    return os.path.splitext(image_name)[0] + '.npz'
-
-
-def save_raw_maps(path: str, maps: dict[str, np.ndarray]) -> None:
-    """Write ``{scale: C x h x w}`` maps as float32 arrays into ``path`` (``.npz``; written whole, then renamed).
-
-    Raises:
-        ValueError: a scale name that is not one of :data:`SCALES`.
-    """
-    unknown = sorted(set(maps) - set(SCALES))
-    if unknown:
-        raise ValueError(f'unknown uncertainty scale {unknown[0]!r}; expected {", ".join(SCALES)}')
-    tmp = f'{path}.part'
-    with open(tmp, 'wb') as f:
-        np.savez(f, **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in maps.items()})
-    os.replace(tmp, path)
-
-
-def load_raw_maps(path: str) -> dict[str, np.ndarray]:
-    """``{scale: float32 array}`` of a ``.npz`` raw map file (``allow_pickle=False``).
-
-    Raises:
-        UncertaintyError: missing, unreadable or not a file of named float arrays (the message names it).
-    """
-    if not os.path.isfile(path):
-        raise UncertaintyError(f'{path}: uncertainty map not found')
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            maps = {k: z[k] for k in z.files}
-    except Exception as exc:  # noqa: BLE001 - zip, pickle and format errors come in many types
-        first = (str(exc).strip().splitlines() or [''])[0][:160]
-        raise UncertaintyError(f'{path}: cannot read uncertainty maps ({type(exc).__name__}: {first})') from None
-    for k, v in maps.items():
-        if v.dtype.kind != 'f':
-            raise UncertaintyError(f'{path}: map {k!r} is {v.dtype}, not float (raw maps are float32)')
-    return maps
-
-
-def read_map(path: str, scale: str = DEFAULT_SCALE) -> np.ndarray:
-    """One raw map: the ``scale`` array of a ``.npz`` file, or the array of a ``.npy`` file (one map, any scale).
-
-    Raises:
-        UncertaintyError: an image file (a colour map is not a measurement), an unknown or absent scale, or an
-            unreadable file.
-    """
-    if scale not in SCALES:
-        raise UncertaintyError(f'scale: {scale!r} is not one of {", ".join(SCALES)}')
-    ext = os.path.splitext(path)[1].lower()
-    if ext == '.npz':
-        maps = load_raw_maps(path)
-        if scale not in maps:
-            raise UncertaintyError(f'{path}: no {scale!r} map (holds {", ".join(sorted(maps)) or "nothing"})')
-        return maps[scale]
-    if ext == '.npy':
-        if not os.path.isfile(path):
-            raise UncertaintyError(f'{path}: uncertainty map not found')
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except Exception as exc:  # noqa: BLE001
-            raise UncertaintyError(f'{path}: cannot read uncertainty map ({type(exc).__name__})') from None
-        if arr.dtype.kind != 'f':
-            raise UncertaintyError(f'{path}: map is {arr.dtype}, not float')
-        return arr
-    raise UncertaintyError(
-        f'{path}: not a raw uncertainty map (.npz/.npy); colour-mapped pictures are not measured: '
-        'infer --save-uncertainty writes <name>.npz beside them'
-    )
-
-
-def map_at_image_size(u: np.ndarray, scale: str, size: tuple[int, int], name: str = '') -> np.ndarray:
-    """``u`` (``C x h x w`` or ``h x w``) at the image's ``size = (H, W)``: a ``1/s`` scale map must be
-    ``ceil(H/s) x ceil(W/s)`` and is repeated ``s x s`` (nearest), each of its pixels standing for its block.
-
-    Raises:
-        UncertaintyError: the map's size does not fit the image at that scale (naming ``name``).
-    """
-    s = SCALE_FACTORS[scale]
-    h, w = size
-    want = (-(-h // s), -(-w // s))
-    if u.ndim not in (2, 3) or u.shape[-2:] != want:
-        got = f'{u.shape[-1]}x{u.shape[-2]}' if u.ndim in (2, 3) else f'of shape {u.shape}'
-        raise UncertaintyError(
-            f'{name}: {scale} uncertainty map is {got}, expected {want[1]}x{want[0]} for a {w}x{h} image'
-        )
-    if s > 1:
-        u = np.repeat(np.repeat(u, s, axis=-2), s, axis=-1)[..., :h, :w]
-    return u
-
-
-def read_mask(path: str) -> np.ndarray:
-    """A rain mask image as ``H x W`` bool (any non-zero pixel, in any channel, is rain).
-
-    Raises:
-        UncertaintyError: unreadable (the message names the file).
-    """
-    from .. import imageio
-
-    try:
-        m = imageio.read(path)
-    except ValueError as exc:
-        raise UncertaintyError(f'rain mask: {exc}') from None
-    return (m.max(axis=2) if m.ndim == 3 else m) > 0
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Pairing
 # ----------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class MapPair:
-    """A prediction with its ground truth and, when found, its raw uncertainty map and rain mask."""
-
-    name: str
-    pred: str
-    gt: str
-    uncertainty: str | None
-    mask: str | None = None
-
-
-def _by_stem(folder: str, extensions: tuple[str, ...], option: str) -> dict[str, str]:
-    if not os.path.isdir(folder):
-        raise UncertaintyError(f'{option}: folder not found: {folder}')
-    out: dict[str, str] = {}
-    for entry in sorted(os.listdir(folder)):
-        stem, ext = os.path.splitext(entry)
-        if ext.lower() in extensions and os.path.isfile(os.path.join(folder, entry)):
-            if stem in out:
-                raise UncertaintyError(
-                    f'{option}: {os.path.basename(out[stem])} and {entry} in {folder} differ only by extension'
-                )
-            out[stem] = os.path.join(folder, entry)
-    return out
-
-
-def _own_stems(name: str, pred_suffix: str | None) -> list[str]:
-    base = name[: -len(pred_suffix)] if pred_suffix and name.endswith(pred_suffix) else name
-    root, ext = os.path.splitext(base)
-    return [name, base] + ([root] if root and ext else [])
-
-
 def pair_maps(
     unc_dir: str,
     pred_dir: str,
     gt_dir: str,
     mask_dir: str | None = None,
     pred_suffix: str | None = None,
-) -> tuple[list[MapPair], dict[str, list[str]]]:
+    allow_shared_gt: bool = False,
+) -> tuple[list[ImagePair], dict[str, list[str]]]:
     """Pair every prediction with ground truth, a raw map and (with ``mask_dir``) a rain mask.
 
     Returns:
@@ -223,22 +63,21 @@ def pair_maps(
         no prediction claimed).
 
     Raises:
-        UncertaintyError: a folder is missing, or two files differ only by extension.
-        PairingError: from :func:`.pairing.collect_pairs`.
+        PairingError: a folder is missing, two files differ only by extension, or from
+            :func:`.pairing.collect_pairs`.
     """
-    from ..imageio import IMAGE_EXTENSIONS
-    from .pairing import collect_pairs
-
-    maps = _by_stem(unc_dir, MAP_EXTENSIONS, '--uncertainty')
-    masks = _by_stem(mask_dir, tuple(IMAGE_EXTENSIONS), '--masks') if mask_dir else {}
-    pairs, missing = collect_pairs(pred_dir, gt_dir, pred_suffix=pred_suffix)
-    out, used = [], set()
-    for p in pairs:
-        stems = _own_stems(p.name, pred_suffix)
-        unc = next((maps[c] for s in stems for c in (s, f'{s}_uncertainty', f'{s}_unc') if c in maps), None)
-        mask = next((masks[c] for s in stems for c in (s, f'{s}_mask') if c in masks), None)
-        used.add(unc)
-        out.append(MapPair(p.name, p.pred, p.gt, unc, mask))
+    maps = files_by_stem(unc_dir, '--uncertainty', MAP_EXTENSIONS)
+    masks = files_by_stem(mask_dir, '--masks') if mask_dir else {}
+    pairs, missing = collect_pairs(pred_dir, gt_dir, pred_suffix=pred_suffix, allow_shared_gt=allow_shared_gt)
+    out = [
+        replace(
+            p,
+            uncertainty=own_file(maps, p.name, pred_suffix, UNCERTAINTY_SUFFIXES),
+            mask=own_file(masks, p.name, pred_suffix, MASK_SUFFIXES),
+        )
+        for p in pairs
+    ]
+    used = {p.uncertainty for p in out}
     return out, {
         'no_ground_truth': missing.get('no_ground_truth', []),
         'unused_maps': [m for m in maps.values() if m not in used],
@@ -425,6 +264,7 @@ def evaluate_uncertainty(
     steps: int = DEFAULT_STEPS,
     pred_suffix: str | None = None,
     strict: bool = False,
+    allow_shared_gt: bool = False,
 ) -> UncertaintyEvaluation:
     """Score the raw maps of a folder against the errors of the predictions (and against rain masks).
 
@@ -439,6 +279,7 @@ def evaluate_uncertainty(
         steps: Sparsification steps.
         pred_suffix: Suffix stripped from prediction stems (basicsr's ``<name>_<suffix>.png``).
         strict: Raise :class:`UncertaintyError` on the first bad image instead of recording it.
+        allow_shared_gt: Score predictions that share one ground-truth image (as ``report --allow-shared-gt``).
 
     Returns:
         The evaluation; a prediction without a map (or, with ``mask_dir``, without a mask) is an error.
@@ -446,7 +287,7 @@ def evaluate_uncertainty(
     from .scoring import read_image
 
     acc = UncertaintyAccumulator(scale, protocol, crop_border, steps, strict)
-    pairs, missing = pair_maps(unc_dir, pred_dir, gt_dir, mask_dir, pred_suffix)
+    pairs, missing = pair_maps(unc_dir, pred_dir, gt_dir, mask_dir, pred_suffix, allow_shared_gt)
     acc.result.missing = missing
     for p in pairs:
         if p.uncertainty is None:
@@ -464,67 +305,3 @@ def evaluate_uncertainty(
             continue
         acc.add(p.name, u, pred, gt, mask, files=(p.pred, p.uncertainty, p.mask))
     return acc.result
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Writers
-# ----------------------------------------------------------------------------------------------------------------
-def write_csv(ev: UncertaintyEvaluation, path: str) -> None:
-    """One row per scored image, then the mean row (``mean`` when complete, else ``mean of N scored of M``), then
-    one ``refused`` row per error with its reason."""
-    import csv
-
-    cols = ev.columns
-    with open(path, 'w', newline='', encoding='utf-8') as f:
-        w = csv.writer(f)
-        w.writerow(['image', *cols, 'note'])
-        for name, row in ev.per_image.items():
-            w.writerow([name, *(_fmt(row.get(c)) for c in cols), ''])
-        if ev.per_image:
-            means = ev.mean()
-            label = 'mean' if ev.complete else f'mean of {len(ev.per_image)} scored of {ev.n_images}'
-            w.writerow([label, *(_fmt(means.get(c)) for c in cols), ''])
-        for name, reason in ev.errors.items():
-            w.writerow([name, *([''] * len(cols)), f'refused: {reason}'])
-
-
-def _fmt(v: float | None) -> str:
-    return '' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{v:.6f}'
-
-
-def plot_curves(evaluations: UncertaintyEvaluation | dict[str, UncertaintyEvaluation], path: str) -> None:
-    """Draw the mean sparsification curves into a PNG: per evaluation its own curve (solid), its oracle (dashed)
-    and the random order (dotted), mean error of the kept pixels against the fraction removed.
-
-    Args:
-        evaluations: One evaluation, or ``{label: evaluation}`` to compare (e.g. a net, an untrained net, a
-            baseline map); a label gets ``(N of M scored)`` when its set is incomplete.
-        path: The PNG to write.
-    """
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    if isinstance(evaluations, UncertaintyEvaluation):
-        evaluations = {'uncertainty': evaluations}
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    for i, (label, ev) in enumerate(evaluations.items()):
-        curves = ev.mean_curves()
-        if not curves:
-            continue
-        colour = f'C{i}'
-        if not ev.complete:
-            label = f'{label} ({len(ev.per_image)} of {ev.n_images} scored)'
-        means = ev.mean()
-        ax.plot(curves['fractions'], curves['ours'], '-', color=colour, label=f'{label} (AUSE {means["ause"]:.4f})')
-        ax.plot(curves['fractions'], curves['oracle'], '--', color=colour, alpha=0.7, label=f'{label}: oracle')
-        ax.plot(curves['fractions'], curves['random'], ':', color=colour, alpha=0.7, label=f'{label}: random')
-    ax.set_xlabel('fraction of pixels removed (most uncertain first)')
-    ax.set_ylabel('mean |Y error| of the kept pixels (0-1)')
-    ax.set_title('Sparsification')
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

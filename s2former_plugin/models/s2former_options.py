@@ -7,7 +7,6 @@ else (the known keys, the "at least one loss" check, the freezing, the loss sum)
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from torch import Tensor
 
 from s2former_plugin import errors
 from s2former_plugin import options as option_checks
-from s2former_plugin.acceleration import check_compile_option, check_switch
+from s2former_plugin.acceleration import check_compile_option
 from s2former_plugin.errors import S2FormerError
 from s2former_plugin.tiling import check_tiling
 
@@ -130,36 +129,31 @@ def _check_values(value, where: str) -> None:
         )
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _check_number(block: dict, key: str, where: str, low: float, high: float | None = None) -> None:
-    value = block.get(key)
-    if value is None:
-        return
-    if not _is_number(value) or value < low or (high is not None and value > high):
-        bounds = f' in [{low}, {high}]' if high is not None else f' >= {low}'
-        raise OptionError(f'{where}:{key}: expected a number{bounds}, got {value!r}')
-
-
+#: The scalar numbers of ``train:`` and their bounds (inclusive); ``accumulate`` counts micro-batches per step.
+_SCALARS = {
+    'ema_decay': {'minimum': 0, 'maximum': 1},
+    'max_grad_norm': {'minimum': 0},
+    'total_iter': {'minimum': 1},
+    'warmup_iter': {'minimum': -1},
+    'accumulate': {'integer': True, 'minimum': 1},
+}
 # Values torch would otherwise reject with a traceback from inside the optimizer or scheduler.
 _NUMBERS = ('lr', 'weight_decay', 'eps', 'momentum', 'gamma', 'eta_min', 'base_lr', 'max_lr', 'loss_weight')
 _NUMBER_LISTS = {'betas': 2, 'milestones': None, 'periods': None, 'restart_weights': None}
 
 
 def _check_kind(name: str, value, where: str) -> None:
-    if name in _NUMBERS and not (_is_number(value) and value >= 0):
-        raise OptionError(f'{where}:{name}: expected a number >= 0, got {value!r}')
+    if name in _NUMBERS:
+        option_checks.check_number(value, f'{where}:{name}', minimum=0, error=OptionError)
     if name in _NUMBER_LISTS:
         size = _NUMBER_LISTS[name]
         if (
             not isinstance(value, list | tuple)
-            or not all(_is_number(v) for v in value)
+            or not all(option_checks.is_number(v) for v in value)
             or size not in (None, len(value))
         ):
             shape = f'a list of {size} numbers' if size else 'a list of numbers'
-            raise OptionError(f'{where}:{name}: expected {shape}, got {value!r}')
+            raise OptionError(f'{where}:{name}: must be {shape} (got {value!r})')
 
 
 def _check_block_keys(opt: dict) -> None:
@@ -172,10 +166,7 @@ def _check_block_keys(opt: dict) -> None:
         for key in sub:
             if key not in known and block == 'train' and str(key).endswith('_opt'):
                 raise OptionError(f'S2FormerModel: train:{key} is not used; the losses are {", ".join(LOSS_KEYS)}')
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-                hint = f'; did you mean {close[0]!r}?' if close else f'; the keys are {", ".join(known)}'
-                raise OptionError(f'{block}:{key}: unknown key{hint}')
+        option_checks.check_keys(sub, known, block, error=OptionError)
         _check_values(sub, block)
 
 
@@ -183,10 +174,12 @@ def _check_acceleration(train: dict) -> None:
     """``train:compile``, ``train:cuda_graph``, ``train:tf32`` and the optimizer's switches (``fused: true``)."""
     try:
         compile_opt = check_compile_option(train.get('compile'), 'train:compile')
-        check_switch(train.get('cuda_graph'), 'train:cuda_graph')
-        check_switch(train.get('tf32'), 'train:tf32')
     except ValueError as exc:
         raise OptionError(str(exc)) from None
+    # ~ or absent: the default (no capture; torch's TF32 settings left as they are)
+    for key in ('cuda_graph', 'tf32'):
+        if train.get(key) is not None:
+            option_checks.check_switch(train[key], f'train:{key}', error=OptionError)
     if train.get('cuda_graph') and compile_opt is not None and compile_opt.uses_cudagraphs:
         raise OptionError(
             f'train:cuda_graph: compile mode {compile_opt.mode!r} already captures CUDA graphs; use one of the two'
@@ -198,8 +191,8 @@ def _check_acceleration(train: dict) -> None:
         )
     for name in _OPTIMIZER_SWITCHES:
         value = (train.get('optim_g') or {}).get(name)
-        if value is not None and not isinstance(value, bool):
-            raise OptionError(f'train:optim_g:{name}: expected true or false, got {value!r}')
+        if value is not None:  # ~: torch's default
+            option_checks.check_switch(value, f'train:optim_g:{name}', error=OptionError)
 
 
 def check_training_options(opt: dict) -> None:
@@ -210,15 +203,12 @@ def check_training_options(opt: dict) -> None:
     """
     _check_block_keys(opt)
     train = opt.get('train') or {}
-    _check_number(train, 'ema_decay', 'train', 0, 1)
-    _check_number(train, 'max_grad_norm', 'train', 0)
-    _check_number(train, 'total_iter', 'train', 1)
-    _check_number(train, 'warmup_iter', 'train', -1)
+    # ~ or absent: basicsr's default
+    for key, limits in _SCALARS.items():
+        if train.get(key) is not None:
+            option_checks.check_number(train[key], f'train:{key}', **limits, error=OptionError)
     if train.get('amp') is not None and train['amp'] not in AMP_DTYPES:
         raise OptionError(f'train:amp: expected bf16, fp16 or ~ (float32), got {train["amp"]!r}')
-    accumulate = train.get('accumulate')
-    if accumulate is not None and (isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1):
-        raise OptionError(f'train:accumulate: expected an integer >= 1 (micro-batches per step), got {accumulate!r}')
     for key in ('optim_g', 'scheduler', *LOSS_KEYS):
         if train.get(key) is not None and not isinstance(train[key], dict):
             raise OptionError(f'train:{key}: expected a mapping with a type, got {train[key]!r}')

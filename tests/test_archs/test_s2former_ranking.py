@@ -32,8 +32,8 @@ def test_topk_mask_small_maps_and_extreme_ratios(n, keep_ratio):
     + [(' off', False), ('NO', False)],
 )
 def test_fast_ops_environment_spellings(monkeypatch, value, fast):
-    """The variable as read at import, in-process (the subprocess tests of tests/test_archs/test_s2former_ops.py see the module as
-    installed, not a modified copy)."""
+    """The variable as read at import, in-process (the subprocess tests of tests/test_archs/test_s2former_ops.py see
+    the module as installed, not a modified copy)."""
     monkeypatch.setenv(ops.ENV_VAR, value)
     assert ops._read_env() is fast
     monkeypatch.delenv(ops.ENV_VAR)

@@ -121,7 +121,7 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys):
     opt = _options(data)
     opt['data']['test'] = {'pair': '4-5'}
     code = benchmark.main(['-opt', str(write_yaml(tmp_path / 'e.yml', opt)), '--out', str(tmp_path / 'o')])
-    assert code == 2 and "data:test:pair: unknown option; did you mean 'pairs'?" in capsys.readouterr().err
+    assert code == 2 and "data:test:pair: unknown key; did you mean 'pairs'?" in capsys.readouterr().err
 
     opt = _options(data)
     opt['reference'] = 's2f'
@@ -151,19 +151,19 @@ def test_parse_pairs_and_training_log(tmp_path):
 @pytest.mark.parametrize(
     ('change', 'message'),
     [
-        (lambda o: o['train'].update(crops=8), "train:crops: unknown option; did you mean 'crop'?"),
-        (lambda o: o['eval'].update(tiles=8), "eval:tiles: unknown option; did you mean 'tile'?"),
-        (lambda o: o['speed'].update(run=3), "speed:run: unknown option; did you mean 'runs'?"),
-        (lambda o: o['train'].update(sedes=3), "train:sedes: unknown option; did you mean 'seeds'?"),
+        (lambda o: o['train'].update(crops=8), "train:crops: unknown key; did you mean 'crop'?"),
+        (lambda o: o['eval'].update(tiles=8), "eval:tiles: unknown key; did you mean 'tile'?"),
+        (lambda o: o['speed'].update(run=3), "speed:run: unknown key; did you mean 'runs'?"),
+        (lambda o: o['train'].update(sedes=3), "train:sedes: unknown key; did you mean 'seeds'?"),
         (
             lambda o: o.update(loss={'s2former_mutliscale': True}),
-            "loss:s2former_mutliscale: unknown option; did you mean 's2former_multiscale'?",
+            "loss:s2former_mutliscale: unknown key; did you mean 's2former_multiscale'?",
         ),
-        (lambda o: o['data'].update(data_root='/x'), "data:data_root: unknown option; did you mean 'dataroot'?"),
-        (lambda o: o.update(refrence='s2f'), "refrence: unknown option; did you mean 'reference'?"),
-        (lambda o: o.update(bootstrap={'resample': 9}), 'bootstrap:resample: unknown option; did you mean'),
-        (lambda o: o['archs'][0].update(netwrok_g={}), "archs[0]:netwrok_g: unknown option; did you mean 'network_g'?"),
-        (lambda o: o['archs'][0].update(loss={'s2former_ud': True}), 'archs[0]:loss:s2former_ud: unknown option; did'),
+        (lambda o: o['data'].update(data_root='/x'), "data:data_root: unknown key; did you mean 'dataroot'?"),
+        (lambda o: o.update(refrence='s2f'), "refrence: unknown key; did you mean 'reference'?"),
+        (lambda o: o.update(bootstrap={'resample': 9}), 'bootstrap:resample: unknown key; did you mean'),
+        (lambda o: o['archs'][0].update(netwrok_g={}), "archs[0]:netwrok_g: unknown key; did you mean 'network_g'?"),
+        (lambda o: o['archs'][0].update(loss={'s2former_ud': True}), 'archs[0]:loss:s2former_ud: unknown key; did'),
         (lambda o: o.update(reference='s2F'), "reference: no arch named 's2F'; did you mean 's2f'?"),
         (lambda o: o['train'].update(seeds=0), 'train:seeds: must be an integer >= 1'),
         (lambda o: o['bootstrap'].update(confidence=1.5), 'bootstrap:confidence: must be between 0 and 1'),

@@ -10,6 +10,7 @@ import pytest
 from s2former_plugin.benchmark import driver
 from s2former_plugin.benchmark.options import DEFAULTS, BenchmarkError
 from s2former_plugin.benchmark.report import results_markdown
+from s2former_plugin.benchmark.statistics import summarise
 
 
 def _run(seed: int, psnr: dict, ssim: float = 0.5) -> dict:
@@ -47,7 +48,7 @@ def test_summary_and_table():
     }
     speed = {n: {'params': 1000, 'macs@16': 2e6, 'speed': {'16': {'latency_ms': 1.0, 'cpu_ms': 1.0}}} for n in runs}
     batches = {'0': {'same': True}, '1': {'same': True}}
-    summaries = driver.summarise(opt, runs, speed, batches, 'ref')
+    summaries = summarise(opt, runs, speed, batches, 'ref')
     by = {s['name']: s for s in summaries}
     assert by['ref']['metrics']['psnr']['mean'] == pytest.approx(22.5)  # seed means 22 and 23
     assert by['ref']['metrics']['psnr']['std'] == pytest.approx(2**-0.5)  # sqrt(((0.5)^2 * 2) / 1)
@@ -66,7 +67,7 @@ def test_summary_and_table():
     assert 'Batches: identical' in table and 'WARNING' not in table
 
     batches['1'] = {'same': False, 'first_difference': {'iteration': 3, 'archs': ['worse']}}
-    summaries = driver.summarise(opt, runs, speed, batches, 'ref')
+    summaries = summarise(opt, runs, speed, batches, 'ref')
     table = results_markdown(summaries, opt, {**meta, 'batches': batches})
     assert 'ref (batches differ!)' in table and 'WARNING: the archs did not train on the same batches' in table
 
@@ -77,7 +78,7 @@ def test_summary_refuses_mismatched_test_images():
     runs['worse'] = [_run(0, {'a': 20.0, 'z': 21.0})]
     speed = {n: {'params': 1} for n in runs}
     with pytest.raises(BenchmarkError, match='archs:worse: paired comparison: the archs scored different images'):
-        driver.summarise(opt, runs, speed, {}, 'ref')
+        summarise(opt, runs, speed, {}, 'ref')
 
 
 def test_one_budget_from_the_slowest_arch(tmp_path, monkeypatch):
@@ -96,7 +97,7 @@ def test_one_budget_from_the_slowest_arch(tmp_path, monkeypatch):
         json.dump({'ref': 0.5, 'same': 0.25, 'worse': 0.1}, open(spec['out'], 'w'))
 
     monkeypatch.setattr(driver, 'build_train_options', fake_build)
-    monkeypatch.setattr(driver, '_run_child', fake_child)
+    monkeypatch.setattr(driver, 'run_child', fake_child)
     budget = driver.budget_iterations(opt, str(tmp_path), '.', 'cpu')
     assert budget['total_iter'] == 120 and budget['calibrated_on'] == 'ref'  # 60 s / 0.5 s
     assert driver.budget_iterations(opt, str(tmp_path), '.', 'cpu')['total_iter'] == 120  # stored once, reused

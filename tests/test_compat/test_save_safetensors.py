@@ -48,7 +48,7 @@ def test_without_the_option_only_the_pth_is_written(tmp_path, save):
     ('path', 'message'),
     [
         ({'save_safetensors': 'yes'}, 'path:save_safetensors'),
-        ({'save_safetensor': True}, "path:save_safetensor: unknown option; did you mean 'save_safetensors'?"),
+        ({'save_safetensor': True}, "path:save_safetensor: unknown key; did you mean 'save_safetensors'?"),
         ({'save_safetensors_': True}, "did you mean 'save_safetensors'"),
     ],
 )

@@ -10,7 +10,8 @@ import lmdb
 import numpy as np
 import pytest
 
-from s2former_plugin.data.lmdb_convert import LEDGER, ConvertError, convert, main
+from s2former_plugin.data.lmdb_convert import ConvertError, convert, main
+from s2former_plugin.data.lmdb_writer import LEDGER
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -181,7 +182,7 @@ def test_verify_detects_a_changed_source(tmp_path):
     out = tmp_path / 'out'
     report = convert('paired', str(src), str(out), **quiet())
     from s2former_plugin.data.layouts import find_pairs
-    from s2former_plugin.data.lmdb_convert import verify
+    from s2former_plugin.data.lmdb_verify import verify
 
     img(src / 'gt' / '1.png', seed=99)
     errors = verify(str(out), find_pairs('paired', str(src)).pairs, progress=False)
@@ -189,7 +190,7 @@ def test_verify_detects_a_changed_source(tmp_path):
 
 
 def test_map_grows_beyond_initial_estimate(tmp_path, monkeypatch):
-    import s2former_plugin.data.lmdb_convert as lc
+    import s2former_plugin.data.lmdb_writer as lc
 
     src = tmp_path / 'src'
     for i in range(3):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from s2former_plugin import infer, inference
+from s2former_plugin import infer, infer_run, inference
 from s2former_plugin.archs.s2former_arch import S2Former
 from s2former_plugin.tiling import tiled_forward
 
@@ -196,7 +196,7 @@ def test_an_image_failing_in_the_network_does_not_stop_the_others(
 ):
     img = cv2.imread(str(photo_dir / 'a.png'))
     cv2.imwrite(str(photo_dir / 'b.png'), img)
-    real = infer.derain_array
+    real = infer_run.derain_array
 
     def first_fails(arr, run):
         if not hasattr(first_fails, 'done'):
@@ -204,7 +204,7 @@ def test_an_image_failing_in_the_network_does_not_stop_the_others(
             raise error
         return real(arr, run)
 
-    monkeypatch.setattr(infer, 'derain_array', first_fails)
+    monkeypatch.setattr(infer_run, 'derain_array', first_fails)
     argv = ['--weights', str(weights), '--input', str(photo_dir), '--output', str(tmp_path / 'out'), '--no-progress']
     assert infer.main([*argv, '--tile', '0']) == 1
     assert [p.name for p in (tmp_path / 'out').iterdir()] == ['b.png']

@@ -14,7 +14,7 @@ import torch
 
 from s2former_plugin import inference
 from s2former_plugin.archs.s2former_arch import S2Former
-from s2former_plugin.infer import _image_problem
+from s2former_plugin.infer_run import image_problem
 from s2former_plugin.inference import InferError, derain_array, load_network, pick_device, retry_out_of_memory
 
 SCALES = {np.uint8: 255, np.uint16: 65535, np.float32: 1, np.float64: 1}
@@ -126,7 +126,7 @@ def test_derain_array_refuses_other_pixel_types():
         derain_array(np.zeros((3, 4, 3), np.int16), lambda x: (x, None))
 
 
-# ---------------------------------------------------------------------------------------------- _image_problem
+# ---------------------------------------------------------------------------------------------- image_problem
 @pytest.mark.parametrize(
     ('img', 'problem'),
     [
@@ -141,14 +141,14 @@ def test_derain_array_refuses_other_pixel_types():
     ],
 )
 def test_image_problem_refuses_unusable_images(img, problem):
-    assert _image_problem(img, 32, 8, 'cosine') == problem
+    assert image_problem(img, 32, 8, 'cosine') == problem
 
 
 @pytest.mark.parametrize('dtype', [np.uint8, np.uint16, np.float32, np.float64])
 @pytest.mark.parametrize('shape', [(1, 1), (4, 5), (4, 5, 1), (4, 5, 3), (4, 5, 4)])
 def test_image_problem_accepts_every_supported_image(dtype, shape):
-    assert _image_problem(np.zeros(shape, dtype), 32, 8, 'cosine') is None
-    assert _image_problem(np.zeros(shape, dtype), 0, 8, 'official') is None
+    assert image_problem(np.zeros(shape, dtype), 32, 8, 'cosine') is None
+    assert image_problem(np.zeros(shape, dtype), 0, 8, 'official') is None
 
 
 @pytest.mark.parametrize(
@@ -167,12 +167,12 @@ def test_image_problem_accepts_every_supported_image(dtype, shape):
 )
 def test_image_problem_official_blend_boundary(hw, tile, overlap, refused):
     img = np.zeros(hw, np.uint8)
-    problem = _image_problem(img, tile, overlap, 'official')
+    problem = image_problem(img, tile, overlap, 'official')
     if refused:
         assert problem == f'{hw[1]}x{hw[0]} is too small for --blend official with --tile-overlap {overlap}'
     else:
         assert problem is None
-    assert _image_problem(img, tile, overlap, 'cosine') is None  # cosine tiles cope with any size
+    assert image_problem(img, tile, overlap, 'cosine') is None  # cosine tiles cope with any size
 
 
 # ---------------------------------------------------------------------------------------------- load_network

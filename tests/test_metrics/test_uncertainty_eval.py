@@ -1,5 +1,6 @@
-"""Folder evaluation of raw uncertainty maps (metrics/uncertainty_eval.py): the raw map files infer writes, pairing
-by stem, per-image rows equal to the measures, honest set means, the CSV and the curves' plot."""
+"""Folder evaluation of raw uncertainty maps (metrics/uncertainty_eval.py): the raw map files infer writes
+(metrics/uncertainty_maps.py), pairing by stem, per-image rows equal to the measures, honest set means, the CSV and
+the curves' plot (reporting/uncertainty.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from s2former_plugin.archs.s2former_arch import S2Former
 from s2former_plugin.inference import stack_uncertainties, unstack_uncertainties
 from s2former_plugin.metrics import uncertainty as U
 from s2former_plugin.metrics import uncertainty_eval as E
+from s2former_plugin.metrics import uncertainty_maps as M
 from s2former_plugin.metrics.uncertainty import UncertaintyError
+from s2former_plugin.reporting.uncertainty import plot_curves, write_csv
 
 
 def _image(seed: int, shape=(20, 24)) -> np.ndarray:
@@ -39,21 +42,21 @@ def folders(tmp_path):
         maps = {'final': np.stack([noisy] * 3), 'full': np.stack([err] * 3)}
         for name, s in (('half', 2), ('quarter', 4), ('eighth', 8)):
             maps[name] = np.stack([err[::s, ::s]] * 3)
-        E.save_raw_maps(str(dirs['unc'] / f'im{i}.npz'), maps)
+        M.save_raw_maps(str(dirs['unc'] / f'im{i}.npz'), maps)
         cv2.imwrite(str(dirs['mask'] / f'im{i}.png'), np.uint8(err > np.median(err)) * 255)
     return {k: str(v) for k, v in dirs.items()}
 
 
 def test_raw_map_files(tmp_path):
     maps = {'final': np.random.rand(3, 5, 4), 'half': np.random.rand(3, 3, 2)}
-    E.save_raw_maps(str(tmp_path / 'a.npz'), maps)
-    back = E.load_raw_maps(str(tmp_path / 'a.npz'))
+    M.save_raw_maps(str(tmp_path / 'a.npz'), maps)
+    back = M.load_raw_maps(str(tmp_path / 'a.npz'))
     assert sorted(back) == ['final', 'half'] and back['final'].dtype == np.float32
     np.testing.assert_array_equal(back['half'], maps['half'].astype(np.float32))
     assert [p.name for p in tmp_path.iterdir()] == ['a.npz']  # no temporary file left
-    assert E.raw_map_name('a.png') == 'a.npz' and E.raw_map_name('a.png.png') == 'a.png.npz'
+    assert M.raw_map_name('a.png') == 'a.npz' and M.raw_map_name('a.png.png') == 'a.png.npz'
     np.save(tmp_path / 'b.npy', np.ones((4, 4), np.float32))
-    assert E.read_map(str(tmp_path / 'b.npy')).shape == (4, 4)
+    assert M.read_map(str(tmp_path / 'b.npy')).shape == (4, 4)
     cv2.imwrite(str(tmp_path / 'c.png'), np.zeros((4, 4, 3), np.uint8))
     np.savez(tmp_path / 'd.npz', final=np.zeros((2, 2), np.uint8))
     (tmp_path / 'e.npz').write_bytes(b'not a zip')
@@ -66,17 +69,17 @@ def test_raw_map_files(tmp_path):
         ('gone.npz', 'final', r'gone\.npz: uncertainty map not found'),
     ):
         with pytest.raises(UncertaintyError, match=message):
-            E.read_map(str(tmp_path / path), scale)
+            M.read_map(str(tmp_path / path), scale)
     with pytest.raises(ValueError, match="unknown uncertainty scale 'x'"):
-        E.save_raw_maps(str(tmp_path / 'f.npz'), {'x': np.zeros((1, 1))})
+        M.save_raw_maps(str(tmp_path / 'f.npz'), {'x': np.zeros((1, 1))})
 
 
 def test_map_at_image_size_repeats_coarse_scales():
     u = np.arange(6, dtype=np.float32).reshape(3, 2)  # the 1/2 scale of a 5 x 4 image
-    np.testing.assert_array_equal(E.map_at_image_size(u, 'half', (5, 4)), np.repeat(np.repeat(u, 2, 0), 2, 1)[:5])
-    assert E.map_at_image_size(np.zeros((3, 5, 4)), 'final', (5, 4)).shape == (3, 5, 4)
+    np.testing.assert_array_equal(M.map_at_image_size(u, 'half', (5, 4)), np.repeat(np.repeat(u, 2, 0), 2, 1)[:5])
+    assert M.map_at_image_size(np.zeros((3, 5, 4)), 'final', (5, 4)).shape == (3, 5, 4)
     with pytest.raises(UncertaintyError, match=r'^a\.npz: final uncertainty map is 2x3, expected 4x5 for a 4x5 image'):
-        E.map_at_image_size(u, 'final', (5, 4), 'a.npz')
+        M.map_at_image_size(u, 'final', (5, 4), 'a.npz')
 
 
 def test_stacked_scales_round_trip_exactly():
@@ -94,7 +97,7 @@ def test_folder_evaluation_equals_the_measures(folders):
     ev = E.evaluate_uncertainty(folders['unc'], folders['pred'], folders['gt'], folders['mask'], steps=10)
     assert ev.complete and ev.n_images == 3 and list(ev.per_image) == ['im0', 'im1', 'im2']
     pred, gt = cv2.imread(f'{folders["pred"]}/im1.png'), cv2.imread(f'{folders["gt"]}/im1.png')
-    u = E.read_map(f'{folders["unc"]}/im1.npz')
+    u = M.read_map(f'{folders["unc"]}/im1.npz')
     mask = cv2.imread(f'{folders["mask"]}/im1.png', cv2.IMREAD_GRAYSCALE) > 0
     direct = U.score_uncertainty(u, U.error_map(pred, gt), mask, steps=10)
     assert ev.per_image['im1'] == direct.row()
@@ -122,7 +125,7 @@ def test_bad_or_missing_maps_are_named_and_the_mean_is_labelled(folders, tmp_pat
     import os
 
     os.remove(f'{folders["unc"]}/im0.npz')
-    E.save_raw_maps(f'{folders["unc"]}/im1.npz', {'final': np.ones((3, 20, 24))})  # constant
+    M.save_raw_maps(f'{folders["unc"]}/im1.npz', {'final': np.ones((3, 20, 24))})  # constant
     os.remove(f'{folders["mask"]}/im2.png')
     ev = E.evaluate_uncertainty(folders['unc'], folders['pred'], folders['gt'])
     assert not ev.complete and list(ev.per_image) == ['im2'] and sorted(ev.errors) == ['im0', 'im1']
@@ -133,7 +136,7 @@ def test_bad_or_missing_maps_are_named_and_the_mean_is_labelled(folders, tmp_pat
     summary = ev.summary()
     assert 'mean' not in summary and summary['scored'] == 1 and summary['images'] == 3 and 'mean_of_scored' in summary
     assert 'the 1 scored of 3 images (2 refused)' in ev.line()
-    E.write_csv(ev, str(tmp_path / 'u.csv'))
+    write_csv(ev, str(tmp_path / 'u.csv'))
     rows = list(csv.reader(open(tmp_path / 'u.csv', encoding='utf-8')))
     assert rows[0] == ['image', 'spearman', 'ause', 'aurg', 'mean_error', 'note']
     assert [r[0] for r in rows[1:]] == ['im2', 'mean of 1 scored of 3', 'im0', 'im1']
@@ -142,14 +145,33 @@ def test_bad_or_missing_maps_are_named_and_the_mean_is_labelled(folders, tmp_pat
     assert with_masks.errors['im2'].endswith(f'im2.png: no rain mask (im2.png) in {folders["mask"]}')
     with pytest.raises(UncertaintyError, match=r'im0\.png: no uncertainty map'):  # strict: the first bad image
         E.evaluate_uncertainty(folders['unc'], folders['pred'], folders['gt'], strict=True)
-    E.save_raw_maps(f'{folders["unc"]}/im0.npz', {'final': np.ones((3, 20, 24))})
+    M.save_raw_maps(f'{folders["unc"]}/im0.npz', {'final': np.ones((3, 20, 24))})
     with pytest.raises(UncertaintyError, match=r'im0\.npz: the uncertainty map is constant'):
         E.evaluate_uncertainty(folders['unc'], folders['pred'], folders['gt'], strict=True)
     for i in (0, 1):
-        E.save_raw_maps(f'{folders["unc"]}/im{i}.npz', {'final': np.random.rand(3, 20, 24)})
-    E.save_raw_maps(f'{folders["unc"]}/im2.npz', {'final': np.ones((3, 10, 12))})
+        M.save_raw_maps(f'{folders["unc"]}/im{i}.npz', {'final': np.random.rand(3, 20, 24)})
+    M.save_raw_maps(f'{folders["unc"]}/im2.npz', {'final': np.ones((3, 10, 12))})
     with pytest.raises(UncertaintyError, match=r'im2\.npz: final uncertainty map is 12x10, expected 24x20'):
         E.evaluate_uncertainty(folders['unc'], folders['pred'], folders['gt'], strict=True)
+
+
+def test_shared_ground_truth_is_refused_unless_allowed_as_in_the_report(tmp_path):
+    # two predictions (norain-1x2, norain-1) of one clean image: one test set per run unless --allow-shared-gt
+    from s2former_plugin.metrics.pairing import PairingError
+
+    for d in ('pred', 'gt', 'unc'):
+        (tmp_path / d).mkdir()
+    gt = _image(0)
+    cv2.imwrite(str(tmp_path / 'gt' / 'norain-1.png'), gt)
+    for i, stem in enumerate(('norain-1x2', 'norain-1')):
+        pred = _image(1 + i)
+        cv2.imwrite(str(tmp_path / 'pred' / f'{stem}.png'), pred)
+        M.save_raw_maps(str(tmp_path / 'unc' / f'{stem}.npz'), {'final': np.stack([U.error_map(pred, gt)] * 3)})
+    args = (str(tmp_path / 'unc'), str(tmp_path / 'pred'), str(tmp_path / 'gt'))
+    with pytest.raises(PairingError, match='allow-shared-gt'):
+        E.evaluate_uncertainty(*args)
+    result = E.evaluate_uncertainty(*args, allow_shared_gt=True)
+    assert sorted(result.per_image) == ['norain-1', 'norain-1x2'] and result.errors == {}
 
 
 def test_accumulator_refuses_a_set_with_masks_for_part_of_it():
@@ -166,7 +188,7 @@ def test_accumulator_refuses_a_set_with_masks_for_part_of_it():
 
 def test_plot_curves_writes_a_png(folders, tmp_path):
     ev = E.evaluate_uncertainty(folders['unc'], folders['pred'], folders['gt'])
-    E.plot_curves({'net': ev, 'again': ev}, str(tmp_path / 'curves.png'))
+    plot_curves({'net': ev, 'again': ev}, str(tmp_path / 'curves.png'))
     img = cv2.imread(str(tmp_path / 'curves.png'))
     assert img is not None and img.shape[0] > 200 and img.std() > 10
 
@@ -180,7 +202,7 @@ def test_infer_writes_the_five_raw_maps(tmp_path):
     cv2.imwrite(str(tmp_path / 'in' / 'a.png'), img)
     argv = ['--weights', str(tmp_path / 'w.pth'), '--input', str(tmp_path / 'in'), '--device', 'cpu', '--no-progress']
     assert infer.main([*argv, '--output', str(tmp_path / 'out'), '--tile', '0', '--save-uncertainty']) == 0
-    maps = E.load_raw_maps(str(tmp_path / 'out' / 'uncertainty' / 'a.npz'))
+    maps = M.load_raw_maps(str(tmp_path / 'out' / 'uncertainty' / 'a.npz'))
     x = torch.from_numpy(img[..., ::-1] / 255.0).float().permute(2, 0, 1)[None]
     with torch.no_grad():
         _, expected = net(x, return_all=True)
@@ -195,6 +217,6 @@ def test_infer_writes_the_five_raw_maps(tmp_path):
         )
         == 0
     )
-    tiled = E.load_raw_maps(str(tmp_path / 'tiled' / 'uncertainty' / 'a.npz'))
+    tiled = M.load_raw_maps(str(tmp_path / 'tiled' / 'uncertainty' / 'a.npz'))
     assert {k: v.shape for k, v in tiled.items()} == {k: v.shape for k, v in maps.items()}
     assert '<name>.npz' in infer.build_parser().format_help()

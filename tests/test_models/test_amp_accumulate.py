@@ -53,7 +53,7 @@ def _steps(model, batch: dict, n: int) -> list[dict]:
     [
         ('amp', 'fp32', 'train:amp: expected bf16, fp16 or ~'),
         ('amp', True, 'train:amp'),
-        ('accumulate', 0, 'train:accumulate: expected an integer >= 1'),
+        ('accumulate', 0, 'train:accumulate: must be an integer >= 1'),
         ('accumulate', 1.5, 'train:accumulate'),
         ('acumulate', 2, "did you mean 'accumulate'"),
     ],

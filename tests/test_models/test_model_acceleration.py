@@ -40,7 +40,7 @@ def test_optimizer_switches_reach_torch(setup, switch):
 def test_optimizer_switch_of_the_wrong_type_is_refused(setup):
     opt, _ = setup
     opt['train']['optim_g'] = {'type': 'AdamW', 'fused': 'yes'}
-    with pytest.raises(OptionError, match="^train:optim_g:fused: expected true or false, got 'yes'$"):
+    with pytest.raises(OptionError, match=r"^train:optim_g:fused: must be true or false \(got 'yes'\)$"):
         check_training_options(opt)
 
 
@@ -53,8 +53,8 @@ def test_optimizer_switch_of_the_wrong_type_is_refused(setup):
             "train:cuda_graph: compile mode 'reduce-overhead' already",
         ),
         ({'cuda_graph': True, 'amp': 'fp16'}, 'train:cuda_graph: not with amp: fp16'),
-        ({'cuda_graph': 'on'}, "train:cuda_graph: expected true or false, got 'on'"),
-        ({'tf32': 1}, 'train:tf32: expected true or false, got 1'),
+        ({'cuda_graph': 'on'}, "train:cuda_graph: must be true or false (got 'on')"),
+        ({'tf32': 1}, 'train:tf32: must be true or false (got 1)'),
         ({'compiled': True}, "train:compiled: unknown key; did you mean 'compile'?"),
     ],
 )
