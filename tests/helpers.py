@@ -341,3 +341,31 @@ DAMAGED_IMAGES = {
         'restart marker out of sequence',
     ),
 }
+
+
+def parse_training_options(path: str | os.PathLike, tmp_path: Path, monkeypatch) -> dict:
+    """An options file as ``python -m basicsr.train -opt PATH`` parses it, every type it names registered.
+
+    basicsr's ``parse_options`` seeds every random generator; their states are restored, so the calling test
+    leaves them as it found them. Asserts that the model, dataset and validation metric types are in basicsr's
+    registries (the losses differ per model: the caller checks them).
+    """
+    import random
+
+    import basicsr  # noqa: F401 - registers the plugin
+    import torch
+    from basicsr.utils.options import parse_options
+    from basicsr.utils.registry import DATASET_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+
+    monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', str(path)])
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        opt, _ = parse_options(str(tmp_path), is_train=True)
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+    assert opt['model_type'] in MODEL_REGISTRY
+    assert all(d['type'] in DATASET_REGISTRY for d in opt['datasets'].values())
+    assert all(m['type'] in METRIC_REGISTRY for m in opt['val']['metrics'].values())
+    return opt

@@ -9,15 +9,13 @@ The reference (``tests/data/rivals/uformer_small_seed7.pt``) holds outputs of th
 from __future__ import annotations
 
 import math
-import random
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import REPO
+from helpers import REPO, parse_training_options
 
 from s2former_plugin.checkpoint import load_state_dict_any
 
@@ -216,24 +214,12 @@ def test_missing_extra_is_a_one_line_error(monkeypatch):
 
 
 def test_training_options_parse_and_build_the_authors_net(tmp_path, monkeypatch):
-    import basicsr  # noqa: F401
-    from basicsr.utils.options import parse_options
-    from basicsr.utils.registry import DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+    from basicsr.utils.registry import LOSS_REGISTRY
 
     from s2former_plugin.archs import uformer_arch
 
-    monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', str(REPO / 'options' / 'uformer_rain200h.yml')])
-    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    try:
-        opt, _ = parse_options(str(tmp_path), is_train=True)  # seeds every generator: restored below
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
-    assert opt['model_type'] in MODEL_REGISTRY
-    assert all(d['type'] in DATASET_REGISTRY for d in opt['datasets'].values())
+    opt = parse_training_options(REPO / 'options' / 'uformer_rain200h.yml', tmp_path, monkeypatch)
     assert opt['train']['pixel_opt']['type'] in LOSS_REGISTRY
-    assert all(m['type'] in METRIC_REGISTRY for m in opt['val']['metrics'].values())
     # The authors' recipe: AdamW 2e-4 (decay 0.02), 250 epochs (57 iterations each on Rain200H at 32 per step),
     # 3 of warm-up, cosine to 1e-6, Charbonnier (eps 1e-3, squared in basicsr's form), 128x128 patches.
     train, data = opt['train'], opt['datasets']['train']
