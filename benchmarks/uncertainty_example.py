@@ -6,10 +6,11 @@ Synthetic rain with masks (the skimage photos, ``--per-image`` rainy crops each)
     python benchmarks/uncertainty_example.py --out /tmp/unc_example/eval \\
         --weights quickstart=experiments/s2former_quickstart/models/net_g_latest.pth
 
-A folder pair without masks (e.g. Rain100H; predictions are paired with ground truth by the dataset names)::
+A folder pair (e.g. Rain100H; predictions are paired with ground truth by the dataset names), with rain masks
+taken from the pairs themselves (``--rain-threshold``: where the rainy input differs from the clean image)::
 
     python benchmarks/uncertainty_example.py --out /tmp/unc_r100h --lq RAIN/rain/X2 --gt RAIN/norain \\
-        --weights quickstart=.../net_g_latest.pth
+        --rain-threshold 0.2 --weights quickstart=.../net_g_latest.pth
 
 Rows: every ``--weights LABEL=PATH`` net, ``untrained`` (``S2Former(preset='small')`` with seed 0, its own errors)
 and ``blur baseline`` (``|rainy - GaussianBlur(rainy, 2)|`` scored against the first net's errors). Each net runs
@@ -47,6 +48,26 @@ def _baseline_maps(lq: str, out: str, sigma: float) -> None:
         save_raw_maps(os.path.join(out, f'{stem}.npz'), {'final': blur_residual_map(read_image(path), sigma)[None]})
 
 
+def _difference_masks(lq: str, gt: str, out: str, threshold: float) -> None:
+    """``OUT/<stem>.png``: 255 where the rainy input differs from its clean image by more than ``threshold`` (0-1,
+    the largest of the three channels), the rain a synthetic pair adds; 0 elsewhere."""
+    import numpy as np
+
+    from s2former_plugin import imageio
+    from s2former_plugin.metrics.pairing import collect_pairs
+    from s2former_plugin.metrics.scoring import read_image
+
+    pairs, missing = collect_pairs(lq, gt)
+    if missing.get('no_ground_truth'):
+        raise SystemExit(f'uncertainty_example: --rain-threshold: no clean image for {missing["no_ground_truth"][0]}')
+    os.makedirs(out, exist_ok=True)
+    for p in pairs:
+        rainy, clean = read_image(p.pred), read_image(p.gt)
+        peak = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}.get(rainy.dtype, 1.0)
+        diff = np.abs(rainy.astype(np.float64) - clean.astype(np.float64)).max(axis=2) / peak
+        imageio.write(os.path.join(out, f'{p.name}.png'), np.uint8(diff > threshold) * 255)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--out', required=True, help='folder for the data, predictions, maps and results')
@@ -54,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--lq', help='folder of rainy inputs (default: synthetic rain made into OUT/data)')
     p.add_argument('--gt', help='folder of ground truth (with --lq)')
     p.add_argument('--masks', help='folder of rain masks (with --lq; optional)')
+    p.add_argument(
+        '--rain-threshold',
+        type=float,
+        help='with --lq and no --masks: rain masks from the pairs, |rainy - clean| > T (0-1, largest channel)',
+    )
     p.add_argument('--per-image', type=int, default=4, help='synthetic set: rainy crops per skimage photo')
     p.add_argument('--crop', type=int, default=128, help='synthetic set: crop size')
     p.add_argument('--seed', type=int, default=1, help='synthetic set: seed')
@@ -78,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.gt:
             p.error('--lq needs --gt')
         lq, gt, masks = args.lq, args.gt, args.masks
+        if masks is None and args.rain_threshold is not None:
+            masks = os.path.join(args.out, 'difference_masks')
+            _difference_masks(lq, gt, masks, args.rain_threshold)
     else:
         data = os.path.join(args.out, 'data')
         rc = synthetic_rain.main(
