@@ -24,11 +24,11 @@ import sys
 from .errors import CommandError, run_command
 from .metrics import protocols
 from .metrics.evaluation import evaluate
-from .metrics.pairing import MISSING_KINDS, collect_pairs, shared_ground_truth
+from .metrics.pairing import collect_pairs
 from .metrics.uncertainty_eval import evaluate_uncertainty
 from .outputs import OutputFolder
 from .reporting import REPORT_FILES, write_reports
-from .reporting.tables import fmt
+from .reporting.summary import print_summary
 from .reporting.uncertainty import write_uncertainty
 
 __all__ = ['build_parser', 'main']
@@ -116,7 +116,7 @@ def _report(args: argparse.Namespace) -> int:
         write_reports(ev, args.out, args.allow_missing)
         unc = _uncertainty(args, unc_dir)
         out.drop_previous()
-    return max(_summary(args, ev, metrics, missing), unc)
+    return max(print_summary(ev, metrics, missing, args.protocol, args.out, args.allow_missing), unc)
 
 
 def _uncertainty(args: argparse.Namespace, unc_dir: str | None) -> int:
@@ -137,38 +137,6 @@ def _uncertainty(args: argparse.Namespace, unc_dir: str | None) -> int:
     for name, reason in uev.errors.items():
         print(f'report: uncertainty of {name} not scored: {reason}', file=sys.stderr)
     return 1 if uev.errors else 0
-
-
-def _summary(args: argparse.Namespace, ev, metrics: list[str], missing: dict[str, list[str]]) -> int:
-    """Print the means and every problem, one line each; the exit status."""
-    print(
-        f'{len(ev.per_image)} images, {args.protocol} protocol: '
-        + ', '.join(f'{m} {fmt(v, m)}' for m, v in ev.mean.items())
-        + ''.join(f'; {m} unavailable' for m in ev.unavailable if m not in ev.bad_metrics)
-        + f' -> {args.out}'
-    )
-    for m, n in ev.infinite.items():
-        print(f'report: note: {m}: {n} image(s) identical to the ground truth (inf), left out of the mean')
-    shared = shared_ground_truth(ev.pairs)
-    if shared:
-        n = sum(len(v) for v in shared.values())
-        print(f'report: note: {n} predictions share {len(shared)} ground-truth image(s) (--allow-shared-gt)')
-    status = 0
-    if not ev.available:
-        print(f'report: error: --metrics: none of {", ".join(metrics)} can be computed here', file=sys.stderr)
-        status = 1
-    for m in ev.bad_metrics:
-        print(f'report: error: --metrics: {ev.unavailable[m]}', file=sys.stderr)
-        status = 1
-    for name, reason in ev.errors.items():
-        print(f'report: skipped {name}: {reason}', file=sys.stderr)
-        status = 1
-    n_missing = {k: len(v) for k, v in missing.items() if v}
-    if n_missing and not args.allow_missing:
-        counts = ', '.join(f'{n} {MISSING_KINDS[k]}' for k, n in n_missing.items())
-        print(f'report: error: {counts} (listed in metrics.json; --allow-missing accepts them)', file=sys.stderr)
-        status = 1
-    return status
 
 
 if __name__ == '__main__':

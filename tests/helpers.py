@@ -189,13 +189,25 @@ def parsed_options(opt: dict, root: Path) -> dict:
     return opt
 
 
-def run_torchrun(args: list[str], cwd: Path, nproc: int = 2, timeout: float = 400) -> subprocess.CompletedProcess:
-    """``torchrun --nproc_per_node=<nproc> <args>`` on a free local port (parallel test runs don't collide)."""
+#: basicsr's own Y-channel PSNR and SSIM, no crop: the validation metrics of the distributed tests.
+Y_METRICS = {
+    'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': True},
+    'ssim': {'type': 'calculate_ssim', 'crop_border': 0, 'test_y_channel': True},
+}
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for process groups; parallel test runs don't collide)."""
     import socket
 
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
+        return sock.getsockname()[1]
+
+
+def run_torchrun(args: list[str], cwd: Path, nproc: int = 2, timeout: float = 400) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=<nproc> <args>`` on a free local port (parallel test runs don't collide)."""
+    port = free_port()
     cmd = [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={nproc}', f'--master_port={port}', *args]
     return subprocess.run(cmd, cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=timeout)
 

@@ -14,31 +14,29 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import clean_env, run_torchrun, tiny_s2former_options, write_paired_folder, write_yaml
+from helpers import (
+    Y_METRICS,
+    clean_env,
+    free_port,
+    run_torchrun,
+    tiny_s2former_options,
+    write_paired_folder,
+    write_yaml,
+)
 
 pytestmark = pytest.mark.slow
 
 NAME = 's2f_multinode'
 TIMEOUT_S = 150  # each launch; a normal run takes a fraction of it
-METRICS = {
-    'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': True},
-    'ssim': {'type': 'calculate_ssim', 'crop_border': 0, 'test_y_channel': True},
-}
+METRICS = Y_METRICS
 LOSS_LINE = re.compile(r'\[epoch:\s*\d+, iter:\s*([\d,]+), lr:\(.*?\)\] \[eta: .*?\] (.*)$', re.M)
 METRIC_LINE = re.compile(r'# (psnr|ssim): ([-\d.]+)')
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def _options(root: Path) -> Path:
@@ -60,7 +58,7 @@ def _kill(proc: subprocess.Popen) -> None:
 
 def _two_nodes(cwd: Path, options: Path) -> dict[int, str]:
     """Both launches at once; their output by node rank. One failing or overrunning ends the other."""
-    port = _free_port()
+    port = free_port()
     procs, outputs = {}, {}
     try:
         for node in (0, 1):

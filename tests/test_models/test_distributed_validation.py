@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,22 +19,13 @@ from basicsr.data import build_dataset
 from basicsr.metrics import calculate_metric
 from basicsr.models import build_model
 from basicsr.utils import tensor2img
-from helpers import parsed_options, tiny_s2former_options, write_paired_folder
+from helpers import Y_METRICS, free_port, parsed_options, tiny_s2former_options, write_paired_folder
 from torch.utils.data import DataLoader
 
 pytestmark = pytest.mark.slow
 
 WORLD = 2
-METRICS = {
-    'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': True},
-    'ssim': {'type': 'calculate_ssim', 'crop_border': 0, 'test_y_channel': True},
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
+METRICS = Y_METRICS
 
 
 def _options(root: Path) -> dict:
@@ -126,7 +116,7 @@ def runs(tmp_path_factory) -> tuple[dict, list[dict], dict[str, list[float]], di
 
     out_dir = root / 'out'
     out_dir.mkdir()
-    mp.start_processes(_worker, args=(opt, _free_port(), str(out_dir)), nprocs=WORLD, start_method='spawn')
+    mp.start_processes(_worker, args=(opt, free_port(), str(out_dir)), nprocs=WORLD, start_method='spawn')
     ranks = [json.loads((out_dir / f'rank{r}.json').read_text()) for r in range(WORLD)]
     return single, ranks, by_hand, single_io
 
