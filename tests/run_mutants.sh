@@ -39,7 +39,7 @@ case $module in
                 tests/test_models/test_distributed_losses.py::test_frozen_heads_are_exactly_those_the_losses_cannot_reach' ;;
   ranking) files='s2former_plugin/archs/s2former_ranking.py s2former_plugin/archs/s2former_ops.py'
            tests='tests/test_archs/test_s2former_ops.py tests/test_archs/test_s2former_ranking.py tests/test_archs/test_s2former_parity_float64.py' ;;
-  models) files='s2former_plugin/models/s2former_model.py'
+  models) files='s2former_plugin/models/s2former_model.py s2former_plugin/models/s2former_validation.py'
           tests='tests/test_models/test_s2former_model.py tests/test_models/test_distributed_validation.py tests/test_models/test_amp_accumulate.py
                  tests/test_models/test_distributed_losses.py::test_validation_failure_on_one_rank_stops_all_ranks_at_once'
           # a basicsr.train subprocess cannot import mutmut's trampolines (it runs outside the scratch folder)
@@ -60,19 +60,19 @@ case $module in
                tests/test_export.py tests/test_archs/test_rivals.py tests/test_archs/test_s2former_ops.py
                tests/test_official_reliability.py::test_official_checkpoint_loader_refuses_non_finite_weights'
         deselect=$rival_subprocesses ;;
-  rivals) files='s2former_plugin/archs/rivals_arch.py'
+  rivals) files='s2former_plugin/archs/spandrel_rival.py s2former_plugin/archs/restormer_arch.py s2former_plugin/archs/mprnet_arch.py s2former_plugin/archs/nafnet_arch.py'
           tests='tests/test_archs/test_rivals.py tests/test_export.py'
           deselect=$rival_subprocesses ;;
   # The option checks (pure functions of the options) against the option tests alone; every model test builds a
   # model, and so runs them, but none of the others looks at what they refuse.
-  options) files='s2former_plugin/models/s2former_model.py'
+  options) files='s2former_plugin/models/s2former_options.py'
            tests='tests/test_models/test_s2former_options.py
                   tests/test_models/test_s2former_options_reliability.py::test_training_option_typos_and_types_are_refused
                   tests/test_models/test_s2former_options_reliability.py::test_shipped_options_pass_the_checks
                   tests/test_models/test_amp_accumulate.py::test_bad_amp_and_accumulate_options_are_refused_in_one_line
                   tests/test_models/test_s2former_model.py::test_unknown_loss_key_is_rejected
                   tests/test_models/test_s2former_model.py::test_bad_validation_options_fail_at_build_time'
-           MUTANTS=${MUTANTS:-'s2former_plugin.models.s2former_model.x_*'} ;;
+           MUTANTS=${MUTANTS:-'s2former_plugin.models.s2former_options.x_*'} ;;
   # The model's set-up (construction, training settings, EMA net, freezing, optimizer) with the in-process model
   # tests: each of these mutants would otherwise also start every gloo test (each builds a model). Re-run the
   # survivors under `models` (MUTANTS=...) to try them against the multi-process tests too.

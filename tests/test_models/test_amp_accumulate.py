@@ -25,7 +25,7 @@ from helpers import (
 from torch.utils.data import DataLoader
 
 from s2former_plugin import compat
-from s2former_plugin.models.s2former_model import NonFiniteLoss, OptionError, check_training_options
+from s2former_plugin.models.s2former_options import NonFiniteLoss, OptionError, check_training_options
 
 
 @pytest.fixture()

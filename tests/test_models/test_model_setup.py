@@ -10,7 +10,7 @@ import torch
 from basicsr.models import build_model
 from helpers import basicsr_log, build_seeded_model, parsed_options, tiny_s2former_options, write_paired_folder
 
-from s2former_plugin.models.s2former_model import OptionError
+from s2former_plugin.models.s2former_options import OptionError
 
 
 @pytest.fixture()

@@ -27,7 +27,7 @@ def s2f_model(tmp_path):
 
 
 def test_nan_stop_advice_works(s2f_model):
-    from s2former_plugin.models.s2former_model import NonFiniteLoss
+    from s2former_plugin.models.s2former_options import NonFiniteLoss
 
     opt, build_model, batch = s2f_model
     model = build_model(opt)
@@ -60,7 +60,7 @@ def test_nan_stop_advice_works(s2f_model):
 def test_validation_refuses_a_nan_prediction(s2f_model, monkeypatch):
     from basicsr.data import build_dataloader, build_dataset
 
-    from s2former_plugin.models.s2former_model import NonFiniteLoss
+    from s2former_plugin.models.s2former_options import NonFiniteLoss
 
     opt, build_model, _ = s2f_model
     model = build_model(opt)

@@ -11,7 +11,7 @@ import copy
 
 import pytest
 
-from s2former_plugin.models.s2former_model import (
+from s2former_plugin.models.s2former_options import (
     LOSS_KEYS,
     OPTION_KEYS,
     OptionError,

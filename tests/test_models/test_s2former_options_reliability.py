@@ -69,7 +69,7 @@ OPTION_TYPOS = {
 def test_training_option_typos_and_types_are_refused(tmp_path, case):
     from helpers import tiny_s2former_options
 
-    from s2former_plugin.models.s2former_model import OptionError, check_training_options
+    from s2former_plugin.models.s2former_options import OptionError, check_training_options
 
     opt = tiny_s2former_options(tmp_path, None)
     check_training_options(opt)  # the untouched options pass
@@ -91,7 +91,7 @@ def _s2former_option_files() -> list[str]:
 def test_shipped_options_pass_the_checks(path):
     import yaml
 
-    from s2former_plugin.models.s2former_model import check_training_options
+    from s2former_plugin.models.s2former_options import check_training_options
 
     with open(path) as f:
         check_training_options(yaml.safe_load(f))
