@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 
+from ..errors import run_command
 from .layouts import LAYOUTS, LayoutError, PairScan, find_pairs
 from .lmdb_report import ConvertError, ConvertReport
 from .lmdb_verify import verify, verify_existing
@@ -189,13 +190,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 verification failed, 2 bad input, 130 interrupted)."""
     parser = build_parser(prog)
     args = parser.parse_args(argv)
-    name = prog or 'create_lmdb'
+    return run_command(prog or 'create_lmdb', lambda: _run(parser, args))
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.verify_only:
-        try:
-            report = verify_existing(args.verify_only, args.workers, not args.no_progress)
-        except ConvertError as e:
-            print(f'{name}: error: {e}', file=sys.stderr)
-            return 2
+        report = verify_existing(args.verify_only, args.workers, not args.no_progress)
         for line in report.verify_errors:
             print(f'verify: {line}', file=sys.stderr)
         print(f'verified: {report.verified} pairs, {len(report.verify_errors)} missing or differ from their source')
@@ -220,9 +220,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             verify_output=args.verify,
             progress=not args.no_progress,
         )
-    except ConvertError as e:
-        print(f'{name}: error: {e}', file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
     print(report.summary())

@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 
+from ..errors import CommandError, run_command
 from .clean_sources import load_clean_images
 from .rain_synthesis import MASK_THRESHOLD, MODES
 from .synthetic_pairs import output_problem, prepare_output, render_pairs, write_pair
@@ -55,24 +56,23 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: write ``OUT/lq/<name>.png`` (rainy), ``OUT/gt/<name>.png`` (clean) and, with ``--masks``,
     ``OUT/mask/<name>.png`` (255 where rain was drawn); returns the exit status."""
     args = build_parser().parse_args(argv)
-    err = f'{PROG}: error:'
+    return run_command(PROG, lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.per_image < 1 or args.crop < 0 or args.max_side < 0:
-        print(f'{err} --per-image must be >= 1, --crop and --max-side >= 0', file=sys.stderr)
-        return 2
+        raise CommandError('--per-image must be >= 1, --crop and --max-side >= 0')
     problem = output_problem(args.input, args.output, args.overwrite)
     if problem:
-        print(f'{err} {problem}', file=sys.stderr)
-        return 2
+        raise CommandError(problem)
     try:
         sources = load_clean_images(args.input)
     except ValueError as e:
-        print(f'{err} {e}', file=sys.stderr)
-        return 2
+        raise CommandError(str(e)) from None
     try:
         removed = prepare_output(args.output, args.masks)
     except OSError as e:
-        print(f'{err} --output: cannot prepare {e.filename or args.output} ({e.strerror})', file=sys.stderr)
-        return 2
+        raise CommandError(f'--output: cannot prepare {e.filename or args.output} ({e.strerror})') from None
     if removed:
         print(f'--overwrite: removed {removed} images of an earlier run from {args.output}')
     count = 0
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             write_pair(args.output, stem, gt, lq, mask if args.masks else None)
         except OSError as e:
-            print(f'{err} {e} (after {count} pairs)', file=sys.stderr)
+            print(f'{PROG}: error: {e} (after {count} pairs)', file=sys.stderr)
             return 1
         count += 1
     masks = f' (masks in {os.path.join(args.output, "mask")})' if args.masks else ''
