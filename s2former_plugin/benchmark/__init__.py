@@ -62,7 +62,7 @@ _WHERE = {
     'select_pairs': 'data',
     'time_calls': 'measure',
     'write_plots': 'report',
-    'write_reports': 'report',
+    'write_results': 'report',
 }
 __all__ = sorted(_WHERE)
 

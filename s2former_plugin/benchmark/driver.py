@@ -104,7 +104,7 @@ from .children import log, run_child
 from .data import data_fingerprint, materialise, select_pairs
 from .nets import build_net, import_modules, is_s2former, pick_device_name
 from .options import BenchmarkError
-from .report import parse_training_log, write_reports
+from .report import parse_training_log, write_results
 from .resume import (
     BUDGET_FILE,
     RESULT_FILE,
@@ -386,5 +386,5 @@ def run_benchmark(opt: dict, out: str) -> list[dict]:
     speed = evaluate_all(opt, runs, out, test_dir, device)
     summaries = summarise(opt, runs, speed, batches, reference)
     opt['_meta'] = {'reference': reference, 'budget': budget, 'batches': batches}
-    write_reports(summaries, opt, out, opt['_meta'])
+    write_results(summaries, opt, out, opt['_meta'])
     return summaries

@@ -166,7 +166,7 @@ def write_plots(results: list[dict], opt: dict, out: str) -> None:
     plt.close(fig)
 
 
-def write_reports(summaries: list[dict], opt: dict, out: str, meta: dict) -> None:
+def write_results(summaries: list[dict], opt: dict, out: str, meta: dict) -> None:
     """``results.json``, ``results.md`` and the two plots; refuses results measured on different test images."""
     tests = {json.dumps((r.get('data') or {}).get('test')) for r in summaries}
     if len(tests) > 1:

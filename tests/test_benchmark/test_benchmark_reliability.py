@@ -98,7 +98,7 @@ def test_benchmark_report_refuses_mixed_test_sets():
 
     results = [{'name': 'a', 'data': {'test': 'x'}}, {'name': 'b', 'data': {'test': 'y'}}]
     with pytest.raises(benchmark.BenchmarkError, match='2 different test sets'):
-        benchmark.write_reports(results, {'name': 'n'}, '.', {})
+        benchmark.write_results(results, {'name': 'n'}, '.', {})
 
 
 @pytest.mark.parametrize('out', ['data', 'data/results'])
