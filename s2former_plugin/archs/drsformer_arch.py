@@ -28,7 +28,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
 from .padding import pad_to_multiple
-from .restormer_blocks import Downsample, OverlapPatchEmbed, PreNormBlock, Upsample
+from .restormer_blocks import Downsample, OverlapPatchEmbed, PreNormBlock, Upsample, channel_similarities
 
 __all__ = ['DRSformer', 'MULTIPLE', 'PARAMS_DEFAULT', 'PARAMS_DEFAULT_NO_MEFC']
 
@@ -66,11 +66,7 @@ class TopKSparseAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)  # each (B, C, H, W)
-        q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in (q, k, v))  # (B, heads, Ch, HW)
-        q = F.normalize(q, dim=-1)
-        k = F.normalize(k, dim=-1)
-        scores = (q @ k.transpose(-2, -1)) * self.temperature  # (B, heads, Ch, Ch)
+        scores, v = channel_similarities(self.qkv_dwconv(self.qkv(x)), self.num_heads, self.temperature)
         ch = scores.shape[-1]
         out = None
         for (num, den), weight in zip(TOPK_FRACTIONS, (self.attn1, self.attn2, self.attn3, self.attn4)):

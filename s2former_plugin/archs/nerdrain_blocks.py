@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .restormer_blocks import PreNormBlock
+from .restormer_blocks import PreNormBlock, channel_similarities
 
 __all__ = [
     'INR_FREQUENCIES',
@@ -66,11 +66,8 @@ class ChannelSelfAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)  # each (B, C, H, W)
-        q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in (q, k, v))  # (B, heads, Ch, HW)
-        q = F.normalize(q, dim=-1)
-        k = F.normalize(k, dim=-1)
-        attn = ((q @ k.transpose(-2, -1)) * self.temperature).softmax(dim=-1)  # (B, heads, Ch, Ch)
+        scores, v = channel_similarities(self.qkv_dwconv(self.qkv(x)), self.num_heads, self.temperature)
+        attn = scores.softmax(dim=-1)  # (B, heads, Ch, Ch)
         return self.project_out((attn @ v).reshape(b, c, h, w))
 
 

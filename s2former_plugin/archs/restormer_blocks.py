@@ -4,9 +4,10 @@ embedding, pixel-(un)shuffle down/up-sampling."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ['ChannelLayerNorm', 'Downsample', 'OverlapPatchEmbed', 'PreNormBlock', 'Upsample']
+__all__ = ['ChannelLayerNorm', 'Downsample', 'OverlapPatchEmbed', 'PreNormBlock', 'Upsample', 'channel_similarities']
 
 
 class _LayerNormWeights(nn.Module):
@@ -69,6 +70,26 @@ class Upsample(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)
+
+
+def channel_similarities(qkv: Tensor, num_heads: int, temperature: Tensor) -> tuple[Tensor, Tensor]:
+    """Restormer's transposed attention before its softmax: similarities of channels, not of pixels.
+
+    Args:
+        qkv: Queries, keys and values stacked on the channels, ``(B, 3C, H, W)``.
+        num_heads: Heads; each holds ``C / num_heads`` channels.
+        temperature: The learnt per-head scale, ``(num_heads, 1, 1)``.
+
+    Returns:
+        The L2-normalised queries' and keys' similarities over the pixels times ``temperature``,
+        ``(B, heads, C/heads, C/heads)``, and the values ``(B, heads, C/heads, H*W)``.
+    """
+    b, _, h, w = qkv.shape
+    q, k, v = qkv.chunk(3, dim=1)  # each (B, C, H, W)
+    q, k, v = (t.reshape(b, num_heads, t.shape[1] // num_heads, h * w) for t in (q, k, v))  # (B, heads, Ch, HW)
+    q = F.normalize(q, dim=-1)
+    k = F.normalize(k, dim=-1)
+    return (q @ k.transpose(-2, -1)) * temperature, v
 
 
 class PreNormBlock(nn.Module):
