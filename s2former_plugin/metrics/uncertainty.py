@@ -11,6 +11,7 @@ smallest at ``u = log(|y - gt| / 2)``, so a well-trained map is a monotone funct
   most uncertain (or the truly worst, or random) pixels are removed fraction by fraction; :func:`ause` (area
   between ours and the oracle: 0 is perfect) and :func:`aurg` (area between random and ours: > 0 beats chance);
 * :func:`auroc`, :func:`average_precision`: the map as a per-pixel rain detector, where a rain mask is known.
+* :func:`spread`: how far apart the map's values are (a flat map's rankings rest on tiny differences).
 
 Errors are ``|Y(output) - Y(gt)|`` on the 0-1 scale, with the Y channel of :mod:`.protocols` (``standard``: the
 BT.601 Y of pyiqa's ``psnr``/``ssim``; ``official``: the official script's R/B-swapped Y), after the same border
@@ -49,6 +50,7 @@ __all__ = [
     'score_uncertainty',
     'sparsification_curve',
     'spearman',
+    'spread',
 ]
 
 #: The five maps of ``S2Former(x, return_all=True)``, in the network's (official) order: ``final`` (after the
@@ -197,6 +199,16 @@ def spearman(uncertainty: np.ndarray, error: np.ndarray, name: str = '') -> floa
     return float(np.dot(ru, re) / np.sqrt(np.dot(ru, ru) * np.dot(re, re)))
 
 
+def spread(uncertainty: np.ndarray) -> float:
+    """The 99th minus the 1st percentile of the map's values (in the map's own units).
+
+    Not a quality measure: it says how far apart the map's values are. Near 0 the map is almost flat (e.g. held
+    on the ELU's floor of -1) and every ranking measure rests on differences that small.
+    """
+    lo, hi = np.percentile(np.asarray(uncertainty, np.float64), [1, 99])
+    return float(hi - lo)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Sparsification
 # ----------------------------------------------------------------------------------------------------------------
@@ -337,13 +349,20 @@ class UncertaintyScores:
     ause: float
     aurg: float
     mean_error: float
+    spread: float
     auroc: float | None = None
     average_precision: float | None = None
     curves: dict[str, list[float]] = field(default_factory=dict)
 
     def row(self) -> dict[str, float]:
         """The scalar measures as a flat ``{name: value}`` (detection measures only when a mask was given)."""
-        out = {'spearman': self.spearman, 'ause': self.ause, 'aurg': self.aurg, 'mean_error': self.mean_error}
+        out = {
+            'spearman': self.spearman,
+            'ause': self.ause,
+            'aurg': self.aurg,
+            'mean_error': self.mean_error,
+            'spread': self.spread,
+        }
         if self.auroc is not None:
             out['auroc'] = self.auroc
             out['average_precision'] = self.average_precision
@@ -383,6 +402,7 @@ def score_uncertainty(
         ause=ause(ours, oracle, fr),
         aurg=aurg(ours, rand, fr),
         mean_error=float(e.mean()),
+        spread=spread(u),
         curves={'fractions': fr.tolist(), 'ours': ours.tolist(), 'oracle': oracle.tolist(), 'random': rand.tolist()},
     )
     if mask is not None:

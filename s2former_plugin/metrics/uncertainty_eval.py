@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: The per-image measures, in column order (detection measures only where masks are given).
-MEASURES = ('spearman', 'ause', 'aurg', 'mean_error', 'auroc', 'average_precision')
+MEASURES = ('spearman', 'ause', 'aurg', 'mean_error', 'spread', 'auroc', 'average_precision')
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -146,16 +146,27 @@ def test_pixel_map_and_baseline():
     assert r.shape == (9, 9) and r.argmax() == 40 and r[4, 4] > 0.8
 
 
+def test_spread_is_the_99th_minus_the_1st_percentile():
+    # 0, 1, ..., 100: numpy's linear percentiles are exactly 1 and 99
+    assert U.spread(np.arange(101.0).reshape(1, 101)) == 98.0
+    assert U.spread(np.full((4, 4), -1.0)) == 0.0
+    # a map on the ELU floor but for 0.5 % of its pixels: the bulk is flat, so its spread is 0 (not 0.5)
+    floor = np.full(1000, -1.0)
+    floor[::200] = -0.5
+    assert U.spread(floor) == 0.0
+
+
 def test_score_uncertainty_row_curves_crop_and_mask():
     rng = np.random.default_rng(6)
     e = rng.random((10, 12))
     u = np.stack([e, e, e]) + 0.01 * rng.random((3, 10, 12))
     mask = e > 0.6
     s = U.score_uncertainty(u, e, mask, steps=5)
-    assert set(s.row()) == {'spearman', 'ause', 'aurg', 'mean_error', 'auroc', 'average_precision'}
+    assert set(s.row()) == {'spearman', 'ause', 'aurg', 'mean_error', 'spread', 'auroc', 'average_precision'}
     assert s.spearman > 0.99 and s.ause < 0.01 and s.aurg > 0 and s.auroc > 0.99
     assert s.mean_error == pytest.approx(e.mean()) and s.curves['fractions'] == [0, 0.2, 0.4, 0.6, 0.8]
-    assert set(U.score_uncertainty(u, e).row()) == {'spearman', 'ause', 'aurg', 'mean_error'}
+    assert set(U.score_uncertainty(u, e).row()) == {'spearman', 'ause', 'aurg', 'mean_error', 'spread'}
+    assert s.spread == U.spread(u.mean(0))
     cropped = U.score_uncertainty(u, e[1:-1, 1:-1], mask, steps=5, crop_border=1)  # map and mask cut alike
     assert cropped.spearman == U.spearman(u.mean(0)[1:-1, 1:-1], e[1:-1, 1:-1])
     with pytest.raises(UncertaintyError, match=r'^m\.png: rain mask has no rain'):

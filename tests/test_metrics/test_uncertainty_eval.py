@@ -138,7 +138,7 @@ def test_bad_or_missing_maps_are_named_and_the_mean_is_labelled(folders, tmp_pat
     assert 'the 1 scored of 3 images (2 refused)' in ev.line()
     write_csv(ev, str(tmp_path / 'u.csv'))
     rows = list(csv.reader(open(tmp_path / 'u.csv', encoding='utf-8')))
-    assert rows[0] == ['image', 'spearman', 'ause', 'aurg', 'mean_error', 'note']
+    assert rows[0] == ['image', 'spearman', 'ause', 'aurg', 'mean_error', 'spread', 'note']
     assert [r[0] for r in rows[1:]] == ['im2', 'mean of 1 scored of 3', 'im0', 'im1']
     assert rows[3][-1].startswith('refused: ')
     with_masks = E.evaluate_uncertainty(folders['unc'], folders['pred'], folders['gt'], folders['mask'])
