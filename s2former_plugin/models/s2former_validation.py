@@ -2,7 +2,7 @@
 
 ``val:`` adds ``tile`` / ``tile_overlap`` / ``tile_blend`` (whole images of any size are validated tile by tile
 with blended overlaps; ``tile: ~`` runs whole images; ``tile_blend: official`` averages like the official test
-script), ``uncertainty_metrics`` (the mean Spearman and AUSE of the final uncertainty map against the error,
+script), ``uncertainty_metrics`` (the mean Spearman, AUSE and spread of the final uncertainty map against the error,
 docs/uncertainty.md) and, with ``save_img: true``, saves the derained image next to its colour-mapped
 uncertainty. In distributed runs every rank validates its share of the images and the metric sums are
 all-reduced.
@@ -28,6 +28,9 @@ from s2former_plugin.visualize import uncertainty_to_color
 from .s2former_options import NonFiniteLoss
 
 __all__ = ['S2FormerValidation']
+
+#: The uncertainty measures logged per validation (``val:uncertainty_metrics``), summed over the images.
+LOGGED_UNCERTAINTY = ('spearman', 'ause', 'spread')
 
 
 class S2FormerValidation:
@@ -82,9 +85,9 @@ class S2FormerValidation:
 
     @staticmethod
     def _score_uncertainty(unc: UncertaintyAccumulator, data: dict, output, uncertainty, sums: torch.Tensor) -> None:
-        """Add one validation image's Spearman and AUSE (final map against the Y error) to ``sums``, or count it
-        refused (no ground truth, a constant map, ...): sums ``[spearman, ause, refused]``, all-reduced with the
-        metrics."""
+        """Add one validation image's :data:`LOGGED_UNCERTAINTY` (final map against the Y error) to ``sums``, or
+        count it refused (no ground truth, a constant map, ...): sums ``[spearman, ause, spread, refused]``,
+        all-reduced with the metrics."""
         name = data['lq_path']
         if 'gt' not in data:
             unc.refuse(name, f'{name}: no ground truth')
@@ -92,16 +95,16 @@ class S2FormerValidation:
             unc.add(name, uncertainty[0].float().cpu(), output[0].float().cpu(), data['gt'], files=(name, name, None))
         row = unc.result.per_image.get(name)
         if row is None:
-            sums[2] += 1
+            sums[-1] += 1
         else:
-            sums[0] += row['spearman']
-            sums[1] += row['ause']
+            for i, measure in enumerate(LOGGED_UNCERTAINTY):
+                sums[i] += row[measure]
 
     def _log_uncertainty(self, unc, sums: torch.Tensor, images: float, dataset_name: str, it: int, tb_logger) -> None:
-        """Log the set's mean Spearman and AUSE of the uncertainty (``val:uncertainty_metrics``); a set with any
-        image refused logs no mean (a subset's mean is not the set's) but says how many and why."""
+        """Log the set's mean :data:`LOGGED_UNCERTAINTY` of the uncertainty (``val:uncertainty_metrics``); a set
+        with any image refused logs no mean (a subset's mean is not the set's) but says how many and why."""
         logger = get_root_logger()
-        refused = int(sums[2].item())
+        refused = int(sums[-1].item())
         if refused:
             reason = next(iter(unc.result.errors.values()), 'on another rank')
             logger.warning(
@@ -110,14 +113,14 @@ class S2FormerValidation:
             )
             return
         scored = max(images, 1)
-        spearman, ause = sums[0].item() / scored, sums[1].item() / scored
+        means = {m: sums[i].item() / scored for i, m in enumerate(LOGGED_UNCERTAINTY)}
         logger.info(
             f'Validation {dataset_name}, uncertainty (final map vs |Y error|, {int(images)} images): '
-            f'spearman {spearman:.4f}, ause {ause:.4f}'
+            + ', '.join(f'{m} {v:.4f}' for m, v in means.items())
         )
         if tb_logger is not None:
-            tb_logger.add_scalar(f'metrics/{dataset_name}/uncertainty_spearman', spearman, it)
-            tb_logger.add_scalar(f'metrics/{dataset_name}/uncertainty_ause', ause, it)
+            for m, v in means.items():
+                tb_logger.add_scalar(f'metrics/{dataset_name}/uncertainty_{m}', v, it)
 
     def _reduce_device(self) -> torch.device:
         """Where validation sums are all-reduced: the model's device under NCCL, else the CPU (gloo)."""
@@ -131,7 +134,8 @@ class S2FormerValidation:
         indices = range(rank, len(dataset), world)  # each rank validates its share
         unc = UncertaintyAccumulator() if self.opt['val'].get('uncertainty_metrics') else None
         n_sums = len(metrics_opt) + 1
-        sums = torch.zeros(n_sums + (3 if unc is not None else 0), dtype=torch.float64)  # + spearman, AUSE, refused
+        n_unc = len(LOGGED_UNCERTAINTY) + 1 if unc is not None else 0  # + the measures and the refused count
+        sums = torch.zeros(n_sums + n_unc, dtype=torch.float64)
         self._pending_reduce = sums.numel() if self.opt['dist'] else None
         pbar = tqdm(total=len(indices), unit='image') if self.opt['val'].get('pbar') and rank == 0 else None
 

@@ -39,7 +39,7 @@ def _model_and_loader(tmp_path):
     return build_model(opt), DataLoader(build_dataset(val))
 
 
-def test_validation_logs_the_mean_spearman_and_ause_of_the_set(tmp_path):
+def test_validation_logs_the_mean_spearman_ause_and_spread_of_the_set(tmp_path):
     model, loader = _model_and_loader(tmp_path)
     board = _Board()
     with basicsr_log() as records:
@@ -55,6 +55,8 @@ def test_validation_logs_the_mean_spearman_and_ause_of_the_set(tmp_path):
     assert f'spearman {expected["spearman"]:.4f}' in lines[0] and f'ause {expected["ause"]:.4f}' in lines[0]
     assert board.scalars['metrics/tiny_val/uncertainty_spearman'] == pytest.approx(expected['spearman'])
     assert board.scalars['metrics/tiny_val/uncertainty_ause'] == pytest.approx(expected['ause'])
+    assert f'spread {expected["spread"]:.4f}' in lines[0]
+    assert board.scalars['metrics/tiny_val/uncertainty_spread'] == pytest.approx(expected['spread'])
     assert set(model.metric_results) == {'psnr'}  # the image metrics as before
 
 
