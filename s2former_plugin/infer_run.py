@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import imageio, tiling
-from .errors import S2FormerError, incomplete_status
+from .errors import incomplete_status
 from .inference import (
     InferError,
     NonFiniteOutput,
@@ -189,22 +189,15 @@ def claimed_output(plan: OutputPlan, overwrite: bool) -> Iterator[OutputFolder]:
         InferError: the folder cannot be created, or holds earlier outputs under this run's names without
             ``overwrite``; :class:`~s2former_plugin.outputs.OutputBusy`: another run is writing into it.
     """
-    folder = OutputFolder(plan.folder, 'infer', '--output')
-    try:
-        folder.__enter__()
-        folder.claim(plan.all_names(), overwrite)
-        if plan.uncertainty:
-            os.makedirs(plan.uncertainty, exist_ok=True)
-    except OSError as exc:
-        folder.__exit__()
-        raise InferError(f'--output: cannot create {exc.filename} ({exc.strerror})') from None
-    except S2FormerError:
-        folder.__exit__()
-        raise
-    try:
+    with contextlib.ExitStack() as stack:  # the lock is released however the run ends, its set-up included
+        try:
+            folder = stack.enter_context(OutputFolder(plan.folder, 'infer', '--output'))
+            folder.claim(plan.all_names(), overwrite)
+            if plan.uncertainty:
+                os.makedirs(plan.uncertainty, exist_ok=True)
+        except OSError as exc:
+            raise InferError(f'--output: cannot create {exc.filename} ({exc.strerror})') from None
         yield folder
-    finally:
-        folder.__exit__()
 
 
 # ----------------------------------------------------------------------------------------------------------------
