@@ -63,6 +63,8 @@ def _difference_masks(lq: str, gt: str, out: str, threshold: float) -> None:
     os.makedirs(out, exist_ok=True)
     for p in pairs:
         rainy, clean = read_image(p.pred), read_image(p.gt)
+        if rainy.dtype != clean.dtype or rainy.shape != clean.shape:
+            raise SystemExit(f'uncertainty_example: --rain-threshold: {p.pred} and {p.gt} differ in size or depth')
         peak = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}.get(rainy.dtype, 1.0)
         diff = np.abs(rainy.astype(np.float64) - clean.astype(np.float64)).max(axis=2) / peak
         imageio.write(os.path.join(out, f'{p.name}.png'), np.uint8(diff > threshold) * 255)
