@@ -59,12 +59,27 @@ def train_main(root_path: str | None = None) -> None:
 
     try:
         basicsr.train.train_pipeline(os.path.abspath(root_path or os.getcwd()))
+        _close_process_group()
     except S2FormerError as exc:
         message = str(exc).strip()
         if 'Original Traceback' in message:  # re-raised by a DataLoader worker: its last line is the error
             message = message.splitlines()[-1].split(': ', 1)[-1]
         print(f'train: error: {message}', file=sys.stderr)
         raise SystemExit(exc.exit_status) from None
+
+
+def _close_process_group() -> None:
+    """After a finished distributed run: wait for every rank, then destroy the process group.
+
+    basicsr leaves the group to interpreter exit, where gloo's threads can be torn down while a peer still talks to
+    them: the process then aborts (``terminate called without an active exception``, exit -6) after a run that
+    finished and saved everything.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def test_main(root_path: str | None = None) -> None:

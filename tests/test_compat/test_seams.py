@@ -282,3 +282,20 @@ def test_eta_at_the_last_iteration_is_not_negative():
     compat.apply()
     assert str(basicsr_logger.datetime.timedelta(seconds=-2)) == '0:00:00'
     assert str(basicsr_logger.datetime.timedelta(seconds=75)) == '0:01:15'
+
+
+def test_train_main_destroys_the_process_group_after_a_finished_run(tmp_path, monkeypatch):
+    # basicsr leaves the group to interpreter exit, where gloo's teardown can abort a finished run (exit -6)
+    import basicsr.train
+    import torch.distributed as dist
+    from helpers import free_port
+
+    calls = []
+    monkeypatch.setattr(basicsr.train, 'train_pipeline', lambda root: calls.append(root))
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0, world_size=1)
+    try:
+        compat.train_main(str(tmp_path))
+        assert calls == [str(tmp_path)] and not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
