@@ -19,7 +19,8 @@
 #   7. benchmarks/gpu_training_speed.py (about 7 minutes): ours eager / compiled / graph-captured and the official
 #      code, fp32 and bf16, batch 8 and 36 at 128x128 (step time, images/s, peak memory, 200 steps' losses against
 #      eager, TFLOP/s against a bf16 matmul of the same run), inference at 256, 512 and 1024 pixels; it writes
-#      docs/results/gpu_<card>.json (training_speedup_batch8, training_speedup_batch36, inference_speedup_256).
+#      docs/results/gpu_<card>.json (training_speedup_batch8, training_speedup_batch36, inference_speedup_256), or
+#      into $RESULTS where that is set (a folder that is collected from a remote machine).
 # ONLY=measure runs step 7 alone (the prepared measurement, under 8 minutes on one H200).
 #
 # A bare GPU machine (torch, no basicsr, no registry): the packages basicsr and the network need beyond what such
@@ -29,11 +30,16 @@
 #       -d benchmarks/wheels mmengine addict yapf lmdb termcolor platformdirs
 #   pip wheel --no-deps --no-build-isolation -w benchmarks/wheels basicsr==1.4.2
 # WORKDIR (default: a new temporary folder) receives the runs' outputs; nothing is written elsewhere but the JSON.
+# OFFICIAL, WHEELS and RESULTS may be relative to the directory the script is started from.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python}
 WORK=${1:-$(mktemp -d)}
 mkdir -p "$WORK"
+absolute() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }  # the checks run from $WORK
+WORK=$(absolute "$WORK")
+OFFICIAL=${OFFICIAL:+$(absolute "$OFFICIAL")}
+RESULTS=${RESULTS:+$(absolute "$RESULTS")}
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONWARNINGS=ignore
 failed=0
 
@@ -54,7 +60,7 @@ if ! $PY -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'
     echo 'gpu_checks: CUDA is not available here; nothing run' >&2
     exit 2
 fi
-WHEELS=${WHEELS:-$REPO/benchmarks/wheels}
+WHEELS=$(absolute "${WHEELS:-$REPO/benchmarks/wheels}")
 if ! $PY -c 'import basicsr, mmengine' 2>/dev/null; then
     step "installing basicsr and mmengine from $WHEELS (no registry needed)"
     $PY -m pip install -q --no-index --no-deps --find-links "$WHEELS" basicsr mmengine addict yapf lmdb termcolor \
@@ -65,7 +71,7 @@ measure() {  # step 7; the card's name in the JSON file name, e.g. docs/results/
     card=$($PY -c 'import re, torch; print(re.sub(r"[^a-z0-9]+", "_", torch.cuda.get_device_name().lower()).strip("_"))')
     step '7. training and inference: eager, compiled, graph-captured, official (benchmarks/gpu_training_speed.py)'
     check training-speed $PY "$REPO/benchmarks/gpu_training_speed.py" --budget "${BUDGET:-420}" \
-        ${OFFICIAL:+--official "$OFFICIAL"} --json "$REPO/docs/results/gpu_$card.json"
+        ${OFFICIAL:+--official "$OFFICIAL"} --json "${RESULTS:-$REPO/docs/results}/gpu_$card.json"
 }
 step 'device'
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader

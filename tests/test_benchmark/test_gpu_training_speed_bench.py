@@ -59,3 +59,16 @@ def test_speedup_counts_only_modes_whose_losses_track_eager(script, capsys):
     assert script.speedup(400.0, ours) == {'speedup': 10.0, 'ours_mode': 'graphed (eager fallback)', 'ours_ms': 40.0}
     unchecked = script.faithful_modes({'compiled': {'step_ms': 20.0}})  # eager failed: nothing to compare with
     assert unchecked == {'compiled (losses unchecked: no eager run)': 20.0}
+
+
+def test_items_past_the_budget_are_recorded_as_skipped_never_as_figures(script, tmp_path):
+    out = tmp_path / 'gpu_cpu.json'
+    argv = ['--device', 'cpu', '--preset', 'small', '--crop', '64', '--steps', '2', '--warmup', '1', '--batches', '1']
+    argv += ['--precisions', 'fp32', '--infer-sizes', '64', '128', '--matmul-n', '64', '--budget', '0']
+    assert script.main([*argv, '--json', str(out)]) == 0
+    report = json.loads(out.read_text())
+    skipped = {'skipped': 'out of --budget'}
+    assert report['training']['batch1_fp32'] == {'eager': skipped, 'graphed': skipped, 'compiled': skipped}
+    assert report['inference'] == {'64_fp32': skipped, '128_fp32': skipped}
+    assert report['profile'] == {'batch1_fp32': skipped}
+    assert report['training_speedup_batch1'] is None and report['inference_speedup_256'] is None
