@@ -10,7 +10,8 @@ memory, the losses of every step against eager's (same seed, same batches), and 
 the forward's multiply-adds x 2 per image, counted by ``benchmark.measure.count_macs``) against a bf16 matmul
 measured in the same run. Modes: ``eager``, ``compiled`` (``torch.compile``, ``--compile-mode``), ``graphed``
 (``acceleration.GraphedStep``: forward, losses, backward, optimizer step and EMA replayed as CUDA graphs) and
-``official`` (eager). Inference: ``forward(x)`` at ``--infer-sizes``, eager and graph-captured, and the official.
+``official`` (eager). Inference: ``forward(x)`` at ``--infer-sizes``, eager, graph-replayed (``GraphedForward``, what
+``infer --cuda-graph`` and ``val: cuda_graph`` run) and the official.
 
 ``--budget`` seconds: items not started by then are recorded as skipped (never as a figure). The headline items run
 first (fp32 training at each batch, then fp32 inference at the first size; within a case eager, the official, then
@@ -42,6 +43,7 @@ s2former_plugin.register()  # no startup hook where the package is not installed
 from s2former_plugin.acceleration import CompileOption, GraphedStep, compile_network, with_capturable  # noqa: E402
 from s2former_plugin.archs.s2former_arch import S2Former  # noqa: E402
 from s2former_plugin.benchmark.measure import count_macs  # noqa: E402
+from s2former_plugin.graphed_inference import GraphedForward  # noqa: E402
 from s2former_plugin.losses.s2former_loss import MultiScalePSNRLoss, UncertaintyDrivenLoss  # noqa: E402
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16}
@@ -227,36 +229,15 @@ def profile_case(args, batch: int, precision: str, device: torch.device) -> dict
     return result
 
 
-def capture_forward(net, x):
-    """``forward(x)`` replayed as one CUDA graph (inference, no autograd)."""
-    static = x.clone()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream), torch.no_grad():
-        for _ in range(2):
-            net(static)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph), torch.no_grad():
-        out = net(static)
-
-    def call():
-        static.copy_(x)
-        graph.replay()
-        return out
-
-    return call
-
-
 def infer_case(args, official, size: int, precision: str, device: torch.device) -> dict:
     amp = precision != 'fp32'
     torch.manual_seed(0)
     net = S2Former(args.preset).to(device).eval()
     x = torch.rand(1, 3, size, size, device=device)
     calls = {'eager': lambda: net(x)}
-    if device.type == 'cuda':
-        with torch.autocast('cuda', dtype=DTYPES[precision] or torch.bfloat16, enabled=precision != 'fp32'):
-            calls['graphed'] = capture_forward(net, x)
+    if device.type == 'cuda':  # infer --cuda-graph / val: cuda_graph (captured at its second call, the warm-up)
+        graphed = GraphedForward(net, print)
+        calls['graphed'] = lambda: graphed(x)
     if official:
         from s2former_plugin.official import ours_state_dict_to_official
 
@@ -281,7 +262,9 @@ def infer_case(args, official, size: int, precision: str, device: torch.device) 
                 sync(device)
                 times.append(time.perf_counter() - t0)
         result[name] = round(statistics.median(times) * 1e3, 3)
-    if 'graphed' in calls:  # the replay must give eager's image (TF32 convolutions: about 1e-4 apart)
+    if 'graphed' in calls and not graphed.graphs:  # the capture failed (said above): that time is eager's
+        result['graphed_eager_fallback'] = result.pop('graphed')
+    if 'graphed' in result:  # the replay must give eager's image (TF32 convolutions: about 1e-4 apart)
         with torch.no_grad(), torch.autocast('cuda', dtype=DTYPES[precision] or torch.bfloat16, enabled=amp):
             diff = (calls['graphed']().float() - net(x).float()).abs().max().item()
         result['graphed_max_abs_diff'] = diff

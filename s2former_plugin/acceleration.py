@@ -236,7 +236,7 @@ class GraphedStep:
                 self._capture(lq, gt)
             except Exception as exc:  # noqa: BLE001 (any capture failure: the eager step still works)
                 self.optimizer.zero_grad(set_to_none=True)
-                self.disable(f'capture failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})')
+                self.disable(f'capture failed ({type(exc).__name__}: {(str(exc).splitlines() or [""])[0][:200]})')
                 return None
         if not self.batch.matches(lq, gt):
             self.disable(

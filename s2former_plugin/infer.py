@@ -4,7 +4,7 @@ Usage::
 
     python -m s2former_plugin.infer --weights net_g_latest.pth --input photos/ --output derained/ \\
         [--tile 320] [--tile-overlap 64] [--save-uncertainty] [--device auto|cpu|cuda] [--fp16 | --bf16] \\
-        [--config net.yml]
+        [--cuda-graph] [--config net.yml]
 
 Weights: a BasicSR checkpoint (``params_ema`` preferred, else ``params``), a released official
 ``udrs2former_*.pth`` or a plain state dict, always read with ``torch.load(weights_only=True)``. The network
@@ -25,6 +25,9 @@ Invalid tiling arguments (``--tile-batch 0``, an overlap not smaller than the ti
 refused before anything is read or written (one line naming the option, exit status 2). Unreadable files (and
 images too thin for ``--blend official`` tiles) are reported one line each and skipped; the exit status is then 1.
 An image that runs out of GPU memory is retried with smaller tiles (each retry reported), else skipped by name.
+``--cuda-graph`` (CUDA) replays each tile shape seen more than once as a captured CUDA graph
+(:class:`s2former_plugin.graphed_inference.GraphedForward`): the same outputs without the launch overhead of the
+network's many small kernels.
 Outputs never overwrite inputs: an output folder that is an input folder (or would write over an input file) is
 refused.
 """
@@ -42,6 +45,7 @@ from .infer_run import (
     check_tiling,
     claimed_output,
     derain_folder,
+    graph_replay,
     list_inputs,
     load_onnx,
     plan_outputs,
@@ -83,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         action='store_true',
         help='bfloat16 autocast (CPU or CUDA; ranking in float32): faster, outputs differ slightly from float32',
     )
+    p.add_argument(
+        '--cuda-graph',
+        action='store_true',
+        help='replay each tile shape as a captured CUDA graph (CUDA, PyTorch weights): no kernel-launch overhead',
+    )
     p.add_argument('--config', help='S2Former kwargs (YAML/JSON) or a BasicSR options file with network_g')
     p.add_argument('--overwrite', action='store_true', help='replace images an earlier run wrote under the same names')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
@@ -122,7 +131,7 @@ def _infer(args: argparse.Namespace) -> int:
         net, used = loaded.net, loaded.used
     autocast = precision(args.fp16, args.bf16, device, onnx)
     run = InferRun(
-        net if onnx else net.to(device),
+        graph_replay(net if onnx else net.to(device), args.cuda_graph, device, onnx),
         used,
         device,
         args.tile,

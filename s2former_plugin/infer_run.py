@@ -22,6 +22,7 @@ import torch
 
 from . import imageio, tiling
 from .errors import incomplete_status
+from .graphed_inference import GraphedForward
 from .inference import (
     InferError,
     NonFiniteOutput,
@@ -44,6 +45,7 @@ __all__ = [
     'claimed_output',
     'derain_folder',
     'float_name',
+    'graph_replay',
     'image_problem',
     'list_inputs',
     'load_onnx',
@@ -179,6 +181,18 @@ def precision(fp16: bool, bf16: bool, device: torch.device, onnx: bool) -> torch
         print('infer: warning: --bf16 does not apply to an ONNX model; running in float32', file=sys.stderr)
         return None
     return torch.float16 if fp16 else torch.bfloat16 if bf16 else None
+
+
+def graph_replay(net: Any, asked: bool, device: torch.device, onnx: bool) -> Any:
+    """``net`` with each tile shape replayed as a CUDA graph where ``--cuda-graph`` asks and applies (a PyTorch
+    network on CUDA), else ``net`` itself, with a warning when it was asked for and does not apply."""
+    if not asked:
+        return net
+    if onnx or device.type != 'cuda':
+        why = 'an ONNX model runs in onnxruntime' if onnx else f'it needs CUDA (device {device.type})'
+        print(f'infer: warning: --cuda-graph does not apply, {why}; running eagerly', file=sys.stderr)
+        return net
+    return GraphedForward(net, lambda line: print(f'infer: warning: {line}', file=sys.stderr))
 
 
 @contextlib.contextmanager

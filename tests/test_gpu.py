@@ -409,7 +409,7 @@ def test_cuda_autocast_training_step(dtype):
 
 @pytest.mark.gpu
 @cuda
-def test_infer_cli_on_cuda_with_fp16(tmp_path):
+def test_infer_cli_on_cuda_with_fp16_and_cuda_graph(tmp_path):
     import subprocess
     import sys
 
@@ -423,7 +423,7 @@ def test_infer_cli_on_cuda_with_fp16(tmp_path):
     img = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / 'in' / 'a.png'), img)
     outs = {}
-    for name, extra in (('fp32', []), ('fp16', ['--fp16'])):
+    for name, extra in (('fp32', []), ('fp16', ['--fp16']), ('graphed', ['--cuda-graph'])):
         argv = ['-m', 's2former_plugin.infer', '--weights', str(tmp_path / 'net.pth'), '--input', str(tmp_path / 'in')]
         argv += ['--output', str(tmp_path / name), '--device', 'cuda', '--no-progress', '--tile', '64']
         argv += ['--tile-overlap', '16', *extra]
@@ -431,4 +431,7 @@ def test_infer_cli_on_cuda_with_fp16(tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert ('cuda, fp16, tile' in proc.stdout) == (name == 'fp16')
         outs[name] = cv2.imread(str(tmp_path / name / 'a.png')).astype(np.float64)
+        assert 'warning' not in proc.stderr, proc.stderr[-2000:]
     assert outs['fp16'].shape == img.shape and np.abs(outs['fp16'] - outs['fp32']).mean() < 3.0
+    # 2x2 tiles of 64 (one shape, replayed from the second tile on): the image of the eager run, to a grey level
+    assert np.abs(outs['graphed'] - outs['fp32']).max() <= 1

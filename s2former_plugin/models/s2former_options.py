@@ -102,6 +102,8 @@ OPTION_KEYS = {
         'tile',
         'tile_overlap',
         'tile_blend',
+        'tile_batch',
+        'cuda_graph',
         'uncertainty_metrics',
     ),
     'logger': ('print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'),
@@ -219,8 +221,16 @@ def check_training_options(opt: dict) -> None:
 
 
 def check_val_options(val_opt: dict) -> None:
-    """Validate ``val:tile``, ``val:tile_overlap`` and ``val:tile_blend`` (one-line errors naming the option)."""
+    """Validate ``val:tile``, ``val:tile_overlap``, ``val:tile_blend``, ``val:tile_batch`` and the switches
+    ``val:uncertainty_metrics`` and ``val:cuda_graph`` (one-line errors naming the option)."""
     names = ('val:tile', 'val:tile_overlap', 'val:tile_blend', 'val:tile_batch')
-    if val_opt.get('uncertainty_metrics') is not None:
-        option_checks.check_switch(val_opt['uncertainty_metrics'], 'val:uncertainty_metrics')
-    check_tiling(val_opt.get('tile'), val_opt.get('tile_overlap', 32), val_opt.get('tile_blend', 'cosine'), names=names)
+    for key in ('uncertainty_metrics', 'cuda_graph'):
+        if val_opt.get(key) is not None:
+            option_checks.check_switch(val_opt[key], f'val:{key}')
+    check_tiling(
+        val_opt.get('tile'),
+        val_opt.get('tile_overlap', 32),
+        val_opt.get('tile_blend', 'cosine'),
+        val_opt.get('tile_batch', 1),
+        names=names,
+    )

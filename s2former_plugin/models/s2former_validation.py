@@ -1,11 +1,12 @@
 """Validation of :class:`~.s2former_model.S2FormerModel`: the final output (and uncertainty) of every image.
 
-``val:`` adds ``tile`` / ``tile_overlap`` / ``tile_blend`` (whole images of any size are validated tile by tile
-with blended overlaps; ``tile: ~`` runs whole images; ``tile_blend: official`` averages like the official test
-script), ``uncertainty_metrics`` (the mean Spearman, AUSE and spread of the final uncertainty map against the error,
-docs/uncertainty.md) and, with ``save_img: true``, saves the derained image next to its colour-mapped
-uncertainty. In distributed runs every rank validates its share of the images and the metric sums are
-all-reduced.
+``val:`` adds ``tile`` / ``tile_overlap`` / ``tile_blend`` / ``tile_batch`` (whole images of any size are validated
+tile by tile with blended overlaps, ``tile_batch`` tiles per forward; ``tile: ~`` runs whole images; ``tile_blend:
+official`` averages like the official test script), ``cuda_graph`` (each tile or image shape seen more than once
+replayed as a CUDA graph, :mod:`s2former_plugin.graphed_inference`), ``uncertainty_metrics`` (the mean
+Spearman, AUSE and spread of the final uncertainty map against the error, docs/uncertainty.md) and, with
+``save_img: true``, saves the derained image next to its colour-mapped uncertainty. In distributed runs every
+rank validates its share of the images and the metric sums are all-reduced.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from basicsr.utils import get_root_logger, tensor2img
 from tqdm import tqdm
 
 from s2former_plugin import imageio
+from s2former_plugin.graphed_inference import GraphedForward
 from s2former_plugin.metrics.pyiqa_metric import needs_reference
 from s2former_plugin.metrics.uncertainty_eval import UncertaintyAccumulator
 from s2former_plugin.tiling import tiled_forward
@@ -40,6 +42,19 @@ class S2FormerValidation:
     def _eval_network(self) -> torch.nn.Module:
         return self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
 
+    def _graphed_forward(self, net: torch.nn.Module) -> GraphedForward | torch.nn.Module:
+        """``net``'s forward replayed as CUDA graphs per tile shape (``val: cuda_graph``), kept across validations
+        (the graphs read the weights in place, so they follow the training); ``net`` itself off CUDA, said once."""
+        graphed = self.__dict__.setdefault('_graphed_forwards', {})
+        if self.device.type != 'cuda':
+            if not graphed.get('warned'):
+                get_root_logger().warning(f'val:cuda_graph: validation runs on {self.device.type}, not CUDA; eager')
+                graphed['warned'] = True
+            return net
+        if id(net) not in graphed:
+            graphed[id(net)] = GraphedForward(net, get_root_logger().warning)
+        return graphed[id(net)]
+
     @torch.no_grad()
     def predict(self, lq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Derained image and its uncertainty for ``lq`` (B x 3 x H x W, any size), tiled as ``val:tile`` says."""
@@ -48,8 +63,10 @@ class S2FormerValidation:
         net.eval()
         val_opt = self.opt.get('val') or {}
 
+        forward = self._graphed_forward(net) if val_opt.get('cuda_graph') else net
+
         def final_outputs(tile: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            outputs, uncertainties = net(tile, return_all=True)
+            outputs, uncertainties = forward(tile, return_all=True)
             return outputs[0], uncertainties[0]
 
         try:
@@ -60,6 +77,7 @@ class S2FormerValidation:
                 val_opt.get('tile_overlap', 32),
                 device=self.device,
                 out_device='cpu',
+                tile_batch=val_opt.get('tile_batch', 1),
                 blend=val_opt.get('tile_blend', 'cosine'),
             )
         finally:

@@ -34,7 +34,7 @@ def test_defaults():
     args = infer.build_parser().parse_args(['--weights', 'w', '--input', 'i', '--output', 'o'])
     assert (args.tile, args.tile_overlap, args.tile_batch, args.blend) == (320, 64, 1, 'cosine')
     assert (args.device, args.fp16, args.bf16, args.config) == ('auto', False, False, None)
-    assert (args.save_uncertainty, args.no_progress) == (False, False)
+    assert (args.save_uncertainty, args.no_progress, args.cuda_graph) == (False, False, False)
     full = ['--weights', 'w', '--input', 'i', '--output', 'o']
     for i in (0, 2, 4):  # each of the three is required
         with pytest.raises(SystemExit):
@@ -54,6 +54,12 @@ def test_defaults():
         ([], None, 'cpu, tile off,', None),
         (['--bf16'], torch.bfloat16, 'cpu, bf16, tile off,', None),
         (['--fp16'], None, 'cpu, tile off,', 'infer: warning: --fp16 needs CUDA; running in float32'),
+        (
+            ['--cuda-graph'],
+            None,
+            'cpu, tile off,',
+            'infer: warning: --cuda-graph does not apply, it needs CUDA (device cpu); running eagerly',
+        ),
     ],
 )
 def test_precision_chosen_on_the_cpu(

@@ -179,6 +179,23 @@ def test_validation_after_training_is_numbered_total_iter_and_not_repeated(setup
     assert not list(folder.glob('*.png'))
 
 
+def test_validation_tile_batch_and_cuda_graph_keep_the_outputs(setup, caplog):
+    root, opt, _ = setup
+    model = build_model(opt)
+    x = torch.rand(1, 3, 40, 56)
+    model.opt['val'].update(tile=32, tile_overlap=16)
+    one, unc_one = model.predict(x)
+    model.opt['val']['tile_batch'] = 3  # 6 tiles in two forward passes of 3
+    batched, unc_batched = model.predict(x)
+    assert torch.allclose(one, batched, atol=1e-5) and torch.allclose(unc_one, unc_batched, atol=1e-5)
+    model.opt['val']['cuda_graph'] = True  # on the CPU: eager forwards, said once
+    for _ in range(2):
+        graphed, _ = model.predict(x)
+        assert torch.equal(graphed, batched)
+    said = [r.getMessage() for r in caplog.records if 'cuda_graph' in r.getMessage()]
+    assert said == ['val:cuda_graph: validation runs on cpu, not CUDA; eager']
+
+
 def test_tiled_prediction_matches_whole_image_closely(setup):
     root, opt, _ = setup
     model = build_model(opt)

@@ -59,6 +59,8 @@ EVERY_KEY = {
         'tile': 64,
         'tile_overlap': 16,
         'tile_blend': 'official',
+        'tile_batch': 4,
+        'cuda_graph': True,
         'uncertainty_metrics': True,
     },
     'logger': {
@@ -258,6 +260,8 @@ def test_validation_tiling_options_and_their_defaults():
         'val:tile_overlap: (32) must be smaller than val:tile (32)': {'tile': 32},
         'val:tile_overlap: expected an integer >= 0, got 1.5': {'tile': 64, 'tile_overlap': 1.5},
         "val:tile_blend: 'offical' is not one of": {'tile_blend': 'offical'},
+        'val:tile_batch: expected an integer >= 1, got 0': {'tile': 64, 'tile_batch': 0},
+        "val:cuda_graph: must be true or false (got 'yes')": {'cuda_graph': 'yes'},
     }
     for message, val in cases.items():
         with pytest.raises(ValueError) as info:
