@@ -4,7 +4,7 @@
 #   bash benchmarks/gpu_checks.sh [WORKDIR]     # from anywhere; python: $PYTHON, else `python`
 #
 # Runs, in order, and prints what ran with its figures (PASS/FAIL per check; exit status 1 if any failed):
-#   1. the gpu-marked tests (python -m pytest -m gpu tests: CUDA vs CPU in float64, no host-device sync in a warm
+#   1. the gpu-marked tests (python -m pytest -m gpu on the files holding them: CUDA vs CPU in float64, no host-device sync in a warm
 #      forward, CUDA graph capture of the forward and of the training step, fp16/bf16 autocast training step,
 #      infer --fp16 and --cuda-graph);
 #   2. the quickstart training on CUDA (100 iterations), then 100 steps of the same network in fp32 and in
@@ -85,7 +85,8 @@ if [ "${ONLY:-}" = measure ]; then
 fi
 
 step '1. gpu-marked tests'
-check gpu-tests $PY -m pytest -q -m gpu -p no:cacheprovider "$REPO/tests"
+GPU_TESTS=$(grep -rl --include='test_*.py' 'mark.gpu' "$REPO/tests" | sort)  # only these: light imports
+check gpu-tests $PY -m pytest -q -m gpu -p no:cacheprovider $GPU_TESTS
 
 step '2. quickstart training on CUDA, 100 iterations'
 check quickstart-cuda $PY -m basicsr.train -opt "$REPO/options/quickstart.yml" \
