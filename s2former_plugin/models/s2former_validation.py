@@ -45,15 +45,15 @@ class S2FormerValidation:
     def _graphed_forward(self, net: torch.nn.Module) -> GraphedForward | torch.nn.Module:
         """``net``'s forward replayed as CUDA graphs per tile shape (``val: cuda_graph``), kept across validations
         (the graphs read the weights in place, so they follow the training); ``net`` itself off CUDA, said once."""
-        graphed = self.__dict__.setdefault('_graphed_forwards', {})
         if self.device.type != 'cuda':
-            if not graphed.get('warned'):
+            if not getattr(self, '_said_no_cuda_graph', False):
                 get_root_logger().warning(f'val:cuda_graph: validation runs on {self.device.type}, not CUDA; eager')
-                graphed['warned'] = True
+                self._said_no_cuda_graph = True
             return net
-        if id(net) not in graphed:
-            graphed[id(net)] = GraphedForward(net, get_root_logger().warning)
-        return graphed[id(net)]
+        forwards = self.__dict__.setdefault('_graphed_forwards', {})  # one per evaluated network (EMA or net_g)
+        if id(net) not in forwards:
+            forwards[id(net)] = GraphedForward(net, get_root_logger().warning)
+        return forwards[id(net)]
 
     @torch.no_grad()
     def predict(self, lq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
