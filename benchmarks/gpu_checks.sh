@@ -4,9 +4,9 @@
 #   bash benchmarks/gpu_checks.sh [WORKDIR]     # from anywhere; python: $PYTHON, else `python`
 #
 # Runs, in order, and prints what ran with its figures (PASS/FAIL per check; exit status 1 if any failed):
-#   1. the gpu-marked tests (python -m pytest -m gpu on the files holding them: CUDA vs CPU in float64, no host-device sync in a warm
-#      forward, CUDA graph capture of the forward and of the training step, fp16/bf16 autocast training step,
-#      infer --fp16 and --cuda-graph);
+#   1. the gpu-marked tests (python -m pytest -m gpu on the files holding them: CUDA vs CPU in float64, no
+#      host-device sync in a warm forward, CUDA graph capture of the forward and of the training step, fp16/bf16
+#      autocast training step, infer --fp16 and --cuda-graph);
 #   2. the quickstart training on CUDA (100 iterations), then 100 steps of the same network in fp32 and in
 #      bf16/fp16 autocast (s/step each), and 20 iterations each of `train:amp: bf16` and
 #      `train:amp: fp16` with `train:accumulate: 2` through basicsr.train;

@@ -43,6 +43,7 @@ s2former_plugin.register()  # no startup hook where the package is not installed
 from s2former_plugin.acceleration import CompileOption, GraphedStep, compile_network, with_capturable  # noqa: E402
 from s2former_plugin.archs.s2former_arch import S2Former  # noqa: E402
 from s2former_plugin.benchmark.measure import count_macs  # noqa: E402
+from s2former_plugin.errors import first_line  # noqa: E402
 from s2former_plugin.graphed_inference import GraphedForward  # noqa: E402
 from s2former_plugin.losses.s2former_loss import MultiScalePSNRLoss, UncertaintyDrivenLoss  # noqa: E402
 
@@ -163,7 +164,7 @@ def train_case(args, official, batch: int, precision: str, device: torch.device,
                 sync(device)
                 times.append(time.perf_counter() - t0)
         except Exception as exc:  # noqa: BLE001 (recorded, the other modes still run)
-            result[mode] = {'failed': f'{type(exc).__name__}: {str(exc).splitlines()[0][:300]}'}
+            result[mode] = {'failed': f'{type(exc).__name__}: {first_line(exc, 300)}'}
             print(f'  batch {batch} {precision} {mode}: FAILED {result[mode]["failed"]}', flush=True)
             continue
         step_s = statistics.median(times[args.warmup :])

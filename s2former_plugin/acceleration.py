@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .errors import first_line
 from .options import check_keys, check_switch
 
 __all__ = [
@@ -236,7 +237,7 @@ class GraphedStep:
                 self._capture(lq, gt)
             except Exception as exc:  # noqa: BLE001 (any capture failure: the eager step still works)
                 self.optimizer.zero_grad(set_to_none=True)
-                self.disable(f'capture failed ({type(exc).__name__}: {(str(exc).splitlines() or [""])[0][:200]})')
+                self.disable(f'capture failed ({type(exc).__name__}: {first_line(exc, 200)})')
                 return None
         if not self.batch.matches(lq, gt):
             self.disable(

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .errors import S2FormerError
+from .errors import S2FormerError, first_line
 
 BASICSR_KEYS = ('params_ema', 'params')
 SAFETENSORS_SUFFIX = '.safetensors'
@@ -66,7 +66,7 @@ def _read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str
             metadata = dict(f.metadata() or {})
             state = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        first = (str(err).strip().splitlines() or [''])[0][:200]
+        first = first_line(err, 200)
         raise ValueError(f'{path}: not a readable safetensors file ({type(err).__name__}: {first})') from None
     return state, metadata
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-__all__ = ['S2FormerError', 'CommandError', 'OptionError', 'incomplete_status', 'run_command']
+__all__ = ['S2FormerError', 'CommandError', 'OptionError', 'first_line', 'incomplete_status', 'run_command']
 
 
 class S2FormerError(Exception):
@@ -30,6 +30,12 @@ class CommandError(S2FormerError):
 
 class OptionError(S2FormerError, ValueError):
     """A bad key or value in an options file (the message names the key's path, e.g. ``train:compile:mode``)."""
+
+
+def first_line(exc: BaseException, limit: int | None = None, default: str = '') -> str:
+    """The first line of ``exc``'s message (at most ``limit`` characters), ``default`` where it has none: how a
+    library's multi-line error is quoted in a one-line message."""
+    return (str(exc).strip().splitlines() or [default])[0][:limit]
 
 
 def run_command(command: str, body: Callable[[], int]) -> int:

@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from .errors import CommandError, S2FormerError, incomplete_status, run_command
+from .errors import CommandError, S2FormerError, first_line, incomplete_status, run_command
 from .inference import InferError, open_network
 from .onnx_backend import (
     CHECK_SIZES,
@@ -69,7 +69,7 @@ def _export(args: argparse.Namespace) -> int:
     except S2FormerError:
         raise
     except Exception as exc:  # noqa: BLE001 - the exporter's own errors (e.g. an op missing at a low opset)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        first = first_line(exc, 300, default=type(exc).__name__)
         raise CommandError(f'exporting to opset {args.opset} failed: {first}') from None
     size_mb = os.path.getsize(args.output) / 2**20
     print(

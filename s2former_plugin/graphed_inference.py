@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .errors import first_line
+
 __all__ = ['GraphedForward', 'capture_cuda_graph']
 
 #: ``capture(fn, x) -> replay``: records ``fn`` on a static copy of ``x``; ``replay(x)`` runs it on new values and
@@ -117,8 +119,8 @@ class GraphedForward:
         except Exception as exc:  # noqa: BLE001 (any capture failure: the eager forward still works)
             self.failed = True
             self.graphs.clear()
-            why = (str(exc).splitlines() or [''])[0][:200]
-            self.log(f'cuda graph: capture failed ({type(exc).__name__}: {why}); eager forwards from now on')
+            why = f'{type(exc).__name__}: {first_line(exc, 200)}'
+            self.log(f'cuda graph: capture failed ({why}); eager forwards from now on')
             return self.net(x, **kwargs)
         self.graphs[key] = replay
         return _clone(replay(x))

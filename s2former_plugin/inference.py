@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import CommandError, S2FormerError
+from .errors import CommandError, S2FormerError, first_line
 
 __all__ = [
     'InferError',
@@ -146,7 +146,7 @@ def open_network(
         net = S2Former(**cfg)
         net.load_state_dict(ckpt.state, strict=True)
     except (TypeError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0][:300]
+        first = first_line(exc, 300)
         raise InferError(f'{option}: {weights} does not fit the network configuration: {first}') from None
     if source == '--config':
         try:

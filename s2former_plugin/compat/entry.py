@@ -157,7 +157,7 @@ def check_network_options(opt: dict) -> None:
     import torch
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    from ..errors import OptionError
+    from ..errors import OptionError, first_line
 
     for key, value in opt.items():
         if not (key.startswith('network_') and isinstance(value, dict) and 'type' in value):
@@ -170,7 +170,7 @@ def check_network_options(opt: dict) -> None:
         except (ValueError, TypeError, KeyError, AssertionError, ImportError) as exc:
             if 'meta' in str(exc).lower():
                 continue
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc, default=type(exc).__name__)
             raise OptionError(f'{key}: {first}') from None
         except (NotImplementedError, RuntimeError):
             continue

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from ..errors import first_line
 from .uncertainty import DEFAULT_SCALE, SCALES, UncertaintyError
 
 __all__ = [
@@ -65,7 +66,7 @@ def load_raw_maps(path: str) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             maps = {k: z[k] for k in z.files}
     except Exception as exc:  # noqa: BLE001 - zip, pickle and format errors come in many types
-        first = (str(exc).strip().splitlines() or [''])[0][:160]
+        first = first_line(exc, 160)
         raise UncertaintyError(f'{path}: cannot read uncertainty maps ({type(exc).__name__}: {first})') from None
     for k, v in maps.items():
         if v.dtype.kind != 'f':

@@ -30,6 +30,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from s2former_plugin import acceleration, compat
 from s2former_plugin.checkpoint import load_state_dict_any
+from s2former_plugin.errors import first_line
 from s2former_plugin.metrics.pyiqa_metric import check_val_metrics
 
 from .s2former_options import (
@@ -171,7 +172,7 @@ class S2FormerModel(S2FormerValidation, SRModel):
         try:
             state, used_key = load_state_dict_any(load_path, param_key, expect_config=getattr(net, 'config', None))
         except ValueError as exc:
-            raise OptionError(str(exc).strip().splitlines()[0]) from None
+            raise OptionError(first_line(exc)) from None
         get_root_logger().info(f'Loading {type(net).__name__} from {load_path} [{used_key}]')
         self._print_different_keys_loading(net, state, strict)
         net.load_state_dict(state, strict=strict)
