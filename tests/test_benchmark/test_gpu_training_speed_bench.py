@@ -47,9 +47,9 @@ def test_a_warmup_that_leaves_no_timed_step_is_refused(script, capsys):
 def test_speedup_counts_only_modes_whose_losses_track_eager(script, capsys):
     case = {
         'eager': {'step_ms': 100.0},
-        'compiled': {'step_ms': 20.0, 'last_loss_rel_diff_vs_eager': 0.05},  # drifted: left out
-        'graphed': {'step_ms': 40.0, 'last_loss_rel_diff_vs_eager': 0.001, 'graphed': False},
-        'nan': {'step_ms': 10.0, 'last_loss_rel_diff_vs_eager': float('nan')},
+        'compiled': {'step_ms': 20.0, 'max_rel_loss_diff_vs_eager': 0.05},  # drifted: left out
+        'graphed': {'step_ms': 40.0, 'max_rel_loss_diff_vs_eager': 0.001, 'graphed': False},
+        'nan': {'step_ms': 10.0, 'max_rel_loss_diff_vs_eager': float('nan')},
         'failed': {'failed': 'RuntimeError: x'},
         'official': {'step_ms': 400.0},
     }
@@ -57,6 +57,8 @@ def test_speedup_counts_only_modes_whose_losses_track_eager(script, capsys):
     assert ours == {'eager': 100.0, 'graphed (eager fallback)': 40.0}
     assert 'compiled: left out of the speed-up' in capsys.readouterr().out
     assert script.speedup(400.0, ours) == {'speedup': 10.0, 'ours_mode': 'graphed (eager fallback)', 'ours_ms': 40.0}
+    assert math.isnan(script.worst([0.1, float('nan')])) and math.isnan(script.worst([float('nan'), 0.1]))
+    assert script.worst([0.1, 0.3]) == 0.3
     unchecked = script.faithful_modes({'compiled': {'step_ms': 20.0}})  # eager failed: nothing to compare with
     assert unchecked == {'compiled (losses unchecked: no eager run)': 20.0}
 
